@@ -1,0 +1,7 @@
+"""``python -m cossim_tui`` is the same as the ``cossim-tui`` command."""
+
+from __future__ import annotations
+
+from cossim_tui.cli import main
+
+raise SystemExit(main())
