@@ -1,0 +1,125 @@
+"""Runs the user's script in this process exactly as ``python SCRIPT`` would, with the agent in.
+
+``python -m cossim_tui.agent SCRIPT ARGS`` (or ``-m MODULE ARGS``) is how the launcher starts
+the child. Before the script's first line runs we undo every trace of that: ``sys.argv`` is
+``[SCRIPT, *ARGS]``, ``sys.path[0]`` is the script's real directory (the cwd for ``-m``),
+``__main__`` is a fresh module whose ``__file__`` and ``__loader__`` match CPython's, and the
+agent's environment variables are gone so that subprocesses and DataLoader workers never see
+them. The script's end (normal, ``sys.exit``, or an exception) is reported to the launcher,
+then handled the way the interpreter handles it: same traceback, same exit status.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import socket
+import sys
+import types
+
+from cossim_tui import protocol
+from cossim_tui.agent.controller import Controller
+from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
+
+
+def _connect() -> tuple[protocol.Connection, AgentConfig]:
+    fd = int(os.environ.pop(FD_ENV))
+    raw = os.environ.pop(CONFIG_ENV, "{}")
+    config = protocol.from_jsonable(AgentConfig, json.loads(raw))
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    return protocol.Connection(sock), config
+
+
+def _script_main(path: str) -> tuple[types.ModuleType, types.CodeType]:
+    """A ``__main__`` module and code object as CPython's ``pymain_run_file`` makes them."""
+    absolute = os.path.abspath(path)
+    with open(absolute, "rb") as handle:
+        source = handle.read()
+    code = compile(source, absolute, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__file__ = absolute
+    module.__cached__ = None
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", absolute)
+    module.__spec__ = None
+    module.__builtins__ = __builtins__
+    return module, code
+
+
+def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """Drop this module's own frames so the traceback starts in the user's code, like python's."""
+    here = __file__
+    while tb is not None and tb.tb_frame.f_code.co_filename == here:
+        tb = tb.tb_next
+    return tb
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    connection, config = _connect()
+    controller = Controller(connection, config)
+
+    if argv[:1] == ["-m"]:
+        module_name, args = argv[1], argv[2:]
+        target = f"-m {module_name}"
+        sys.path[0] = os.getcwd()
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError) as exc:
+            spec, problem = None, f"{type(exc).__name__}: {exc}"
+        else:
+            problem = f"No module named {module_name!r}"
+        if spec is None or spec.origin is None:
+            controller.script_ended("not-found", 2, problem)
+            print(f"cossim-tui: cannot run module {module_name}: {problem}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [spec.origin, *args]
+    else:
+        script, args = argv[0], argv[1:]
+        target = script
+        if not os.path.isfile(script):
+            reason = "not a file" if os.path.exists(script) else "no such file"
+            controller.script_ended("not-found", 2, f"{script}: {reason}")
+            print(f"cossim-tui: cannot run {script}: {reason}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [script, *args]
+        sys.path[0] = os.path.dirname(os.path.realpath(script))
+
+    # A pipe is block-buffered; a terminal is line-buffered. The user watches output live.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+
+    controller.hello(target, sys.argv)
+    controller.install()
+    try:
+        if argv[:1] == ["-m"]:
+            import runpy
+
+            # Removing ourselves from sys.modules lets runpy install the module as __main__.
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            module, code = _script_main(argv[0])
+            sys.modules["__main__"] = module
+            exec(code, module.__dict__)
+    except SystemExit as exc:
+        controller.script_ended("finished", _exit_status(exc), None)
+        raise
+    except BaseException as exc:  # noqa: BLE001 - reported, then handled exactly like python does
+        controller.script_ended("error", 1, f"{type(exc).__name__}: {exc}")
+        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__))
+        sys.exit(1)
+    controller.script_ended("finished", 0, None)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1

@@ -1,0 +1,209 @@
+"""Wraps torch's cosine entry points, and nothing else, the moment the script imports torch.
+
+Only the named functions are replaced (no ``__torch_function__`` mode, no per-op dispatch),
+so every other op runs at full speed. The wrappers call the original first; its return
+value or exception passes through untouched, and the capture happens after it, guarded so
+that nothing in cossim-tui can raise into the script. Calls from DataLoader workers or other
+forked processes, and calls made while cossim-tui itself is computing, go straight through.
+
+torch is patched from a post-import hook rather than imported up front, so a script that
+sets ``OMP_NUM_THREADS`` or ``CUDA_VISIBLE_DEVICES`` before ``import torch`` still works.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any, Protocol
+
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class CallSink(Protocol):
+    pid: int
+
+    def on_call(
+        self,
+        function: str,
+        names: tuple[str, str],
+        x1: Any,
+        x2: Any,
+        dim: Any,
+        eps: Any,
+        result: Any,
+        error: BaseException | None,
+        frame: types.FrameType | None,
+    ) -> None: ...
+
+    def torch_hooked(self, version: str, intercepted: list[str]) -> None: ...
+
+
+_state = threading.local()
+_sink: CallSink | None = None
+_internal_dirs: tuple[str, ...] = (_HERE + os.sep,)
+
+# Modules whose forward() calls the functional form: the user called the module, so we say so.
+_MODULE_FORWARDS = {
+    ("distance.py", "forward"): "nn.CosineSimilarity",
+    ("loss.py", "forward"): "nn.CosineEmbeddingLoss",
+}
+
+
+def user_frame(frame: types.FrameType | None) -> tuple[types.FrameType | None, str | None]:
+    """The first frame outside torch and cossim-tui, and the torch module it went through."""
+    via = None
+    while frame is not None and frame.f_code.co_filename.startswith(_internal_dirs):
+        code = frame.f_code
+        via = _MODULE_FORWARDS.get((os.path.basename(code.co_filename), code.co_name), via)
+        frame = frame.f_back
+    return frame, via
+
+
+Parsed = tuple[Any, Any, Any, Any]
+"""x1, x2, dim, eps of one call, as the function itself would read its arguments."""
+
+
+def _cosine_similarity_args(args: tuple, kwargs: dict) -> Parsed:
+    x1 = args[0] if len(args) > 0 else kwargs.get("x1")
+    x2 = args[1] if len(args) > 1 else kwargs.get("x2")
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 1)
+    eps = args[3] if len(args) > 3 else kwargs.get("eps", 1e-8)
+    return x1, x2, dim, eps
+
+
+def _embedding_loss_args(args: tuple, kwargs: dict) -> Parsed:
+    x1 = args[0] if len(args) > 0 else kwargs.get("input1")
+    x2 = args[1] if len(args) > 1 else kwargs.get("input2")
+    # torch's cosine_embedding_loss reduces over the last dim with this epsilon.
+    return x1, x2, -1, 1e-12
+
+
+def _wrap(
+    original: Callable[..., Any],
+    function: str,
+    names: tuple[str, str],
+    parse: Callable[[tuple, dict], Parsed],
+    similarity: Callable[[Any, Any, Any, Any], Any] | None = None,
+) -> Callable[..., Any]:
+    """A drop-in for ``original`` that reports each call from the script's main process."""
+
+    @functools.wraps(original)
+    def intercepted(*args: Any, **kwargs: Any) -> Any:
+        sink = _sink
+        if sink is None or getattr(_state, "busy", False) or os.getpid() != sink.pid:
+            return original(*args, **kwargs)
+        _state.busy = True
+        try:
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as exc:
+                _report(sink, function, names, parse, args, kwargs, None, exc, None)
+                raise
+            _report(sink, function, names, parse, args, kwargs, result, None, similarity)
+            return result
+        finally:
+            _state.busy = False
+
+    intercepted.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+    return intercepted
+
+
+def _report(
+    sink: CallSink,
+    function: str,
+    names: tuple[str, str],
+    parse: Callable[[tuple, dict], Parsed],
+    args: tuple,
+    kwargs: dict,
+    result: Any,
+    error: BaseException | None,
+    similarity: Callable[[Any, Any, Any, Any], Any] | None,
+) -> None:
+    frame, via = user_frame(sys._getframe(2))
+    x1, x2, dim, eps = parse(args, kwargs)
+    if similarity is not None and error is None:
+        try:
+            result = similarity(x1, x2, dim, result)
+        except Exception:  # noqa: BLE001 - the loss went through; we just cannot show a similarity
+            result = None
+    sink.on_call(via or function, names, x1, x2, dim, eps, result, error, frame)
+
+
+def _patch(torch: types.ModuleType, sink: CallSink) -> None:
+    global _sink, _internal_dirs
+    import torch.nn.functional as F
+
+    _internal_dirs = (_HERE + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    cosine = getattr(F.cosine_similarity, "__cossim_tui_original__", F.cosine_similarity)
+    loss = getattr(F.cosine_embedding_loss, "__cossim_tui_original__", F.cosine_embedding_loss)
+
+    def loss_similarity(x1: Any, x2: Any, dim: Any, _result: Any) -> Any:
+        with torch.no_grad():
+            return cosine(x1.detach(), x2.detach(), dim=-1)
+
+    wrapped_cosine = _wrap(cosine, "cosine_similarity", ("x1", "x2"), _cosine_similarity_args)
+    F.cosine_similarity = wrapped_cosine
+    torch.cosine_similarity = wrapped_cosine
+    F.cosine_embedding_loss = _wrap(
+        loss, "cosine_embedding_loss", ("input1", "input2"), _embedding_loss_args, loss_similarity
+    )
+    _sink = sink
+    sink.torch_hooked(
+        torch.__version__,
+        [
+            "torch.nn.functional.cosine_similarity",
+            "torch.cosine_similarity",
+            "torch.nn.CosineSimilarity",
+            "torch.nn.functional.cosine_embedding_loss",
+            "torch.nn.CosineEmbeddingLoss",
+        ],
+    )
+
+
+class _TorchImportHook(importlib.abc.MetaPathFinder):
+    """Lets the real finder load torch, then patches it before the importer sees it."""
+
+    def __init__(self, sink: CallSink) -> None:
+        self.sink = sink
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "torch":
+            return None
+        sys.meta_path.remove(self)
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        sink = self.sink
+        exec_module = loader.exec_module
+
+        def exec_and_patch(module: types.ModuleType) -> None:
+            exec_module(module)
+            try:
+                _patch(module, sink)
+            except Exception as exc:  # noqa: BLE001 - the script must still get its torch
+                print(f"cossim-tui: could not intercept torch: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+        loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+def install(sink: CallSink) -> None:
+    """Patch torch now if the script already has it, else as soon as it is imported."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "nn"):
+        _patch(torch, sink)
+    else:
+        sys.meta_path.insert(0, _TorchImportHook(sink))

@@ -1,0 +1,136 @@
+"""Finds where in the user's code a cosine call was made, and what its arguments were called.
+
+The interpreter knows the exact source span of the instruction a frame is executing
+(``co_positions``, Python 3.11+). We parse the file once, find the call expression with that
+span, and read its first two arguments back as source text, so ``F.cosine_similarity(
+vector1_tensor, vector2_tensor)`` names ``vector1_tensor`` and ``vector2_tensor``, even across
+lines, with keywords, through an alias, or through a module call (``self.cos(z, self.memory)``).
+Everything is cached per code object and instruction: the hot path is one dict look-up.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import os
+import sys
+import types
+from dataclasses import dataclass
+
+CONTEXT_LINES = 3
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    path: str
+    line: int
+    function: str
+    call_start: int
+    call_end: int
+    exprs: tuple[str | None, ...]
+    """Source text of each positional argument; keywords are looked up by name below."""
+    keywords: tuple[tuple[str, str], ...]
+
+
+_trees: dict[str, dict[tuple[int, int, int, int], ast.Call] | None] = {}
+_sites: dict[tuple[types.CodeType, int], SiteInfo] = {}
+
+
+def display_path(filename: str) -> str:
+    """The file as the user would name it: relative to the working directory when inside it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if relative.startswith(os.pardir) else relative
+
+
+def _calls_in(filename: str) -> dict[tuple[int, int, int, int], ast.Call] | None:
+    if filename in _trees:
+        return _trees[filename]
+    calls: dict[tuple[int, int, int, int], ast.Call] | None = None
+    lines = linecache.getlines(filename)
+    if lines:
+        try:
+            tree = ast.parse("".join(lines), filename)
+        except (SyntaxError, ValueError, RecursionError):
+            tree = None
+        if tree is not None:
+            calls = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Call) and node.end_lineno is not None:
+                    key = (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset or 0)
+                    calls[key] = node
+    _trees[filename] = calls
+    return calls
+
+
+def _segment(lines: list[str], node: ast.AST) -> str | None:
+    try:
+        return ast.unparse(node)
+    except Exception:  # noqa: BLE001 - a name we cannot print is just unknown
+        return None
+
+
+def site_of(frame: types.FrameType) -> SiteInfo:
+    code = frame.f_code
+    key = (code, frame.f_lasti)
+    site = _sites.get(key)
+    if site is None:
+        site = _sites[key] = _build_site(frame)
+    return site
+
+
+def _build_site(frame: types.FrameType) -> SiteInfo:
+    code = frame.f_code
+    filename = code.co_filename
+    line = frame.f_lineno or code.co_firstlineno
+    call_start = call_end = line
+    exprs: tuple[str | None, ...] = ()
+    keywords: tuple[tuple[str, str], ...] = ()
+    position = None
+    if sys.version_info >= (3, 11):
+        positions = list(code.co_positions())
+        index = frame.f_lasti // 2
+        if 0 <= index < len(positions):
+            position = positions[index]
+    calls = _calls_in(filename)
+    if calls is not None and position is not None and None not in position:
+        start, end, col, end_col = position  # type: ignore[misc]
+        node = calls.get((start, end, col, end_col))
+        if node is not None:
+            lines = linecache.getlines(filename)
+            call_start, call_end = node.lineno, node.end_lineno or node.lineno
+            exprs = tuple(_segment(lines, arg) for arg in node.args)
+            keywords = tuple(
+                (kw.arg, text) for kw in node.keywords if kw.arg and (text := _segment(lines, kw.value))
+            )
+    return SiteInfo(
+        path=display_path(filename),
+        line=line,
+        function=code.co_qualname if hasattr(code, "co_qualname") else code.co_name,
+        call_start=call_start,
+        call_end=call_end,
+        exprs=exprs,
+        keywords=keywords,
+    )
+
+
+def argument_names(site: SiteInfo, names: tuple[str, str]) -> tuple[str, str]:
+    """Source expressions of the two compared tensors, ``arg0``/``arg1`` when unknown."""
+    keywords = dict(site.keywords)
+    result = []
+    for index, name in enumerate(names):
+        expr = site.exprs[index] if index < len(site.exprs) else keywords.get(name)
+        result.append(expr if expr else f"arg{index}")
+    return result[0], result[1]
+
+
+def source_lines(filename: str, site: SiteInfo) -> tuple[int, list[str]]:
+    """The call's lines with context, and the number of the first one."""
+    lines = linecache.getlines(filename)
+    if not lines:
+        return site.line, []
+    first = max(1, site.call_start - CONTEXT_LINES)
+    last = min(len(lines), site.call_end + CONTEXT_LINES)
+    return first, [text.rstrip("\n") for text in lines[first - 1 : last]]
