@@ -1,0 +1,230 @@
+"""Pure judges: one step's summaries, the agent's evidence and a little per-site history in,
+findings out.
+
+No torch here: everything a judge looks at is plain data (``protocol`` records and the
+``Evidence`` the agent gathered next to the tensors), so each rule is a small function that
+is tested with hand-made inputs. Rules that need persistence (collapse, saturated,
+constant-similarity) keep a few counters per call site; nothing else is remembered.
+Thresholds are CONTRACT.md's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from cossim_tui.diagnostics.codes import CATALOG
+from cossim_tui.protocol import Finding, Relation, Similarity, TensorSummary
+
+COLLAPSE_SCORE = 0.1
+PERSIST_STEPS = 3
+SATURATED_COS = 0.9999
+CONSTANT_TOLERANCE = 1e-7
+CONSTANT_STEPS = 5
+PRECISION_TOLERANCE = 1e-3
+COMMON_MODE_DROP = 0.3
+
+
+@dataclass
+class StaleMatch:
+    """Argument ``arg`` is (the memory or the values of) an argument of an earlier step."""
+
+    arg: int
+    earlier_step: int
+    earlier_arg: int
+    earlier_expr: str
+    same_memory: bool
+    detached: bool
+
+
+@dataclass
+class Evidence:
+    """Facts only the agent can establish, next to the tensors."""
+
+    eps: float = 1e-8
+    stale: list[StaleMatch] = field(default_factory=list)
+    batch_collapse: list[float | None] = field(default_factory=list)
+    """Collapse score of each argument's rows, when it has ≥ 4 of them."""
+    ring_collapse: float | None = None
+    """Collapse score over the recent new vectors at this site, across steps."""
+    common_mode_drop: float | None = None
+    precision_deviation: float | None = None
+    """Largest |result − float64 recomputation| over the sampled rows."""
+
+
+@dataclass
+class _SiteState:
+    collapsed_steps: int = 0
+    saturated_steps: int = 0
+    last_mean: float | None = None
+    constant_steps: int = 0
+
+
+def is_self_similarity_matrix(a: TensorSummary, b: TensorSummary, relation: Relation) -> bool:
+    """``cos(z[:, None], z[None, :])``: one memory, a singleton dim inserted at different places."""
+    if relation.broadcast_shape is None or a.storage is None or b.storage is None:
+        return False
+    if a.storage.ptr != b.storage.ptr or len(a.shape) != len(b.shape):
+        return False
+
+    def squeezed(t: TensorSummary) -> tuple[list[int], list[int]]:
+        keep = [i for i, n in enumerate(t.shape) if n != 1]
+        return [t.shape[i] for i in keep], [t.storage.strides[i] for i in keep]  # type: ignore[union-attr]
+
+    positions_a = [i for i, n in enumerate(a.shape) if n == 1]
+    positions_b = [i for i, n in enumerate(b.shape) if n == 1]
+    return (
+        squeezed(a) == squeezed(b)
+        and positions_a != positions_b
+        and a.storage.offset == b.storage.offset
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+class Judge:
+    """Turns one captured step into findings; remembers only per-site persistence counters."""
+
+    def __init__(self, ignore: set[str] | None = None) -> None:
+        self.ignore = set(ignore or ())
+        self._sites: dict[str, _SiteState] = {}
+
+    def judge(
+        self,
+        step: int,
+        site: str,
+        args: list[TensorSummary],
+        relation: Relation | None,
+        cos: Similarity | None,
+        evidence: Evidence,
+        error: str | None = None,
+    ) -> list[Finding]:
+        found: list[tuple[str, str, list[str]]] = []
+
+        def add(code: str, message: str, *proof: str) -> None:
+            found.append((code, message, list(proof)))
+
+        a, b = args[0], args[1]
+        state = self._sites.setdefault(site, _SiteState())
+
+        if relation is not None:
+            self_matrix = is_self_similarity_matrix(a, b, relation)
+            if relation.same_object:
+                add("same-object", f"{a.expr} and {b.expr} are the same tensor object", "relation.same_object")
+            elif relation.shares_storage and not self_matrix:
+                add(
+                    "shared-storage",
+                    f"{b.expr} and {a.expr} are views of the same memory"
+                    + (" (one is a detached view of the other)" if a.requires_grad != b.requires_grad else ""),
+                    "relation.shares_storage",
+                )
+            elif relation.equal_values:
+                add("identical-values", f"{a.expr} and {b.expr} hold identical values in different memory", "relation.equal_values")
+            if relation.dim_size == 1:
+                add(
+                    "degenerate-dim",
+                    f"the similarity is taken over dim {relation.dim}, which has size 1: every value is ±1 or 0",
+                    "relation.dim",
+                )
+            if relation.broadcast_shape is not None:
+                add(
+                    "broadcast",
+                    f"{a.expr} {tuple(a.shape)} and {b.expr} {tuple(b.shape)} were broadcast to {tuple(relation.broadcast_shape)}",
+                    "relation.broadcast_shape",
+                )
+
+        for match in evidence.stale:
+            current = args[match.arg]
+            how = "same memory" + (", detached" if match.detached else "") if match.same_memory else "equal values, a copy"
+            role = "" if match.earlier_arg != match.arg else " (never updated since)"
+            add(
+                "stale-partner",
+                f"{current.expr} is step {match.earlier_step}'s {match.earlier_expr} ({how}){role}",
+                f"args.{match.arg}",
+            )
+
+        for index, t in enumerate(args):
+            if t.norm is not None and t.rows > 0 and t.norm.min <= evidence.eps:
+                add("zero-norm", f"{t.expr} has vectors with norm ≤ eps ({_fmt(evidence.eps)}): min norm {_fmt(t.norm.min)}", f"args.{index}.norm")
+        bad = [f"{t.expr} has {t.nan} NaN and {t.inf} Inf" for t in args if t.nan or t.inf]
+        if cos is not None and cos.nan:
+            bad.append(f"the similarity has {cos.nan} NaN")
+        if bad:
+            add("non-finite", "; ".join(bad), "args.nan", "cos.nan")
+
+        collapse_scores = [s for s in evidence.batch_collapse if s is not None]
+        score = min(collapse_scores) if collapse_scores else evidence.ring_collapse
+        if score is not None and score < COLLAPSE_SCORE:
+            state.collapsed_steps += 1
+        else:
+            state.collapsed_steps = 0
+        if score is not None and state.collapsed_steps >= PERSIST_STEPS:
+            where = "within the batch" if collapse_scores else "across recent steps"
+            add(
+                "collapse",
+                f"the vectors of different samples point the same way {where}: collapse score {score:.3f} "
+                f"(≈ 1 healthy) for {state.collapsed_steps} steps",
+                "evidence.collapse",
+            )
+
+        if evidence.precision_deviation is not None and evidence.precision_deviation > PRECISION_TOLERANCE:
+            add(
+                "precision-loss",
+                f"the result differs from float64 by up to {_fmt(evidence.precision_deviation)} ({a.dtype}, {b.dtype})",
+                "cos",
+            )
+
+        if (
+            a.stats is not None and b.stats is not None and a.stats.min >= 0 and b.stats.min >= 0
+            and a.stats.max > 0 and b.stats.max > 0
+        ):
+            add("nonnegative-features", f"{a.expr} and {b.expr} are entirely ≥ 0: the similarity can only be in [0, 1]", "args.stats")
+
+        collapsed_now = bool(collapse_scores) and min(collapse_scores) < COLLAPSE_SCORE
+        if evidence.common_mode_drop is not None and evidence.common_mode_drop > COMMON_MODE_DROP and not collapsed_now:
+            add(
+                "common-mode",
+                f"a shared offset dominates: the mean cosine between rows drops by {evidence.common_mode_drop:.2f} after centring",
+                "evidence.common_mode",
+            )
+
+        if (
+            a.requires_grad != b.requires_grad
+            and relation is not None
+        ):
+            live, dead = (a, b) if a.requires_grad else (b, a)
+            add("detached-partner", f"{live.expr} carries autograd history, {dead.expr} does not: gradients flow through one side only", "args.grad_fn")
+
+        explained = any(CATALOG[code].severity == "error" for code, _, _ in found)
+        if cos is not None and math.isfinite(cos.min) and cos.min >= SATURATED_COS:
+            state.saturated_steps += 1
+        else:
+            state.saturated_steps = 0
+        if state.saturated_steps >= PERSIST_STEPS and not explained:
+            add("saturated", f"every row has similarity ≥ {SATURATED_COS} for {state.saturated_steps} steps", "cos")
+
+        if cos is not None and math.isfinite(cos.mean):
+            if state.last_mean is not None and abs(cos.mean - state.last_mean) <= CONSTANT_TOLERANCE:
+                state.constant_steps += 1
+            else:
+                state.constant_steps = 1
+            state.last_mean = cos.mean
+        else:
+            state.constant_steps, state.last_mean = 0, None
+        if state.constant_steps >= CONSTANT_STEPS and not explained:
+            add("constant-similarity", f"the similarity has stayed at {_fmt(cos.mean)} for {state.constant_steps} steps", "cos")  # type: ignore[union-attr]
+
+        return [
+            Finding(
+                code=code,
+                severity=CATALOG[code].severity,
+                message=message,
+                site=site,
+                step=step,
+                evidence=proof,
+                muted=code in self.ignore,
+            )
+            for code, message, proof in found
+        ]
