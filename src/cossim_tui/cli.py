@@ -1,0 +1,107 @@
+"""The ``cossim-tui`` command line (CONTRACT.md): argument parsing and dispatch, nothing else.
+
+Options come before SCRIPT; everything after SCRIPT (or after ``-m MODULE``) belongs to the
+script, untouched. Exit status 2 means we could not start the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from cossim_tui import __version__
+from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
+
+EXIT_CANNOT_START = 2
+"""CONTRACT: cossim-tui could not start the run (bad arguments, script or module not found)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CANNOT_START, f"{self.prog}: error: {message}\n")
+
+
+def _codes(value: str) -> list[str]:
+    codes = [c.strip() for c in value.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in CATALOG]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown finding code {', '.join(unknown)} (known: {', '.join(CATALOG)})")
+    return codes
+
+
+def _break_on(value: str) -> list[str]:
+    if value in ("error", "warning", "info", "never"):
+        return [value]
+    return _codes(value)
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m does")
+    parser.add_argument("--ignore", type=_codes, default=[], metavar="CODE[,CODE...]", help="mute codes that are deliberate in this script")
+    parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the training script to run")
+    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
+
+
+def _interactive_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cossim-tui",
+        description="Run a PyTorch script and pause at every cosine-similarity call to see both tensors side by side.",
+        epilog="Subcommands: 'cossim-tui check ...' runs the same diagnosis headless (see 'cossim-tui check --help').",
+    )
+    parser.add_argument("--version", action="version", version=f"cossim-tui {__version__}")
+    parser.add_argument(
+        "--break-on",
+        type=_break_on,
+        default=["error"],
+        metavar="CODE[,CODE...]|error|warning|never",
+        help="what 'continue' stops at (default: error)",
+    )
+    _target_arguments(parser)
+    return parser
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cossim-tui check",
+        description="Run a script headless, diagnose every cosine-similarity call, print a summary and exit with a status.",
+        epilog="Exit status: 0 clean, 1 findings at or above --fail-on, 2 could not start, 3 the script failed.",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the report (schema cossim-tui/report/1)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="stop the script after N intercepted calls")
+    parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error", help="lowest severity that fails (default: error)")
+    _target_arguments(parser)
+    return parser
+
+
+def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
+    from cossim_tui.launcher import Target
+
+    if options.module is not None:
+        args = ([options.script] if options.script is not None else []) + options.args
+        return Target(module=options.module, args=args)
+    if options.script is None:
+        parser.error("the following arguments are required: SCRIPT (or -m MODULE)")
+    if not os.path.exists(options.script):
+        parser.exit(EXIT_CANNOT_START, f"cossim-tui: error: script not found: {options.script}\n")
+    if not os.path.isfile(options.script):
+        parser.exit(EXIT_CANNOT_START, f"cossim-tui: error: not a file: {options.script}\n")
+    return Target(script=options.script, args=options.args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"]:
+        parser = _check_parser()
+        options = parser.parse_args(argv[1:])
+        from cossim_tui.headless import run_check
+
+        return run_check(_target(parser, options), options)
+    parser = _interactive_parser()
+    options = parser.parse_args(argv)
+    target = _target(parser, options)
+    from cossim_tui.tui.run import run_interactive
+
+    return run_interactive(target, options)

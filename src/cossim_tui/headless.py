@@ -1,0 +1,76 @@
+"""``cossim-tui check``: the same run and diagnosis as the TUI, headless, for CI and scripts.
+
+The script runs freely (it never waits for a user); its output passes straight through to
+our stdout, and the summary follows it. The exit status is CONTRACT's: findings at or above
+``--fail-on`` (1) take precedence over a failed script (3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
+from cossim_tui.protocol import SEVERITY_RANK, AgentConfig, StepCaptured
+from cossim_tui.report import ReportBuilder, write_report
+
+from cossim_tui.cli import EXIT_CANNOT_START
+
+EXIT_OK, EXIT_FINDINGS, EXIT_SCRIPT_FAILED = 0, 1, 3
+
+
+def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> int:
+    if exited.status == "not-found":
+        return EXIT_CANNOT_START
+    if fail_on != "never" and any(
+        SEVERITY_RANK[f.severity] >= SEVERITY_RANK[fail_on] for f in builder.active_findings()
+    ):
+        return EXIT_FINDINGS
+    if exited.status in ("error", "killed") or (exited.status == "finished" and exited.exit_code not in (0, None)):
+        return EXIT_SCRIPT_FAILED
+    return EXIT_OK
+
+
+def run_check(target: Target, options: argparse.Namespace) -> int:
+    config = AgentConfig(mode="run", break_on=["never"], ignore=list(options.ignore), max_steps=options.max_steps)
+    run = Run(target, config)
+    builder = ReportBuilder(target)
+    exited: ScriptExited | None = None
+    # Ctrl+C or a closed terminal must not leave the script running behind us.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for event in run.events():
+            if isinstance(event, OutputReceived):
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif isinstance(event, StepCaptured):
+                builder.add(event)
+            elif isinstance(event, ChannelProblem):
+                print(f"cossim-tui: bad message from the agent ignored: {event.reason}", file=sys.stderr)
+            elif isinstance(event, ScriptExited):
+                exited = event
+    except KeyboardInterrupt:
+        run.terminate()
+        print("cossim-tui: interrupted; the script was ended", file=sys.stderr)
+        exited = ScriptExited("killed", None, signal.SIGINT, None)
+    finally:
+        run.terminate()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert exited is not None
+    status = exit_status(exited, builder, options.fail_on)
+    if exited.status == "not-found":
+        print(f"cossim-tui: error: {exited.exception}", file=sys.stderr)
+        return status
+    if options.json:
+        write_report(options.json, builder.report(exited))
+    print(builder.summary(exited))
+    if options.json:
+        print(f"  report: {options.json}")
+    print(f"  exit status {status}")
+    return status
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
