@@ -105,7 +105,9 @@ def common_mode_drop(rows: torch.Tensor) -> float | None:
     rows = rows[:SAMPLE_ROWS].to(torch.float64)
     before = _mean_offdiagonal_cosine(rows)
     after = _mean_offdiagonal_cosine(rows - rows.mean(dim=0, keepdim=True))
-    return before - after
+    # n centred rows sum to zero, so their mean pairwise cosine sits near -1/(n-1) even for
+    # independent vectors; only the fall beyond that baseline is a shared offset.
+    return before - (after + 1.0 / (rows.shape[0] - 1))
 
 
 def _original_cosine() -> Any:
