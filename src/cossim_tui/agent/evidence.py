@@ -92,10 +92,11 @@ def collapse_score(rows: torch.Tensor) -> float | None:
 
 
 def _mean_offdiagonal_cosine(rows: torch.Tensor) -> float:
+    # Σ_i Σ_j u_i·u_j = |Σ_i u_i|², and the diagonal adds n: no n×n Gram matrix needed.
     unit = torch.nn.functional.normalize(rows, dim=-1)
-    gram = unit @ unit.T
     n = rows.shape[0]
-    return float((gram.sum() - gram.diagonal().sum()) / (n * (n - 1)))
+    total = unit.sum(dim=0).square().sum()
+    return float((total - n) / (n * (n - 1)))
 
 
 def common_mode_drop(rows: torch.Tensor) -> float | None:
