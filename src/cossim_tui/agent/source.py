@@ -33,7 +33,8 @@ class SiteInfo:
 
 
 _trees: dict[str, dict[tuple[int, int, int, int], ast.Call] | None] = {}
-_sites: dict[tuple[types.CodeType, int], SiteInfo] = {}
+_sites: dict[tuple[str, types.CodeType, int], SiteInfo] = {}
+"""Keyed by file too: code objects of identical functions in two files compare equal."""
 
 
 def display_path(filename: str) -> str:
@@ -42,7 +43,8 @@ def display_path(filename: str) -> str:
         relative = os.path.relpath(filename)
     except ValueError:
         return filename
-    return filename if relative.startswith(os.pardir) else relative
+    outside = relative == os.pardir or relative.startswith(os.pardir + os.sep)
+    return filename if outside else relative
 
 
 def _calls_in(filename: str) -> dict[tuple[int, int, int, int], ast.Call] | None:
@@ -65,7 +67,11 @@ def _calls_in(filename: str) -> dict[tuple[int, int, int, int], ast.Call] | None
     return calls
 
 
-def _segment(lines: list[str], node: ast.AST) -> str | None:
+def _segment(source: str, node: ast.AST) -> str | None:
+    """The expression as the user wrote it (whitespace folded), else as ast prints it."""
+    text = ast.get_source_segment(source, node)
+    if text:
+        return " ".join(text.split())
     try:
         return ast.unparse(node)
     except Exception:  # noqa: BLE001 - a name we cannot print is just unknown
@@ -74,7 +80,7 @@ def _segment(lines: list[str], node: ast.AST) -> str | None:
 
 def site_of(frame: types.FrameType) -> SiteInfo:
     code = frame.f_code
-    key = (code, frame.f_lasti)
+    key = (code.co_filename, code, frame.f_lasti)
     site = _sites.get(key)
     if site is None:
         site = _sites[key] = _build_site(frame)
@@ -99,11 +105,11 @@ def _build_site(frame: types.FrameType) -> SiteInfo:
         start, end, col, end_col = position  # type: ignore[misc]
         node = calls.get((start, end, col, end_col))
         if node is not None:
-            lines = linecache.getlines(filename)
+            text = "".join(linecache.getlines(filename))
             call_start, call_end = node.lineno, node.end_lineno or node.lineno
-            exprs = tuple(_segment(lines, arg) for arg in node.args)
+            exprs = tuple(_segment(text, arg) for arg in node.args)
             keywords = tuple(
-                (kw.arg, text) for kw in node.keywords if kw.arg and (text := _segment(lines, kw.value))
+                (kw.arg, expr) for kw in node.keywords if kw.arg and (expr := _segment(text, kw.value))
             )
     return SiteInfo(
         path=display_path(filename),
