@@ -147,6 +147,7 @@ def _describe(x: Any, expr: str) -> dict[str, Any]:
 
 
 def _queue_stats(x: Any, dim: int, batch: _Batch, expr: str) -> _Pending:
+    """First pass over one argument; ``dim`` is negative, relative to the broadcast shape."""
     described = _describe(x, expr)
     pending = _Pending(x, described, {}, None, None)
     if described.get("note"):
@@ -164,7 +165,7 @@ def _queue_stats(x: Any, dim: int, batch: _Batch, expr: str) -> _Pending:
         data = x.detach()
         if data.is_complex():
             data = data.abs()
-        rows = _rows(data, reduced_dim(dim, data.dim()))
+        rows = _rows(data, dim)
         rows, sampled = _sample(rows)
         values = rows.to(_working_dtype(x))
         described["sampled"] = sampled
@@ -188,9 +189,10 @@ def _finish_stats(pending: _Pending, fetched: list[list[float]]) -> TensorSummar
         kwargs["stats"] = ValueStats(min=low, max=high, mean=mean, std=std)
         kwargs["norm"] = Spread(min=nmin, mean=nmean, max=nmax)
         return TensorSummary(**kwargs)
-    # Rare path: something is not finite. Count it, and summarise the finite values only.
-    values = pending.values
-    assert values is not None
+    # Rare path: something is not finite, or squares overflowed float32. Count the non-finite
+    # values, and summarise the finite ones in float64.
+    assert pending.values is not None
+    values = pending.values.to(torch.float64)
     with torch.no_grad():
         finite = torch.isfinite(values)
         count = finite.sum()
@@ -232,6 +234,30 @@ def _spans_overlap(a: StorageInfo | None, b: StorageInfo | None) -> bool:
     return a.span[0] < b.span[1] and b.span[0] < a.span[1]
 
 
+OVERLAP_EXACT_LIMIT = 1 << 22
+
+
+def _element_addresses(x: torch.Tensor) -> torch.Tensor:
+    """Byte address of every element of a strided tensor, without touching its values."""
+    addresses = torch.full((), x.data_ptr(), dtype=torch.int64)
+    for extent, stride in zip(x.shape, x.stride()):
+        addresses = addresses.unsqueeze(-1) + torch.arange(extent, dtype=torch.int64) * (stride * x.element_size())
+    return addresses.reshape(-1)
+
+
+def shares_memory(x1: torch.Tensor, x2: torch.Tensor, a: StorageInfo | None, b: StorageInfo | None) -> bool:
+    """Whether some element of one is an element of the other (not merely an address range)."""
+    if x1 is x2:
+        return True
+    if not _spans_overlap(a, b):
+        return False
+    if x1.element_size() != x2.element_size() or max(x1.numel(), x2.numel()) > OVERLAP_EXACT_LIMIT:
+        # Reinterpreted dtypes or huge tensors: the address ranges overlap, which is what we know.
+        return True
+    # Interleaved views (the two halves of a `chunk(2, -1)`) overlap in range but share nothing.
+    return bool(torch.isin(_element_addresses(x1), _element_addresses(x2)).any())
+
+
 @dataclass
 class PairCapture:
     args: list[TensorSummary]
@@ -248,17 +274,26 @@ def capture_pair(
 ) -> PairCapture:
     """Summaries of both arguments, how they relate, and the similarity ``result`` holds."""
     batch = _Batch()
-    pending = [_queue_stats(x, dim, batch, expr) for x, expr in zip((x1, x2), exprs)]
     both_tensors = isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
+    shape = None
+    if both_tensors:
+        try:
+            shape = list(torch.broadcast_shapes(x1.shape, x2.shape))
+        except RuntimeError:
+            shape = None
+    # torch reads dim against the broadcast shape; so do we, once, as a negative index.
+    ndim = len(shape) if shape is not None else max((x.dim() for x in (x1, x2) if isinstance(x, torch.Tensor)), default=0)
+    in_range = -max(ndim, 1) <= dim < max(ndim, 1)
+    d = reduced_dim(dim, ndim) if in_range else -1
+    pending = [_queue_stats(x, d, batch, expr) for x, expr in zip((x1, x2), exprs)]
+    if not in_range:
+        for p in pending:
+            if not p.summary_kwargs.get("note"):
+                p.summary_kwargs["note"] = f"dim {dim} is out of range for {ndim} dims; summarised over the last dim"
     relation_slots: dict[str, int] = {}
     cos_slots: dict[str, int] = {}
-    shape = None
     with torch.no_grad():
         if both_tensors:
-            try:
-                shape = list(torch.broadcast_shapes(x1.shape, x2.shape))
-            except RuntimeError:
-                shape = None
             comparable = (
                 x1 is not x2
                 and x1.shape == x2.shape
@@ -271,8 +306,8 @@ def capture_pair(
             if comparable:
                 a, b = x1.detach(), x2.detach()
                 if x1.numel() > SAMPLE_LIMIT:
-                    a, _ = _sample(_rows(a, reduced_dim(dim, a.dim())))
-                    b, _ = _sample(_rows(b, reduced_dim(dim, b.dim())))
+                    a, _ = _sample(_rows(a, d))
+                    b, _ = _sample(_rows(b, d))
                 try:
                     unequal = torch.ne(a, b).any()
                     diff = (a.to(_working_dtype(a)) - b.to(_working_dtype(a))).abs().max()
@@ -296,8 +331,7 @@ def capture_pair(
 
     relation = None
     if both_tensors:
-        d = reduced_dim(dim, len(shape) if shape is not None else max(x1.dim(), x2.dim()))
-        dim_size = shape[d] if shape and -d <= len(shape) else 0
+        dim_size = shape[d] if shape and in_range and -d <= len(shape) else 0
         equal = diff_value = None
         if x1 is x2:
             equal, diff_value = True, 0.0
@@ -306,7 +340,7 @@ def capture_pair(
             equal = unequal_v == 0.0
         relation = Relation(
             same_object=x1 is x2,
-            shares_storage=x1 is x2 or _spans_overlap(args[0].storage, args[1].storage),
+            shares_storage=shares_memory(x1, x2, args[0].storage, args[1].storage),
             equal_values=equal,
             max_abs_diff=diff_value,
             dim=dim,
