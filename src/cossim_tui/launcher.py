@@ -138,6 +138,10 @@ class Run:
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def target_name(self) -> str:
+        return self.target.name
+
     def send(self, message: protocol.Message) -> None:
         """A command to the agent; quietly dropped when the script has already gone."""
         try:

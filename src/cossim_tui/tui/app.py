@@ -1,0 +1,251 @@
+"""The inspector: shows each intercepted cosine-similarity call and sends the user's commands.
+
+The app is handed its ``EventSource`` (the real ``launcher.Run``, or a fake in tests) and
+reads it on one worker thread, which forwards events as messages (``reader``). Handlers
+record every step and redraw only the newest, so a script running freely at thousands of
+calls a second costs one redraw per batch, not one per call. Commands go back through
+``source.send``; what a key may do depends on where the run stands (``check_action``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import ClassVar, Literal
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from cossim_tui import protocol
+from cossim_tui.launcher import ScriptExited
+from cossim_tui.tui.messages import (
+    ChannelFailed,
+    OutputArrived,
+    RunEnded,
+    RunStarted,
+    ScriptFinished,
+    StepsReceived,
+    TorchReady,
+)
+from cossim_tui.tui.reader import EventForwarder
+from cossim_tui.tui.screens.help import HelpScreen
+from cossim_tui.tui.source import Command, EventSource
+from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
+from cossim_tui.tui.widgets.history import SimilarityHistory
+from cossim_tui.tui.widgets.output_log import OutputPane
+from cossim_tui.tui.widgets.relation_panel import RelationPanel
+from cossim_tui.tui.widgets.source_panel import SourcePanel
+from cossim_tui.tui.widgets.status_bar import Phase, StatusBar
+from cossim_tui.tui.widgets.tensor_panel import TensorPanel
+
+MAX_STEPS_KEPT = 1000
+"""Steps kept in memory for browsing back; ``step_count`` still counts every one."""
+
+_STEPPING = ("step", "continue_to_finding", "run_freely")
+
+
+class InspectorApp(App[None]):
+    """``InspectorApp(source, break_on="error")``: inspect one run of the user's script."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "cossim-tui"
+    ENABLE_COMMAND_PALETTE = False
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "step", "Step"),
+        Binding("space", "step", "Step", show=False),
+        Binding("c", "continue_to_finding", "Continue"),
+        Binding("r", "run_freely", "Run"),
+        Binding("p", "pause", "Pause"),
+        Binding("m", "mute", "Mute finding"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, source: EventSource, *, break_on: str = "error") -> None:
+        super().__init__()
+        self.source = source
+        self.break_on = break_on
+        """What ``continue`` stops at (the agent applies it; shown in the help)."""
+        self.steps: deque[protocol.StepCaptured] = deque(maxlen=MAX_STEPS_KEPT)
+        """The most recent steps received, oldest first."""
+        self.step_count = 0
+        """Every step received, including those no longer kept in ``steps``."""
+        self.current: protocol.StepCaptured | None = None
+        """The step on screen."""
+        self.phase: Phase = "starting"
+        self.hello: protocol.Hello | None = None
+        self.script_ended: protocol.ScriptEnded | None = None
+        self.exited: ScriptExited | None = None
+        self.muted: set[MutedKey] = set()
+        self._terminated = False
+
+    # -- layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        with Horizontal(id="pair"):
+            yield TensorPanel("x1", id="left-tensor")
+            yield RelationPanel(id="relation")
+            yield TensorPanel("x2", id="right-tensor")
+        with Horizontal(id="where"):
+            yield SourcePanel(id="source")
+            yield FindingsPanel(id="findings")
+        yield OutputPane(id="output")
+        yield SimilarityHistory(id="history")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(StatusBar).target = self.source.target_name
+        self.read_events()
+
+    # -- the reader thread --------------------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, name="run-reader", description="reads the run's events")
+    def read_events(self) -> None:
+        """Forward every event of the run to the app, batching steps and output."""
+        forwarder = EventForwarder(self.post_message)
+        for event in self.source.events():
+            forwarder.forward(event)
+        forwarder.finish()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "run-reader" or event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        reason = f"{type(error).__name__}: {error}"
+        self.notify(f"lost contact with the run: {reason}", severity="error", timeout=30)
+        self.query_one(OutputPane).write_note(f"lost contact with the run: {reason}")
+        self._set_phase("failed", f"lost contact with the run: {reason}")
+
+    # -- run events -----------------------------------------------------------------------
+
+    def on_run_started(self, message: RunStarted) -> None:
+        self.hello = message.hello
+        if self.phase == "starting":
+            self._set_phase("running", "running")
+
+    def on_torch_ready(self, message: TorchReady) -> None:
+        hooked = message.hooked
+        self.query_one(OutputPane).write_note(
+            f"torch {hooked.version} hooked: {', '.join(hooked.intercepted) or 'nothing intercepted'}"
+        )
+
+    def on_steps_received(self, message: StepsReceived) -> None:
+        steps = message.take()
+        self.steps.extend(steps)
+        self.step_count += len(steps)
+        self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
+        self.show_step(steps[-1])
+        if self.phase in ("ended", "failed"):
+            pass  # a late step must not make a finished run look alive again
+        elif steps[-1].paused:
+            self._set_phase("paused", f"paused at step {steps[-1].step}")
+        elif self.phase != "pausing":
+            # After ``p`` the script only stops at its next call; steps already on their way
+            # arrive unpaused, and the state keeps saying "pausing…" until the pause lands.
+            self._set_phase("running", "running")
+        self.query_one(StatusBar).steps = self.step_count
+
+    def on_output_arrived(self, message: OutputArrived) -> None:
+        self.query_one(OutputPane).write_output("".join(message.take()))
+
+    def on_script_finished(self, message: ScriptFinished) -> None:
+        self.script_ended = message.ended
+
+    def on_channel_failed(self, message: ChannelFailed) -> None:
+        reason = message.problem.reason
+        self.notify(reason, title="problem on the channel from the script", severity="error", timeout=10)
+        self.query_one(OutputPane).write_note(f"channel problem: {reason}")
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        self.exited = message.exited
+        phase: Phase = "ended" if message.exited.status in ("finished", "stopped") else "failed"
+        self._set_phase(phase, message.exited.description)
+
+    # -- what is on screen --------------------------------------------------------------
+
+    def show_step(self, step: protocol.StepCaptured) -> None:
+        """Put ``step`` on screen (attributes down to every panel)."""
+        self.current = step
+        left, right = self.query_one("#left-tensor", TensorPanel), self.query_one("#right-tensor", TensorPanel)
+        left.summary = step.args[0] if len(step.args) > 0 else None
+        right.summary = step.args[1] if len(step.args) > 1 else None
+        self.query_one(RelationPanel).step = step
+        source = self.query_one(SourcePanel)
+        source.site = step.site
+        source.context = dict(step.context)
+        findings = self.query_one(FindingsPanel)
+        findings.muted = frozenset(self.muted)
+        findings.findings = list(step.findings)
+
+    def _set_phase(self, phase: Phase, state: str) -> None:
+        self.phase = phase
+        status = self.query_one(StatusBar)
+        status.phase = phase
+        status.state = state
+        self.refresh_bindings()
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # None keeps a key in the footer, greyed out: the user sees it exists but not now.
+        if action in _STEPPING:
+            return True if self.phase == "paused" else None
+        if action == "pause":
+            return True if self.phase == "running" else None
+        if action == "mute":
+            return True if self.phase not in ("ended", "failed") and self.current is not None else None
+        return True
+
+    def action_step(self) -> None:
+        self._resume("step")
+
+    def action_continue_to_finding(self) -> None:
+        self._resume("continue")
+
+    def action_run_freely(self) -> None:
+        self._resume("run")
+
+    def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
+        self._send(protocol.Resume(mode))
+        self._set_phase("running", "running")
+
+    def action_pause(self) -> None:
+        self._send(protocol.Pause())
+        self._set_phase("pausing", "pausing…")
+
+    def action_mute(self) -> None:
+        finding = self.query_one(FindingsPanel).selected_finding
+        if finding is None:
+            self.notify("no finding selected to mute", severity="warning")
+            return
+        self._send(protocol.Mute(finding.code, finding.site))
+        self.muted.add((finding.code, finding.site))
+        self.query_one(FindingsPanel).muted = frozenset(self.muted)
+        self.notify(f"muted {finding.code} at {finding.site}")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.break_on))
+
+    async def action_quit(self) -> None:
+        self.stop_run()
+        self.exit()
+
+    def stop_run(self) -> None:
+        """End the script (once); it is bounded to about a second, so it runs right here."""
+        if not self._terminated:
+            self._terminated = True
+            self.source.terminate()
+
+    def on_unmount(self) -> None:
+        # Leaving by any other way than ``q`` (ctrl+q, an error) must not leave the script
+        # paused forever, and the reader thread only ends once the run does.
+        self.stop_run()
+
+    def _send(self, message: Command) -> None:
+        self.source.send(message)

@@ -1,0 +1,1 @@
+"""The panels of the inspector screen, one widget per file."""
