@@ -35,7 +35,8 @@ def _connect() -> tuple[protocol.Connection, AgentConfig]:
 
 def _script_main(path: str) -> tuple[types.ModuleType, types.CodeType]:
     """A ``__main__`` module and code object as CPython's ``pymain_run_file`` makes them."""
-    absolute = os.path.abspath(path)
+    # python joins a relative path to the cwd without normalising it ("../b/train.py" stays).
+    absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     with open(absolute, "rb") as handle:
         source = handle.read()
     code = compile(source, absolute, "exec", dont_inherit=True)
@@ -49,9 +50,11 @@ def _script_main(path: str) -> tuple[types.ModuleType, types.CodeType]:
 
 
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop this module's own frames so the traceback starts in the user's code, like python's."""
-    here = __file__
-    while tb is not None and tb.tb_frame.f_code.co_filename == here:
+    """Drop our own and runpy's frames so the traceback starts in the user's code, like python's."""
+    import runpy
+
+    ours = {__file__, runpy.__file__}
+    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
         tb = tb.tb_next
     return tb
 
@@ -64,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["-m"]:
         module_name, args = argv[1], argv[2:]
         target = f"-m {module_name}"
-        sys.path[0] = os.getcwd()
+        if not sys.flags.safe_path:
+            sys.path[0] = os.getcwd()
         try:
             spec = importlib.util.find_spec(module_name)
         except (ImportError, ValueError) as exc:
@@ -73,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:
             problem = f"No module named {module_name!r}"
         if spec is None or spec.origin is None:
             controller.script_ended("not-found", 2, problem)
-            print(f"cossim-tui: cannot run module {module_name}: {problem}", file=sys.stderr)
             sys.exit(2)
         sys.argv = [spec.origin, *args]
     else:
@@ -82,10 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         if not os.path.isfile(script):
             reason = "not a file" if os.path.exists(script) else "no such file"
             controller.script_ended("not-found", 2, f"{script}: {reason}")
-            print(f"cossim-tui: cannot run {script}: {reason}", file=sys.stderr)
             sys.exit(2)
         sys.argv = [script, *args]
-        sys.path[0] = os.path.dirname(os.path.realpath(script))
+        if not sys.flags.safe_path:
+            sys.path[0] = os.path.dirname(os.path.realpath(script))
 
     # A pipe is block-buffered; a terminal is line-buffered. The user watches output live.
     for stream in (sys.stdout, sys.stderr):
@@ -111,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except BaseException as exc:  # noqa: BLE001 - reported, then handled exactly like python does
         controller.script_ended("error", 1, f"{type(exc).__name__}: {exc}")
-        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__))
+        # The traceback the hook prints is the exception's own; trim it there.
+        exc = exc.with_traceback(_user_traceback(exc.__traceback__))
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         sys.exit(1)
     controller.script_ended("finished", 0, None)
 
