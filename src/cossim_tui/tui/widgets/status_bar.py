@@ -22,7 +22,10 @@ Phase = Literal["starting", "running", "pausing", "paused", "ended", "failed"]
 
 
 class StatusBar(Widget):
-    """``cossim-tui · <target> · <state> · <N> steps``."""
+    """``cossim-tui · <state> · <N> steps · <target>``.
+
+    The state comes first: a long script path may be cut at the right edge, the state never.
+    """
 
     DEFAULT_CSS = """
     StatusBar {
@@ -46,9 +49,9 @@ class StatusBar(Widget):
         return Content.assemble(
             ("cossim-tui", palette.EMPHASIS),
             " · ",
-            self.target,
-            " · ",
             (self.state, palette.EMPHASIS),
             " · ",
             fmt_plural(self.steps, "step"),
+            " · ",
+            self.target,
         )
