@@ -1,0 +1,38 @@
+"""Fixtures for the integration tests: every run a test starts is ended at teardown."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cossim_tui.launcher import Run, Target
+from cossim_tui.protocol import AgentConfig
+from integration.live import LiveRun
+
+
+@pytest.fixture
+def start_run() -> Iterator[Any]:
+    """``start_run(script_or_target, *args, config=..., cwd=...)`` -> ``LiveRun``; ended at teardown."""
+    started: list[LiveRun] = []
+
+    def start(
+        target: str | os.PathLike | Target,
+        *args: str,
+        config: AgentConfig | None = None,
+        cwd: str | os.PathLike | None = None,
+        env: dict[str, str] | None = None,
+    ) -> LiveRun:
+        if not isinstance(target, Target):
+            target = Target(script=str(target), args=list(args))
+        run = Run(target, config or AgentConfig(mode="run"), cwd=None if cwd is None else str(cwd), env=env)
+        live = LiveRun(run)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.run.terminate()
+

@@ -1,0 +1,46 @@
+"""Quitting: ``Run.terminate()`` ends the script and everything it started, promptly.
+
+Whether anything survives is checked in ``/proc``: no live process may remain in the
+child's process group (the child leads its own group, so its id is the child's pid).
+"""
+
+from __future__ import annotations
+
+import time
+
+from cossim_tui.protocol import AgentConfig
+from integration.live import FIXTURES, group_members, wait_group_gone
+
+LIMIT = 2.0
+
+
+def _terminate_and_check(live) -> None:
+    pid = live.pid
+    started = time.monotonic()
+    live.run.terminate()
+    took = time.monotonic() - started
+    assert live.run.process.poll() is not None, "the script is still running"
+    assert took < LIMIT, f"terminate() took {took:.2f} s"
+    survivors = wait_group_gone(pid, timeout=LIMIT - took)
+    assert survivors == [], f"still alive in the script's process group: {survivors}"
+    exited = live.wait_exit(timeout=10)
+    assert exited.status == "killed"
+
+
+def test_quit_while_paused(start_run):
+    live = start_run(FIXTURES / "cosine_loop.py", "--count", "3", config=AgentConfig(mode="step"))
+    assert live.next_step().paused
+    _terminate_and_check(live)
+
+
+def test_quit_while_running_freely(start_run):
+    live = start_run(FIXTURES / "sleep_loop.py", "60")
+    live.wait_output("heartbeat 2\n")
+    _terminate_and_check(live)
+
+
+def test_quit_while_dataloader_workers_are_alive(start_run):
+    live = start_run(FIXTURES / "dataloader_workers.py", "--batches", "3", "--hold", "60")
+    live.wait_output("workers alive\n")
+    assert len(group_members(live.pid)) >= 3, "expected the script and its two workers"
+    _terminate_and_check(live)
