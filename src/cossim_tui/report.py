@@ -19,6 +19,8 @@ from cossim_tui.launcher import ScriptExited, Target
 from cossim_tui.protocol import SEVERITY_RANK, Finding, StepCaptured, TensorSummary, finite_or_none, to_jsonable
 
 SCHEMA = "cossim-tui/report/1"
+_COUNTS = ("epoch", "batch", "optimizer_steps")
+"""Context keys that are counts; the protocol carries every context value as a number."""
 CALL_CAP = 500
 
 
@@ -74,7 +76,7 @@ def call_entry(step: StepCaptured) -> dict[str, Any]:
         "args": [_arg_entry(a) for a in step.args],
         "cos": {"min": step.cos.min, "mean": step.cos.mean, "max": step.cos.max} if step.cos else None,
         "relation": to_jsonable(relation) if relation else None,
-        "context": dict(step.context),
+        "context": {k: int(v) if k in _COUNTS else v for k, v in step.context.items()},
         "codes": [f.code for f in step.findings if not f.muted],
         "error": step.error,
     }

@@ -34,8 +34,10 @@ class Controller:
         self.steps = 0
         self.mode = config.mode
         self.judge = Judge(ignore=set(config.ignore))
+        # These need torch, which only the script may import first: made when it does.
         self.evidence: Any = None
-        """Created at the first call: it needs torch, which only the script may import first."""
+        self.provenance: Any = None
+        self.context: Any = None
         self._pause_requested = False
         self._muted: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
@@ -63,6 +65,17 @@ class Controller:
         intercept.install(self)
 
     def torch_hooked(self, version: str, intercepted: list[str]) -> None:
+        """torch is loaded: start watching module calls and training progress too."""
+        from cossim_tui.agent.context import TrainingContext
+        from cossim_tui.agent.provenance import Provenance
+
+        try:
+            provenance, context = Provenance(lambda: self.steps), TrainingContext()
+            provenance.install()
+            context.install()
+            self.provenance, self.context = provenance, context
+        except Exception as exc:  # noqa: BLE001 - the pairs are still intercepted without it
+            print(f"cossim-tui: no provenance or training context: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
 
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
@@ -142,6 +155,9 @@ class Controller:
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         pair = capture_pair(x1, x2, dim_value, result, exprs)
+        for summary, x in zip(pair.args, (x1, x2)):
+            made = self.provenance.made_by(x) if self.provenance is not None else None
+            summary.made_by = made.call if made is not None else None
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
         evidence = self.evidence.observe(step, site.label, exprs, x1, x2, dim_value, eps_value, equal_pair, result)
         findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, None)
@@ -156,7 +172,7 @@ class Controller:
             cos=pair.cos,
             error=f"{type(error).__name__}: {error}" if error is not None else None,
             findings=findings,
-            context={},
+            context=self.context.snapshot() if self.context is not None else {},
             paused=False,
             wall_time=time.time(),
         )
