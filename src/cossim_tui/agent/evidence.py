@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from cossim_tui.agent.capture import _rows, reduced_dim
-from cossim_tui.diagnostics.judge import Evidence, StaleMatch
+from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence, StaleMatch
 
 SAMPLE_ROWS = 64
 COLLAPSE_ROWS = 256
@@ -91,6 +91,23 @@ def collapse_score(rows: torch.Tensor) -> float | None:
     return float(math.sqrt(rows.shape[1]) * unit.std(dim=0).mean())
 
 
+def sample_vectors(rows: torch.Tensor) -> torch.Tensor:
+    """The rows that stand for different samples: finite, non-zero, and not one vector repeated.
+
+    Zero vectors have no direction (zero-norm reports them), non-finite ones are non-finite's,
+    and a batch that is a single vector repeated (``q.expand_as(keys)``, ``q.repeat(n, 1)``,
+    a query compared with every key) holds one sample, not n: it is kept as one row.
+    """
+    if rows.shape[0] == 0:
+        return rows
+    keep = torch.isfinite(rows).all(dim=-1) & (torch.linalg.vector_norm(rows, dim=-1) > 0)
+    if not bool(keep.all()):
+        rows = rows[keep]
+    if rows.shape[0] > 1 and bool((rows == rows[:1]).all()):
+        rows = rows[:1]
+    return rows
+
+
 def _mean_offdiagonal_cosine(rows: torch.Tensor) -> float:
     # Σ_i Σ_j u_i·u_j = |Σ_i u_i|², and the diagonal adds n: no n×n Gram matrix needed.
     unit = torch.nn.functional.normalize(rows, dim=-1)
@@ -99,16 +116,62 @@ def _mean_offdiagonal_cosine(rows: torch.Tensor) -> float:
     return float((total - n) / (n * (n - 1)))
 
 
-def common_mode_drop(rows: torch.Tensor) -> float | None:
-    """How much the mean cosine between different rows falls once the batch mean is removed."""
+def common_mode(rows: torch.Tensor) -> tuple[float, float] | None:
+    """The common-mode drop of ``rows`` and its standard error for rows without a shared offset.
+
+    The drop is how much the mean cosine between different rows falls once the batch mean is
+    removed (beyond the -1/(n-1) that centring alone causes). With few rows in few dimensions
+    that mean is noisy: independent rows have pairwise cosines of spread about 1/√d (more when
+    the rows use fewer directions), so the mean over n(n-1)/2 pairs has a standard error of that
+    spread times √(2/(n(n-1))). The spread is measured on the centred rows (what is left when
+    the offset is gone).
+    """
     if rows.shape[0] < 4 or rows.shape[1] < 2:
         return None
     rows = rows[:SAMPLE_ROWS].to(torch.float64)
+    n = rows.shape[0]
+    centred = rows - rows.mean(dim=0, keepdim=True)
     before = _mean_offdiagonal_cosine(rows)
-    after = _mean_offdiagonal_cosine(rows - rows.mean(dim=0, keepdim=True))
+    after = _mean_offdiagonal_cosine(centred)
     # n centred rows sum to zero, so their mean pairwise cosine sits near -1/(n-1) even for
     # independent vectors; only the fall beyond that baseline is a shared offset.
-    return before - (after + 1.0 / (rows.shape[0] - 1))
+    drop = before - (after + 1.0 / (n - 1))
+    unit = torch.nn.functional.normalize(centred, dim=-1)
+    pairs = (unit @ unit.T)[~torch.eye(n, dtype=torch.bool, device=unit.device)]
+    # The spread measured on a handful of rows is itself noisy; it is never below that of
+    # isotropic rows, 1/√d.
+    spread = max(float(pairs.std()), 1.0 / math.sqrt(rows.shape[1]))
+    return drop, spread * math.sqrt(2.0 / (n * (n - 1)))
+
+
+def common_mode_drop(rows: torch.Tensor) -> float | None:
+    """How much the mean cosine between different rows falls once the batch mean is removed."""
+    measured = common_mode(rows)
+    return None if measured is None else measured[0]
+
+
+GRAPH_PROBE_NODES = 16
+
+
+def _graph_freed(node: Any) -> bool:
+    """Whether ``backward()`` has already run through this autograd graph (its saved tensors
+    are freed). Looks at a few nodes only; a graph without saved tensors counts as live."""
+    stack, looked = [node], 0
+    while stack and looked < GRAPH_PROBE_NODES:
+        current = stack.pop()
+        if current is None:
+            continue
+        looked += 1
+        for name in dir(current):
+            if name.startswith("_saved_") and not name.endswith(("_sym_sizes", "_sym_strides")):
+                try:
+                    getattr(current, name)
+                except RuntimeError:  # "Trying to backward through the graph a second time..."
+                    return True
+                except Exception:  # noqa: BLE001 - an attribute we cannot read says nothing
+                    continue
+        stack.extend(following for following, _ in getattr(current, "next_functions", ()))
+    return False
 
 
 def _original_cosine() -> Any:
@@ -121,7 +184,8 @@ class EvidenceCollector:
     def __init__(self, keep_steps: int = 8, ring_rows: int = 256) -> None:
         self.keep_steps = keep_steps
         self.ring_rows = ring_rows
-        self._seen: deque[list[_Seen]] = deque(maxlen=keep_steps)
+        self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
+        """Per recent step: its call site and its arguments."""
         self._rings: dict[str, _SiteRing] = {}
 
     def observe(
@@ -149,15 +213,21 @@ class EvidenceCollector:
             for index, x in enumerate(tensors):
                 if prints[index] is None or constant[index]:
                     continue
-                match = self._stale_match(index, x, prints[index])
+                match = self._stale_match(index, x, prints[index], site)
                 if match is not None:
                     evidence.stale.append(match)
 
-            rows = [self._rows(x, dim) for x in tensors]
-            evidence.batch_collapse = [collapse_score(r[:COLLAPSE_ROWS]) if r is not None else None for r in rows]
-            drops = [common_mode_drop(r) if r is not None else None for r in rows]
-            evidence.common_mode_drop = max((d for d in drops if d is not None), default=None)
-            evidence.ring_collapse = self._ring_score(site, rows, evidence, equal_pair)
+            # torch reads dim against the broadcast shape (its rank is the larger one).
+            ndim = max(x1.dim(), x2.dim(), 1)
+            rows = [self._rows(x, reduced_dim(dim, ndim)) for x in tensors] if -ndim <= dim < ndim else [None, None]
+            samples = [sample_vectors(r[:COLLAPSE_ROWS]) if r is not None else None for r in rows]
+            evidence.batch_collapse = [collapse_score(r[:COLLAPSE_ROWS]) if r is not None else None for r in samples]
+            measured = [m for m in (common_mode(r) if r is not None else None for r in samples) if m is not None]
+            if measured:
+                # The argument whose offset stands out most clearly above its own noise.
+                drop, noise = max(measured, key=lambda m: m[0] - COMMON_MODE_CONFIDENCE * m[1])
+                evidence.common_mode_drop, evidence.common_mode_noise = drop, noise
+            evidence.ring_collapse = self._ring_score(site, samples, evidence, equal_pair)
             evidence.precision_deviation = self._precision(x1, x2, dim, eps, result)
 
             step_seen = []
@@ -171,16 +241,34 @@ class EvidenceCollector:
                         storage_offset=x.storage_offset(), strides=tuple(x.stride()),
                     )
                 )
-            self._seen.append(step_seen)
+            self._seen.append((site, step_seen))
         return evidence
 
-    def _stale_match(self, index: int, x: torch.Tensor, print_: tuple[float, ...]) -> StaleMatch | None:
+    def _stale_match(self, index: int, x: torch.Tensor, print_: tuple[float, ...], site: str) -> StaleMatch | None:
+        """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
+
+        Reuse within the current batch is not staleness: an anchor compared with a positive and
+        then with a negative is the same tensor at two consecutive steps. Two signs tell that
+        apart without knowing where batches begin:
+
+        - ``x`` carries autograd history whose graph is still whole: it belongs to the graph
+          being built now. (A tensor kept across ``backward()`` has its graph's saved tensors
+          freed, and is reported: the next backward through it will fail.)
+        - the earlier step is in the current pass of the loop: this call site has not been
+          reached since that step (a loop comes back to the same call on its next batch).
+        """
+        if x.grad_fn is not None and not _graph_freed(x.grad_fn):
+            return None
         storage = None
         try:
             storage = x.untyped_storage()
         except (RuntimeError, NotImplementedError):
             pass
-        for seen_step in reversed(self._seen):
+        site_reached = False
+        for seen_site, seen_step in reversed(self._seen):
+            site_reached = site_reached or seen_site == site
+            if not site_reached:
+                continue
             for seen in seen_step:
                 if seen.shape != tuple(x.shape) or seen.dtype != x.dtype or seen.fingerprint != print_:
                     continue
@@ -192,12 +280,16 @@ class EvidenceCollector:
                     and seen.storage_offset == x.storage_offset()
                     and seen.strides == tuple(x.stride())
                 )
-                if earlier is not None and not same_memory:
+                if earlier is not None and not same_memory and earlier.device == x.device:
                     # The earlier tensor's memory still exists: confirm the values exactly.
-                    view = torch.empty(0, dtype=seen.dtype, device=x.device).set_(
-                        earlier, seen.storage_offset, seen.shape, seen.strides
-                    )
-                    if not torch.equal(view, x.detach()):
+                    try:
+                        view = torch.empty(0, dtype=seen.dtype, device=x.device).set_(
+                            earlier, seen.storage_offset, seen.shape, seen.strides
+                        )
+                        equal = torch.equal(view, x.detach())
+                    except RuntimeError:  # the storage was resized since: trust the fingerprint
+                        equal = True
+                    if not equal:
                         continue
                 return StaleMatch(
                     arg=index,

@@ -23,6 +23,8 @@ CONSTANT_TOLERANCE = 1e-7
 CONSTANT_STEPS = 5
 PRECISION_TOLERANCE = 1e-3
 COMMON_MODE_DROP = 0.3
+COMMON_MODE_CONFIDENCE = 2.0
+"""How many standard errors the measured common-mode drop must clear the threshold by."""
 
 
 @dataclass
@@ -48,6 +50,8 @@ class Evidence:
     ring_collapse: float | None = None
     """Collapse score over the recent new vectors at this site, across steps."""
     common_mode_drop: float | None = None
+    common_mode_noise: float | None = None
+    """Standard error of ``common_mode_drop`` for rows without a shared offset (small batches are noisy)."""
     precision_deviation: float | None = None
     """Largest |result − float64 recomputation| over the sampled rows."""
 
@@ -56,7 +60,8 @@ class Evidence:
 class _SiteState:
     collapsed_steps: int = 0
     saturated_steps: int = 0
-    last_mean: float | None = None
+    last_cos: tuple[float, float, float] | None = None
+    """min, mean and max of the similarity at the previous step."""
     constant_steps: int = 0
 
 
@@ -80,8 +85,56 @@ def is_self_similarity_matrix(a: TensorSummary, b: TensorSummary, relation: Rela
     )
 
 
+ALIAS_SEARCH_LIMIT = 1 << 16
+
+
+def compares_memory_with_itself(a: TensorSummary, b: TensorSummary, relation: Relation) -> bool | None:
+    """Whether some position of the (broadcast) pair reads the same memory in both arguments.
+
+    That is what makes a shared storage a bug: a vector compared, at least in part, with itself
+    (``.detach()``, ``.view()``, ``.data``, the same slice twice). Different parts of one buffer
+    are not: interleaved pairs ``z[0::2]`` against ``z[1::2]``, or consecutive rows ``z[:-1]``
+    against ``z[1:]``, never put one element at the same position on both sides. ``None`` when
+    it cannot be decided (different element sizes, different storages, a search too large).
+    """
+    sa, sb = a.storage, b.storage
+    if sa is None or sb is None or sa.ptr != sb.ptr or sa.element_size != sb.element_size:
+        return None
+    shape = list(relation.broadcast_shape) if relation.broadcast_shape is not None else list(a.shape)
+    if len(a.shape) != len(sa.strides) or len(b.shape) != len(sb.strides):
+        return None
+
+    def strides(t: TensorSummary, own: list[int]) -> list[int] | None:
+        lead = len(shape) - len(t.shape)
+        if lead < 0:
+            return None
+        out = [0] * lead
+        for size, stride, target in zip(t.shape, own, shape[lead:]):
+            out.append(stride if size == target else 0)
+        return out
+
+    strides_a, strides_b = strides(a, sa.strides), strides(b, sb.strides)
+    if strides_a is None or strides_b is None:
+        return None
+    if any(n == 0 for n in shape):
+        return False
+    # Same element at index I: offset_a + Σ I_k·stride_a_k == offset_b + Σ I_k·stride_b_k.
+    target = sb.offset - sa.offset
+    terms = [(sa_k - sb_k, n) for sa_k, sb_k, n in zip(strides_a, strides_b, shape) if sa_k != sb_k and n > 1]
+    reachable = {0}
+    for coefficient, n in terms:
+        if len(reachable) * n > ALIAS_SEARCH_LIMIT:
+            return None
+        reachable = {r + i * coefficient for r in reachable for i in range(n)}
+    return target in reachable
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
+
+
+def _all_zero(t: TensorSummary) -> bool:
+    return t.stats is not None and t.stats.min == 0 and t.stats.max == 0
 
 
 class Judge:
@@ -104,6 +157,12 @@ class Judge:
         found: list[tuple[str, str, list[str]]] = []
 
         def add(code: str, message: str, *proof: str) -> None:
+            # One finding per code and step (the report counts steps): say both arguments in one.
+            for position, (known_code, known_message, known_proof) in enumerate(found):
+                if known_code == code:
+                    more = [p for p in proof if p not in known_proof]
+                    found[position] = (code, f"{known_message}; {message}", known_proof + more)
+                    return
             found.append((code, message, list(proof)))
 
         a, b = args[0], args[1]
@@ -113,14 +172,15 @@ class Judge:
             self_matrix = is_self_similarity_matrix(a, b, relation)
             if relation.same_object:
                 add("same-object", f"{a.expr} and {b.expr} are the same tensor object", "relation.same_object")
-            elif relation.shares_storage and not self_matrix:
+            elif relation.shares_storage and not self_matrix and compares_memory_with_itself(a, b, relation) is not False:
                 add(
                     "shared-storage",
                     f"{b.expr} and {a.expr} are views of the same memory"
                     + (" (one is a detached view of the other)" if a.requires_grad != b.requires_grad else ""),
                     "relation.shares_storage",
                 )
-            elif relation.equal_values:
+            elif relation.equal_values and not _all_zero(a):
+                # (Two all-zero tensors are equal too, but zero-norm is what explains them.)
                 add("identical-values", f"{a.expr} and {b.expr} hold identical values in different memory", "relation.equal_values")
             if relation.dim_size == 1:
                 add(
@@ -138,7 +198,8 @@ class Judge:
         for match in evidence.stale:
             current = args[match.arg]
             how = "same memory" + (", detached" if match.detached else "") if match.same_memory else "equal values, a copy"
-            role = "" if match.earlier_arg != match.arg else " (never updated since)"
+            never_updated = match.earlier_arg == match.arg and match.earlier_expr == current.expr
+            role = " (never updated since)" if never_updated else ""
             add(
                 "stale-partner",
                 f"{current.expr} is step {match.earlier_step}'s {match.earlier_expr} ({how}){role}",
@@ -183,7 +244,14 @@ class Judge:
             add("nonnegative-features", f"{a.expr} and {b.expr} are entirely ≥ 0: the similarity can only be in [0, 1]", "args.stats")
 
         collapsed_now = bool(collapse_scores) and min(collapse_scores) < COLLAPSE_SCORE
-        if evidence.common_mode_drop is not None and evidence.common_mode_drop > COMMON_MODE_DROP and not collapsed_now:
+        if (
+            evidence.common_mode_drop is not None
+            and evidence.common_mode_drop > COMMON_MODE_DROP
+            # Small batches measure the drop roughly: it must clear the threshold by more than its
+            # noise, or a batch with a minor offset (or none) is reported by chance.
+            and evidence.common_mode_drop - COMMON_MODE_CONFIDENCE * (evidence.common_mode_noise or 0.0) > COMMON_MODE_DROP
+            and not collapsed_now
+        ):
             add(
                 "common-mode",
                 f"a shared offset dominates: the mean cosine between rows drops by {evidence.common_mode_drop:.2f} after centring",
@@ -205,14 +273,15 @@ class Judge:
         if state.saturated_steps >= PERSIST_STEPS and not explained:
             add("saturated", f"every row has similarity ≥ {SATURATED_COS} for {state.saturated_steps} steps", "cos")
 
-        if cos is not None and math.isfinite(cos.mean):
-            if state.last_mean is not None and abs(cos.mean - state.last_mean) <= CONSTANT_TOLERANCE:
+        if cos is not None and all(math.isfinite(v) for v in (cos.min, cos.mean, cos.max)):
+            now = (cos.min, cos.mean, cos.max)
+            if state.last_cos is not None and all(abs(x - y) <= CONSTANT_TOLERANCE for x, y in zip(now, state.last_cos)):
                 state.constant_steps += 1
             else:
                 state.constant_steps = 1
-            state.last_mean = cos.mean
+            state.last_cos = now
         else:
-            state.constant_steps, state.last_mean = 0, None
+            state.constant_steps, state.last_cos = 0, None
         if state.constant_steps >= CONSTANT_STEPS and not explained:
             add("constant-similarity", f"the similarity has stayed at {_fmt(cos.mean)} for {state.constant_steps} steps", "cos")  # type: ignore[union-attr]
 
