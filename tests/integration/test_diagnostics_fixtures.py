@@ -67,7 +67,9 @@ TRIGGERS: dict[str, Trigger] = {
     "same-object.py": trigger("same-object"),
     "shared-storage.py": trigger("shared-storage", "detached-partner"),
     "shared-storage_view.py": trigger("shared-storage"),
-    "identical-values.py": trigger("identical-values"),
+    # The same input twice through a deterministic model: equal vectors, and equal inputs.
+    "identical-values.py": trigger("identical-values", "identical-inputs"),
+    "identical-inputs.py": trigger("identical-inputs"),
     "identical-values_clone.py": trigger("identical-values"),
     "stale-partner.py": trigger("stale-partner", "detached-partner"),
     "stale-partner_clone.py": trigger("stale-partner", "detached-partner"),
@@ -93,6 +95,7 @@ TWINS: dict[str, str] = {
     "same-object_healthy.py": "same-object",
     "shared-storage_healthy.py": "shared-storage",
     "identical-values_healthy.py": "identical-values",
+    "identical-inputs_healthy.py": "identical-inputs",
     "stale-partner_healthy.py": "stale-partner",
     "degenerate-dim_healthy.py": "degenerate-dim",
     "zero-norm_healthy.py": "zero-norm",
@@ -186,9 +189,8 @@ def site_of(script: str, tag: str = "") -> str:
 
 
 def test_every_contract_code_has_a_trigger_and_a_twin() -> None:
-    untested = {"identical-inputs"}  # not implemented yet
-    assert {t.code for t in TRIGGERS.values()} == set(SEVERITY) - untested
-    assert set(TWINS.values()) == set(SEVERITY) - untested
+    assert {t.code for t in TRIGGERS.values()} == set(SEVERITY)
+    assert set(TWINS.values()) == set(SEVERITY)
     on_disk = {p.name for p in FIXTURES.glob("*.py")}
     assert on_disk == set(ALL_SCRIPTS), on_disk ^ set(ALL_SCRIPTS)
 

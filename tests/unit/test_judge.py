@@ -522,3 +522,21 @@ def test_muted_errors_still_explain(code: str) -> None:
     for step in range(6):
         found = judge.judge(step, SITE, pair(), relation(equal=True), cos(1.0), Evidence())
     assert [f.code for f in found] == ["identical-values"] and found[0].muted
+
+
+# -- identical inputs, and calls torch refused ----------------------------------------------
+
+
+def test_identical_inputs_names_the_module_and_both_vectors() -> None:
+    found = judge_once(evidence=Evidence(identical_inputs="VGG from the same input tensor"))
+    finding = only(found, "identical-inputs")
+    assert finding.severity == "error"
+    assert finding.message == "vector1 and vector2 were both made by VGG from the same input tensor"
+    assert finding.evidence == ["args.0.made_by", "args.1.made_by"]
+
+
+def test_a_call_torch_refused_has_no_findings() -> None:
+    a = tensor("vector1")
+    b = tensor("vector2", store=a.storage)
+    found = Judge().judge(0, SITE, [a, b], relation(same=True, shares=True, equal=True), None, Evidence(), "RuntimeError: bad dtype")
+    assert found == []

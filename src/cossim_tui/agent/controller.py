@@ -145,6 +145,7 @@ class Controller:
     ) -> StepCaptured:
         from cossim_tui.agent.capture import capture_pair
         from cossim_tui.agent.evidence import EvidenceCollector
+        from cossim_tui.agent.provenance import identical_inputs
 
         if self.evidence is None:
             self.evidence = EvidenceCollector()
@@ -155,12 +156,14 @@ class Controller:
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         pair = capture_pair(x1, x2, dim_value, result, exprs)
-        for summary, x in zip(pair.args, (x1, x2)):
-            made = self.provenance.made_by(x) if self.provenance is not None else None
-            summary.made_by = made.call if made is not None else None
+        made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
+        for summary, made_one in zip(pair.args, made):
+            summary.made_by = made_one.call if made_one is not None else None
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
         evidence = self.evidence.observe(step, site.label, exprs, x1, x2, dim_value, eps_value, equal_pair, result)
-        findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, None)
+        evidence.identical_inputs = identical_inputs(*made)
+        error_text = f"{type(error).__name__}: {error}" if error is not None else None
+        findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, error_text)
         for finding in findings:
             finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
         return StepCaptured(
@@ -170,7 +173,7 @@ class Controller:
             args=pair.args,
             relation=pair.relation,
             cos=pair.cos,
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            error=error_text,
             findings=findings,
             context=self.context.snapshot() if self.context is not None else {},
             paused=False,

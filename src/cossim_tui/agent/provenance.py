@@ -103,3 +103,29 @@ class Provenance:
         if storage() is not x.untyped_storage():
             return None
         return made
+
+
+def identical_inputs(first: MadeBy | None, second: MadeBy | None) -> str | None:
+    """``"VGG from the same input tensor"`` when one module made both vectors from equal inputs.
+
+    Only when both inputs are still alive (the script holds them at the cosine call, as in
+    ``cos(model(x1), model(x2))``); then the comparison is exact.
+    """
+    if first is None or second is None or first.call.call == second.call.call:
+        return None
+    module = first.module()
+    if module is None or module is not second.module():
+        return None
+    a = first.input() if first.input is not None else None
+    b = second.input() if second.input is not None else None
+    if a is None or b is None:
+        return None
+    name = first.call.module
+    if a is b:
+        return f"{name} from the same input tensor"
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device or a.layout != torch.strided:
+        return None
+    with torch.no_grad():
+        if torch.equal(a, b):
+            return f"{name} from inputs with equal values"
+    return None

@@ -54,6 +54,8 @@ class Evidence:
     """Standard error of ``common_mode_drop`` for rows without a shared offset (small batches are noisy)."""
     precision_deviation: float | None = None
     """Largest |result − float64 recomputation| over the sampled rows."""
+    identical_inputs: str | None = None
+    """How both vectors came from one module and equal inputs (``VGG from the same input tensor``)."""
 
 
 @dataclass
@@ -165,6 +167,9 @@ class Judge:
                     return
             found.append((code, message, list(proof)))
 
+        if error is not None:
+            # torch refused the call: there is no similarity to explain, and the script got the error.
+            return []
         a, b = args[0], args[1]
         state = self._sites.setdefault(site, _SiteState())
 
@@ -194,6 +199,14 @@ class Judge:
                     f"{a.expr} {tuple(a.shape)} and {b.expr} {tuple(b.shape)} were broadcast to {tuple(relation.broadcast_shape)}",
                     "relation.broadcast_shape",
                 )
+
+        if evidence.identical_inputs is not None:
+            add(
+                "identical-inputs",
+                f"{a.expr} and {b.expr} were both made by {evidence.identical_inputs}",
+                "args.0.made_by",
+                "args.1.made_by",
+            )
 
         for match in evidence.stale:
             current = args[match.arg]
