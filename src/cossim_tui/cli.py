@@ -32,6 +32,13 @@ def _codes(value: str) -> list[str]:
     return codes
 
 
+def _watch(value: str) -> str:
+    module, _, function = value.partition(":")
+    if not module or not function or not all(part.isidentifier() for part in (*module.split("."), *function.split("."))):
+        raise argparse.ArgumentTypeError(f"expected MODULE:FUNCTION (e.g. mypkg.losses:cos_sim), got {value!r}")
+    return value
+
+
 def _break_on(value: str) -> list[str]:
     if value in ("error", "warning", "info", "never"):
         return [value]
@@ -41,6 +48,14 @@ def _break_on(value: str) -> list[str]:
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m does")
     parser.add_argument("--ignore", type=_codes, default=[], metavar="CODE[,CODE...]", help="mute codes that are deliberate in this script")
+    parser.add_argument(
+        "--watch",
+        type=_watch,
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="also intercept this function; its first two arguments are the pair (repeatable)",
+    )
     parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the training script to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 

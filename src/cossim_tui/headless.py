@@ -33,7 +33,7 @@ def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> i
 
 
 def run_check(target: Target, options: argparse.Namespace) -> int:
-    config = AgentConfig(mode="run", break_on=["never"], ignore=list(options.ignore), max_steps=options.max_steps)
+    config = AgentConfig(mode="run", break_on=["never"], ignore=list(options.ignore), watch=list(options.watch), max_steps=options.max_steps)
     run = Run(target, config)
     builder = ReportBuilder(target)
     exited: ScriptExited | None = None

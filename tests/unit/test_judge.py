@@ -151,7 +151,7 @@ def test_shared_storage_of_a_detached_view() -> None:
     b = tensor("vector2", store=a.storage)
     found = judge_once([a, b], relation(shares=True, equal=True), cos(1.0))
     finding = only(found, "shared-storage")
-    assert finding.message == "vector2 and vector1 are views of the same memory (one is a detached view of the other)"
+    assert finding.message == "vector1 and vector2 are views of the same memory (one is a detached view of the other)"
     assert "identical-values" not in codes(found)
     assert "detached-partner" in codes(found)
 

@@ -62,7 +62,10 @@ class Controller:
         self._send(protocol.Hello(pid=self.pid, python=platform.python_version(), target=target, argv=list(argv)))
 
     def install(self) -> None:
-        intercept.install(self)
+        import cossim_tui
+
+        intercept.install(self, self.config.watch)
+        cossim_tui._probe = intercept.probe
 
     def torch_hooked(self, version: str, intercepted: list[str]) -> None:
         """torch is loaded: start watching module calls and training progress too."""
@@ -97,12 +100,14 @@ class Controller:
         result: Any,
         error: BaseException | None,
         frame: types.FrameType | None,
+        label: str | None = None,
     ) -> None:
         if not self._connected:
             return
         with self._lock:
             try:
                 message = self._capture(function, names, x1, x2, dim, eps, result, error, frame)
+                message.label = label
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
                 message = self._capture_failed(function, names, frame, exc)
             stop = self._should_stop(message.findings)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import importlib.machinery
+import inspect
 import os
 import sys
 import threading
@@ -39,6 +40,7 @@ class CallSink(Protocol):
         result: Any,
         error: BaseException | None,
         frame: types.FrameType | None,
+        label: str | None = None,
     ) -> None: ...
 
     def torch_hooked(self, version: str, intercepted: list[str]) -> None: ...
@@ -136,7 +138,7 @@ def _report(
 
 
 def _patch(torch: types.ModuleType, sink: CallSink) -> None:
-    global _sink, _internal_dirs
+    global _internal_dirs
     import torch.nn.functional as F
 
     _internal_dirs = (_HERE + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
@@ -153,7 +155,6 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
     F.cosine_embedding_loss = _wrap(
         loss, "cosine_embedding_loss", ("input1", "input2"), _embedding_loss_args, loss_similarity
     )
-    _sink = sink
     sink.torch_hooked(
         torch.__version__,
         [
@@ -166,17 +167,23 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
     )
 
 
-class _TorchImportHook(importlib.abc.MetaPathFinder):
-    """Lets the real finder load torch, then patches it before the importer sees it."""
+class _PostImportHook(importlib.abc.MetaPathFinder):
+    """Lets the real finder load each named module, then runs its callback before the
+    importer sees the module (so ``from torch import cosine_similarity`` binds our wrapper)."""
 
-    def __init__(self, sink: CallSink) -> None:
-        self.sink = sink
+    def __init__(self) -> None:
+        self.pending: dict[str, list[Callable[[types.ModuleType], None]]] = {}
+
+    def add(self, name: str, callback: Callable[[types.ModuleType], None]) -> None:
+        self.pending.setdefault(name, []).append(callback)
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "torch":
+        callbacks = self.pending.pop(fullname, None)
+        if callbacks is None:
             return None
-        sys.meta_path.remove(self)
         for finder in sys.meta_path:
+            if finder is self:
+                continue
             find = getattr(finder, "find_spec", None)
             spec = find(fullname, path, target) if find else None
             if spec is not None:
@@ -186,24 +193,112 @@ class _TorchImportHook(importlib.abc.MetaPathFinder):
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
-        sink = self.sink
         exec_module = loader.exec_module
 
         def exec_and_patch(module: types.ModuleType) -> None:
             exec_module(module)
-            try:
-                _patch(module, sink)
-            except Exception as exc:  # noqa: BLE001 - the script must still get its torch
-                print(f"cossim-tui: could not intercept torch: {type(exc).__name__}: {exc}", file=sys.stderr)
+            for callback in callbacks:
+                callback(module)
 
         loader.exec_module = exec_and_patch  # type: ignore[method-assign]
         return spec
 
 
-def install(sink: CallSink) -> None:
-    """Patch torch now if the script already has it, else as soon as it is imported."""
+_hook = _PostImportHook()
+
+
+def _when_imported(name: str, callback: Callable[[types.ModuleType], None]) -> None:
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return
+    if _hook not in sys.meta_path:
+        sys.meta_path.insert(0, _hook)
+    _hook.add(name, callback)
+
+
+def _watch_args(args: tuple, kwargs: dict) -> Parsed:
+    values = list(args[:2]) + [v for v in kwargs.values()][: max(0, 2 - len(args))]
+    values += [None] * (2 - len(values))
+    return values[0], values[1], -1, 1e-8
+
+
+def _watch(spec: str, sink: CallSink) -> Callable[[types.ModuleType], None]:
+    """``MODULE:FUNCTION`` (``FUNCTION`` may be ``Class.method``): wrap it like a cosine call."""
+    _, _, qualname = spec.partition(":")
+
+    def patch(module: types.ModuleType) -> None:
+        owner: Any = module
+        *path, name = qualname.split(".")
+        try:
+            for part in path:
+                owner = getattr(owner, part)
+            original = getattr(owner, name)
+        except AttributeError:
+            print(f"cossim-tui: --watch {spec}: {module.__name__} has no {qualname}", file=sys.stderr)
+            return
+        original = getattr(original, "__cossim_tui_original__", original)
+        try:
+            parameters = list(inspect.signature(original).parameters)
+        except (TypeError, ValueError):
+            parameters = []
+        if path and parameters[:1] == ["self"]:
+            parameters = parameters[1:]
+        names = (parameters + ["arg0", "arg1"])[:2]
+
+        def similarity(x1: Any, x2: Any, dim: Any, result: Any) -> Any:
+            # The watched function's result is shown as the similarity when it is one per row.
+            return result if _is_tensor(result) else None
+
+        setattr(owner, name, _wrap(original, f"watch {spec}", (names[0], names[1]), _watch_args, similarity))
+
+    return patch
+
+
+def _is_tensor(value: Any) -> bool:
     torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "nn"):
-        _patch(torch, sink)
-    else:
-        sys.meta_path.insert(0, _TorchImportHook(sink))
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def probe(a: Any, b: Any, dim: int, label: str | None, frame: types.FrameType | None) -> None:
+    """An explicit ``cossim_tui.probe(a, b)`` from the script: a step like any other."""
+    sink = _sink
+    if sink is None or getattr(_state, "busy", False) or os.getpid() != sink.pid:
+        return
+    import torch.nn.functional as F
+
+    cosine = getattr(F.cosine_similarity, "__cossim_tui_original__", F.cosine_similarity)
+    _state.busy = True
+    try:
+        result, error = None, None
+        try:
+            with torch_no_grad():
+                result = cosine(a.detach(), b.detach(), dim=dim)
+        except Exception as exc:  # noqa: BLE001 - shown with the step; the script is not affected
+            error = exc
+        sink.on_call("probe", ("a", "b"), a, b, dim, 1e-8, result, error, frame, label=label)
+    finally:
+        _state.busy = False
+
+
+def torch_no_grad() -> Any:
+    import torch
+
+    return torch.no_grad()
+
+
+def install(sink: CallSink, watch: list[str] | tuple[str, ...] = ()) -> None:
+    """Patch torch now if the script already has it, else as soon as it is imported; the same
+    for each ``--watch`` target's module."""
+
+    def patch_torch(torch: types.ModuleType) -> None:
+        try:
+            _patch(torch, sink)
+        except Exception as exc:  # noqa: BLE001 - the script must still get its torch
+            print(f"cossim-tui: could not intercept torch: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    global _sink
+    _sink = sink
+    _when_imported("torch", patch_torch)
+    for spec in watch:
+        _when_imported(spec.partition(":")[0], _watch(spec, sink))

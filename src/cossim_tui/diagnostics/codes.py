@@ -139,7 +139,8 @@ _ENTRIES = [
         "warning",
         "A shared offset dominates the vectors",
         "All vectors share a large common component; the mean similarity between different "
-        "rows drops by more than 0.3 once the batch mean is subtracted.",
+        "rows drops by more than 0.3 once the batch mean is subtracted (beyond what chance explains "
+        "in a small batch).",
         "Centre the embeddings (subtract the batch or running mean), or add a normalisation "
         "layer (BatchNorm/LayerNorm) before the similarity.",
     ),

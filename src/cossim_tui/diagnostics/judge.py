@@ -180,7 +180,7 @@ class Judge:
             elif relation.shares_storage and not self_matrix and compares_memory_with_itself(a, b, relation) is not False:
                 add(
                     "shared-storage",
-                    f"{b.expr} and {a.expr} are views of the same memory"
+                    f"{a.expr} and {b.expr} are views of the same memory"
                     + (" (one is a detached view of the other)" if a.requires_grad != b.requires_grad else ""),
                     "relation.shares_storage",
                 )

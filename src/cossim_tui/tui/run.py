@@ -15,7 +15,7 @@ from cossim_tui.tui.app import InspectorApp
 
 
 def run_interactive(target: Target, options: argparse.Namespace) -> int:
-    run = Run(target, AgentConfig(mode="step", break_on=list(options.break_on), ignore=list(options.ignore)))
+    run = Run(target, AgentConfig(mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch)))
     try:
         app = InspectorApp(run, break_on=",".join(options.break_on))
         app.run()

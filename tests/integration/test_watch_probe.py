@@ -1,0 +1,102 @@
+"""Custom pairs: ``--watch MODULE:FUNCTION`` and ``cossim_tui.probe(a, b)`` are steps like any
+other, and neither changes what the script computes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+LOSSES = '''
+import torch
+
+
+def cos_sim(a, b):
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = b / b.norm(dim=-1, keepdim=True)
+    return (a * b).sum(-1)
+
+
+class Head:
+    def score(self, query, key):
+        return (query * key).sum(-1)
+'''
+
+TRAIN = '''
+import torch
+import cossim_tui
+from mypkg.losses import cos_sim, Head
+
+torch.manual_seed(0)
+z = torch.randn(4, 8)
+print("cos_sim", cos_sim(z, z.detach()).tolist())
+print("score", Head().score(z, torch.ones(4, 8)).tolist())
+cossim_tui.probe(z, z + 1, label="anchor/positive")
+'''
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "losses.py").write_text(textwrap.dedent(LOSSES))
+    (tmp_path / "train.py").write_text(textwrap.dedent(TRAIN))
+    return tmp_path
+
+
+def _check(project: Path, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
+    report = project / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "cossim_tui", "check", "--json", str(report), "--fail-on", "never", *options, "train.py"],
+        cwd=project, capture_output=True, text=True, timeout=120,
+    )
+    return done, json.loads(report.read_text())
+
+
+def test_watched_functions_and_probes_are_steps(project: Path) -> None:
+    done, report = _check(project, "--watch", "mypkg.losses:cos_sim", "--watch", "mypkg.losses:Head.score")
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = report["calls"]
+    assert [c["function"] for c in calls] == ["watch mypkg.losses:cos_sim", "watch mypkg.losses:Head.score", "probe"]
+    assert [[a["expr"] for a in c["args"]] for c in calls] == [
+        ["z", "z.detach()"],
+        ["z", "torch.ones(4, 8)"],
+        ["z", "z + 1"],
+    ]
+    assert [c["site"] for c in calls] == ["train.py:8", "train.py:9", "train.py:10"]
+    assert "shared-storage" in calls[0]["codes"]
+    assert abs(calls[0]["cos"]["mean"] - 1.0) < 1e-6
+
+
+def test_the_script_computes_the_same_with_and_without(project: Path) -> None:
+    plain = subprocess.run([sys.executable, "train.py"], cwd=project, capture_output=True, text=True, timeout=120)
+    done, _ = _check(project, "--watch", "mypkg.losses:cos_sim", "--watch", "mypkg.losses:Head.score")
+    printed = [line for line in done.stdout.splitlines() if line.startswith(("cos_sim", "score"))]
+    assert printed == plain.stdout.splitlines()
+
+
+def test_a_watch_target_that_does_not_exist_is_said_and_the_script_runs(project: Path) -> None:
+    done, report = _check(project, "--watch", "mypkg.losses:nope")
+    assert "mypkg.losses has no nope" in done.stdout
+    assert report["status"] == "finished"
+    assert [c["function"] for c in report["calls"]] == ["probe"]
+
+
+def test_watch_needs_module_and_function(project: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cossim_tui", "check", "--watch", "cos_sim", "train.py"],
+        cwd=project, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2
+    assert "MODULE:FUNCTION" in done.stderr
+
+
+def test_probe_without_cossim_tui_does_nothing() -> None:
+    """Left in a script run with plain python: no import of torch, no output, no result."""
+    code = "import sys, cossim_tui; r = cossim_tui.probe(1, 2, label='x'); print(r, 'torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "None False"
