@@ -11,6 +11,7 @@ then handled the way the interpreter handles it: same traceback, same exit statu
 
 from __future__ import annotations
 
+import builtins
 import importlib.machinery
 import importlib.util
 import json
@@ -33,20 +34,32 @@ def _connect() -> tuple[protocol.Connection, AgentConfig]:
     return protocol.Connection(sock), config
 
 
-def _script_main(path: str) -> tuple[types.ModuleType, types.CodeType]:
-    """A ``__main__`` module and code object as CPython's ``pymain_run_file`` makes them."""
+def _run_script(path: str) -> None:
+    """Run the script in the interpreter's own ``__main__`` module, as ``pymain_run_file`` does.
+
+    Reusing that module (rather than a new one) keeps its identity and its place in the
+    interpreter's shutdown order the same as under ``python SCRIPT``.
+    """
     # python joins a relative path to the cwd without normalising it ("../b/train.py" stays).
     absolute = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     with open(absolute, "rb") as handle:
         source = handle.read()
     code = compile(source, absolute, "exec", dont_inherit=True)
-    module = types.ModuleType("__main__")
-    module.__file__ = absolute
-    module.__cached__ = None
-    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", absolute)
-    module.__spec__ = None
-    module.__builtins__ = __builtins__
-    return module, code
+    namespace = sys.modules["__main__"].__dict__
+    # Our own __main__ (python -m cossim_tui.agent) has nothing left to run after this call.
+    namespace.clear()
+    namespace.update(
+        __name__="__main__",
+        __doc__=None,
+        __package__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", absolute),
+        __spec__=None,
+        __annotations__={},
+        __builtins__=builtins,
+        __file__=absolute,
+        __cached__=None,
+    )
+    exec(code, namespace)
 
 
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -103,12 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         if argv[:1] == ["-m"]:
             import runpy
 
-            # Removing ourselves from sys.modules lets runpy install the module as __main__.
-            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            # What `python -m` itself calls: the module runs in the real __main__ module.
+            runpy._run_module_as_main(argv[1], alter_argv=True)  # type: ignore[attr-defined]
         else:
-            module, code = _script_main(argv[0])
-            sys.modules["__main__"] = module
-            exec(code, module.__dict__)
+            _run_script(argv[0])
     except SystemExit as exc:
         controller.script_ended("finished", _exit_status(exc), None)
         raise

@@ -105,11 +105,13 @@ class Controller:
         if not self._connected:
             return
         with self._lock:
+            step = self.steps
+            self.steps += 1
             try:
-                message = self._capture(function, names, x1, x2, dim, eps, result, error, frame)
-                message.label = label
+                message = self._capture(step, function, names, x1, x2, dim, eps, result, error, frame)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
-                message = self._capture_failed(function, names, frame, exc)
+                message = self._capture_failed(step, function, names, frame, exc)
+            message.label = label
             stop = self._should_stop(message.findings)
             message.paused = stop
             self._send(message)
@@ -138,6 +140,7 @@ class Controller:
 
     def _capture(
         self,
+        step: int,
         function: str,
         names: tuple[str, str],
         x1: Any,
@@ -156,8 +159,6 @@ class Controller:
             self.evidence = EvidenceCollector()
         site, info = self._call_site(frame)
         exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
-        step = self.steps
-        self.steps += 1
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         pair = capture_pair(x1, x2, dim_value, result, exprs)
@@ -186,11 +187,12 @@ class Controller:
         )
 
     def _capture_failed(
-        self, function: str, names: tuple[str, str], frame: types.FrameType | None, exc: Exception
+        self, step: int, function: str, names: tuple[str, str], frame: types.FrameType | None, exc: Exception
     ) -> StepCaptured:
-        step = self.steps
-        self.steps += 1
-        site, _ = self._call_site(frame) if frame is not None else self._call_site(None)
+        try:
+            site, _ = self._call_site(frame)
+        except Exception:  # noqa: BLE001 - the step is still reported, without its source
+            site, _ = self._call_site(None)
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         args = [
             TensorSummary(

@@ -48,7 +48,7 @@ class CallSink(Protocol):
 
 _state = threading.local()
 _sink: CallSink | None = None
-_internal_dirs: tuple[str, ...] = (_HERE + os.sep,)
+_internal_dirs: tuple[str, ...] = (_HERE + os.sep, "<eval_with_key>")
 
 # Modules whose forward() calls the functional form: the user called the module, so we say so.
 _MODULE_FORWARDS = {
@@ -58,7 +58,8 @@ _MODULE_FORWARDS = {
 
 
 def user_frame(frame: types.FrameType | None) -> tuple[types.FrameType | None, str | None]:
-    """The first frame outside torch and cossim-tui, and the torch module it went through."""
+    """The first frame outside torch and cossim-tui (and torch.fx's generated code), and the
+    torch module it went through."""
     via = None
     while frame is not None and frame.f_code.co_filename.startswith(_internal_dirs):
         code = frame.f_code
@@ -95,8 +96,7 @@ def _wrap(
 ) -> Callable[..., Any]:
     """A drop-in for ``original`` that reports each call from the script's main process."""
 
-    @functools.wraps(original)
-    def intercepted(*args: Any, **kwargs: Any) -> Any:
+    def run_and_report(*args: Any, **kwargs: Any) -> Any:
         sink = _sink
         if sink is None or getattr(_state, "busy", False) or os.getpid() != sink.pid:
             return original(*args, **kwargs)
@@ -112,8 +112,38 @@ def _wrap(
         finally:
             _state.busy = False
 
+    @functools.wraps(original)
+    def intercepted(*args: Any, **kwargs: Any) -> Any:
+        if _is_compiling():
+            # torch.compile is tracing (with fake tensors): nothing real to report. With the
+            # eager backends the traced graph calls us again at run time, with real tensors.
+            _say_compiled_once()
+            return original(*args, **kwargs)
+        return run_and_report(*args, **kwargs)
+
     intercepted.__cossim_tui_original__ = original  # type: ignore[attr-defined]
     return intercepted
+
+
+def _not_compiling() -> bool:
+    return False
+
+
+_said_compiled: list[bool] = []
+
+
+def _say_compiled_once() -> None:
+    if not _said_compiled:
+        _said_compiled.append(True)
+        print(
+            "cossim-tui: torch.compile traced a cosine call; with the default (inductor) backend such "
+            "calls run compiled and are not intercepted — use torch.compile(backend=\"eager\") to see them",
+            file=sys.stderr,
+        )
+
+
+_is_compiling: Callable[[], bool] = _not_compiling
+"""``torch.compiler.is_compiling`` once torch is loaded: a constant True while dynamo traces."""
 
 
 def _report(
@@ -138,10 +168,11 @@ def _report(
 
 
 def _patch(torch: types.ModuleType, sink: CallSink) -> None:
-    global _internal_dirs
+    global _internal_dirs, _is_compiling
     import torch.nn.functional as F
 
-    _internal_dirs = (_HERE + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    _is_compiling = torch.compiler.is_compiling
+    _internal_dirs = (_HERE + os.sep, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep, "<eval_with_key>")
     cosine = getattr(F.cosine_similarity, "__cossim_tui_original__", F.cosine_similarity)
     loss = getattr(F.cosine_embedding_loss, "__cossim_tui_original__", F.cosine_embedding_loss)
 
