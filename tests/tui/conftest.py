@@ -8,6 +8,7 @@ step 0's anchor, detached.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from collections.abc import Iterator
 from typing import Any
@@ -135,8 +136,13 @@ def similarity(value: float, angle: float) -> protocol.Similarity:
     )
 
 
-def finding(code: str, severity: str, message: str, step: int) -> protocol.Finding:
-    return protocol.Finding(code=code, severity=severity, message=message, site=f"train.py:{CALL_LINE}", step=step)  # type: ignore[arg-type]
+def finding(
+    code: str, severity: str, message: str, step: int, *evidence: str, site: str = f"train.py:{CALL_LINE}"
+) -> protocol.Finding:
+    """A finding as the judge makes it; ``evidence`` names the fields that prove it (``relation.same_object``)."""
+    return protocol.Finding(
+        code=code, severity=severity, message=message, site=site, step=step, evidence=list(evidence)  # type: ignore[arg-type]
+    )
 
 
 def step0(*, paused: bool = True) -> protocol.StepCaptured:
@@ -159,7 +165,13 @@ def step0(*, paused: bool = True) -> protocol.StepCaptured:
         cos=similarity(1.0, 0.0),
         error=None,
         findings=[
-            finding("same-object", "error", "vector1_tensor and vector2_tensor are the same tensor object", 0),
+            finding(
+                "same-object",
+                "error",
+                "vector1_tensor and vector2_tensor are the same tensor object",
+                0,
+                "relation.same_object",
+            ),
         ],
         context={"epoch": 0, "batch": 0, "loss": 0.6931, "lr": 0.01},
         paused=paused,
@@ -204,12 +216,14 @@ def step1(*, paused: bool = True, step: int = 1, mean: float = 0.9993) -> protoc
                 "error",
                 "vector2_tensor is step 0's vector1_tensor (same memory), recycled from the previous batch",
                 step,
+                "args.1",
             ),
             finding(
                 "detached-partner",
                 "info",
                 "vector1_tensor carries autograd history (AddmmBackward0), vector2_tensor does not",
                 step,
+                "args.grad_fn",
             ),
         ],
         context={"epoch": 0, "batch": 1, "loss": 0.6904, "lr": 0.01},
@@ -234,6 +248,39 @@ def error_step(step: int = 2) -> protocol.StepCaptured:
         context={"epoch": 0, "batch": 2},
         paused=True,
     )
+
+
+EVAL_SITE = "eval.py:7"
+EVAL_LINES = [
+    "    for batch in val_loader:",
+    "        z = model(batch)",
+    "        score = F.cosine_similarity(z, z, dim=-1).mean()",
+    "        scores.append(score.item())",
+]
+
+
+def eval_step(step: int, *, paused: bool = False) -> protocol.StepCaptured:
+    """A second call site: an evaluation loop that compares ``z`` with itself."""
+    site = protocol.CallSite(
+        path="eval.py", line=7, function="evaluate", first_line=5, lines=list(EVAL_LINES), call_start=7, call_end=7
+    )
+    same = finding("same-object", "error", "z and z are the same tensor object", step, "relation.same_object", site=EVAL_SITE)
+    pair = step0(paused=paused)
+    pair.args = [dataclasses.replace(pair.args[0], expr="z"), dataclasses.replace(pair.args[1], expr="z")]
+    return dataclasses.replace(pair, step=step, site=site, findings=[same], context={"epoch": 0, "batch": step})
+
+
+def two_sites(count: int) -> list[protocol.StepCaptured]:
+    """``count`` steps from two call sites, the last one paused.
+
+    Every third step (0, 3, 6, …) is at eval.py:7 (same-object); the others are at train.py:42
+    (stale-partner and detached-partner).
+    """
+    steps = [
+        eval_step(i) if i % 3 == 0 else step1(paused=False, step=i, mean=0.99 + i * 1e-4) for i in range(count)
+    ]
+    steps[-1].paused = True
+    return steps
 
 
 def hello() -> protocol.Hello:
@@ -263,6 +310,8 @@ class Make:
     step0 = staticmethod(step0)
     step1 = staticmethod(step1)
     error_step = staticmethod(error_step)
+    eval_step = staticmethod(eval_step)
+    two_sites = staticmethod(two_sites)
     hello = staticmethod(hello)
     output = staticmethod(output)
     problem = staticmethod(problem)

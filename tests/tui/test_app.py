@@ -458,8 +458,9 @@ def test_a_broken_reader_is_shown_not_swallowed(source, make):
     async def scenario():
         app = InspectorApp(broken)
         notes: list[tuple[str, dict]] = []
+        # Before the app starts: the reader fails at once, possibly before run_test hands over.
+        app.notify = lambda message, **options: notes.append((message, options))  # type: ignore[method-assign]
         async with app.run_test(size=SIZE) as pilot:
-            app.notify = lambda message, **options: notes.append((message, options))  # type: ignore[method-assign]
             await until(pilot, lambda: "lost contact" in status(app))
             assert status(app) == (
                 "cossim-tui · lost contact with the run: OSError: connection reset by peer · 0 steps · train.py"

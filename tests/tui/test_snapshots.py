@@ -45,3 +45,25 @@ def test_stale_partner_at_step1_at_160x50(snap_compare, source, make):
         make.step1(),
     )
     assert snap_compare(InspectorApp(source), terminal_size=(160, 50), run_before=wait_for_state("paused at step 1"))
+
+
+def test_findings_summary_of_two_sites_at_100x30(snap_compare, source, make):
+    source.feed(make.hello(), *make.two_sites(30))
+
+    async def open_summary(pilot: Pilot) -> None:
+        await wait_for_state("paused at step 29")(pilot)
+        await pilot.press("f")
+        await pilot.pause()
+
+    assert snap_compare(InspectorApp(source), terminal_size=(100, 30), run_before=open_summary)
+
+
+def test_viewing_an_earlier_step_at_100x30(snap_compare, source, make):
+    source.feed(make.hello(), make.output("epoch 0\n"), make.step0(paused=False), make.step1())
+
+    async def jump_to_step0(pilot: Pilot) -> None:
+        await wait_for_state("paused at step 1")(pilot)
+        await pilot.press("f", "enter")  # the first row: same-object, first seen at step 0
+        await pilot.pause()
+
+    assert snap_compare(InspectorApp(source), terminal_size=(100, 30), run_before=jump_to_step0)

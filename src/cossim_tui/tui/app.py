@@ -5,6 +5,11 @@ reads it on one worker thread, which forwards events as messages (``reader``). H
 record every step and redraw only the newest, so a script running freely at thousands of
 calls a second costs one redraw per batch, not one per call. Commands go back through
 ``source.send``; what a key may do depends on where the run stands (``check_action``).
+
+Which step is on screen is decided in one place, ``viewing``: ``None`` follows the live run,
+a step number shows that earlier step (kept in ``steps``) on every panel until ``l``, or a
+stepping key, returns to the live step. Every finding is also tallied as it arrives, so the
+findings summary (``f``) covers the whole run, not only the steps still kept.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.reactive import reactive
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
 from cossim_tui.launcher import ScriptExited
+from cossim_tui.report import FindingSummary
+from cossim_tui.tui.format import fmt_int
+from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.messages import (
     ChannelFailed,
     OutputArrived,
@@ -31,8 +40,10 @@ from cossim_tui.tui.messages import (
     TorchReady,
 )
 from cossim_tui.tui.reader import EventForwarder
+from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.source import Command, EventSource
+from cossim_tui.tui.tally import FindingTally
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.output_log import OutputPane
@@ -62,9 +73,14 @@ class InspectorApp(App[None]):
         Binding("r", "run_freely", "Run"),
         Binding("p", "pause", "Pause"),
         Binding("m", "mute", "Mute finding"),
+        Binding("f", "findings_summary", "Findings"),
+        Binding("l", "live", "Live step"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
+
+    viewing: reactive[int | None] = reactive(None, init=False)
+    """The earlier step on screen (history), by number; ``None`` while the screen follows the live run."""
 
     def __init__(self, source: EventSource, *, break_on: str = "error") -> None:
         super().__init__()
@@ -75,8 +91,12 @@ class InspectorApp(App[None]):
         """The most recent steps received, oldest first."""
         self.step_count = 0
         """Every step received, including those no longer kept in ``steps``."""
+        self.latest: protocol.StepCaptured | None = None
+        """The live step: the last one received."""
         self.current: protocol.StepCaptured | None = None
-        """The step on screen."""
+        """The step on screen: ``latest``, or the one ``viewing`` names."""
+        self.tally = FindingTally()
+        """Every finding of the run, counted per (code, site) as the steps arrive."""
         self.phase: Phase = "starting"
         self.hello: protocol.Hello | None = None
         self.script_ended: protocol.ScriptEnded | None = None
@@ -89,9 +109,9 @@ class InspectorApp(App[None]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         with Horizontal(id="pair"):
-            yield TensorPanel("x1", id="left-tensor")
+            yield TensorPanel(0, id="left-tensor")
             yield RelationPanel(id="relation")
-            yield TensorPanel("x2", id="right-tensor")
+            yield TensorPanel(1, id="right-tensor")
         with Horizontal(id="where"):
             yield SourcePanel(id="source")
             yield FindingsPanel(id="findings")
@@ -139,8 +159,13 @@ class InspectorApp(App[None]):
         steps = message.take()
         self.steps.extend(steps)
         self.step_count += len(steps)
+        self.tally.add(steps)
+        self.latest = steps[-1]
         self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
-        self.show_step(steps[-1])
+        if self.viewing is None:
+            self.show_step(steps[-1])
+        if isinstance(self.screen, FindingsSummaryScreen):
+            self.screen.groups = self.tally.by_site()
         if self.phase in ("ended", "failed"):
             pass  # a late step must not make a finished run look alive again
         elif steps[-1].paused:
@@ -183,6 +208,52 @@ class InspectorApp(App[None]):
         findings.muted = frozenset(self.muted)
         findings.findings = list(step.findings)
 
+    def on_findings_panel_finding_highlighted(self, message: FindingsPanel.FindingHighlighted) -> None:
+        highlight = Highlight.of(message.finding)
+        # A query, not query_one: while the app shuts down the panels may already be gone.
+        for panel in self.query(TensorPanel):
+            panel.highlight = highlight
+        for relation in self.query(RelationPanel):
+            relation.highlight = highlight
+
+    def kept_step(self, number: int) -> protocol.StepCaptured | None:
+        """Step ``number`` if it is still kept in memory."""
+        steps = self.steps
+        if not steps:
+            return None
+        # Steps arrive numbered one after another, so the number is (almost always) the index.
+        index = number - steps[0].step
+        if 0 <= index < len(steps) and steps[index].step == number:
+            return steps[index]
+        return next((step for step in steps if step.step == number), None)
+
+    def validate_viewing(self, viewing: int | None) -> int | None:
+        # The live step is not history, and a step no longer kept cannot be shown.
+        if viewing is None or (self.latest is not None and viewing == self.latest.step):
+            return None
+        return viewing if self.kept_step(viewing) is not None else None
+
+    def watch_viewing(self, viewing: int | None) -> None:
+        self.query_one(StatusBar).viewing = viewing
+        step = self.latest if viewing is None else self.kept_step(viewing)
+        if step is not None:
+            self.show_step(step)
+        self.refresh_bindings()
+
+    def view_step(self, number: int) -> bool:
+        """Show step ``number`` (history); ``False``, with a notification, when it is no longer kept."""
+        if self.kept_step(number) is None:
+            oldest = self.steps[0].step if self.steps else None
+            kept = f"steps {oldest} to {self.steps[-1].step} are" if oldest is not None else "no step is"
+            self.notify(
+                f"step {number} is no longer in memory: only the last {fmt_int(MAX_STEPS_KEPT)} steps are kept ({kept})",
+                title="cannot show that step",
+                severity="warning",
+            )
+            return False
+        self.viewing = number
+        return True
+
     def _set_phase(self, phase: Phase, state: str) -> None:
         self.phase = phase
         status = self.query_one(StatusBar)
@@ -200,6 +271,9 @@ class InspectorApp(App[None]):
             return True if self.phase == "running" else None
         if action == "mute":
             return True if self.phase not in ("ended", "failed") and self.current is not None else None
+        if action == "live":
+            # Only in history: while the screen follows the run there is nothing to return to.
+            return self.viewing is not None
         return True
 
     def action_step(self) -> None:
@@ -212,6 +286,8 @@ class InspectorApp(App[None]):
         self._resume("run")
 
     def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
+        # The script goes on from the live step, whatever is on screen; so the screen follows it.
+        self.viewing = None
         self._send(protocol.Resume(mode))
         self._set_phase("running", "running")
 
@@ -228,6 +304,22 @@ class InspectorApp(App[None]):
         self.muted.add((finding.code, finding.site))
         self.query_one(FindingsPanel).muted = frozenset(self.muted)
         self.notify(f"muted {finding.code} at {finding.site}")
+
+    def action_live(self) -> None:
+        self.viewing = None
+
+    def action_findings_summary(self) -> None:
+        self.push_screen(
+            FindingsSummaryScreen(self.tally.by_site(), frozenset(self.muted)), callback=self._show_first_appearance
+        )
+
+    def _show_first_appearance(self, entry: FindingSummary | None) -> None:
+        """After enter in the summary: the step where the chosen finding first appeared, with it selected."""
+        if entry is None:
+            return
+        if self.kept_step(entry.first_step) is not None:
+            self.query_one(FindingsPanel).select_finding((entry.code, entry.site))
+        self.view_step(entry.first_step)  # or says why it cannot
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.break_on))

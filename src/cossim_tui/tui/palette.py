@@ -27,3 +27,10 @@ BADGE: dict[str, str] = {
     "info": "bold $text-primary on $primary-muted",
 }
 """Severity badges in the findings list."""
+
+EVIDENCE: dict[str, str] = {
+    "error": "on $error-muted",
+    "warning": "on $warning-muted",
+    "info": "on $primary-muted",
+}
+"""Background of a line that proves the selected finding, in the colour of its severity."""

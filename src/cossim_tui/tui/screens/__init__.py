@@ -1,1 +1,1 @@
-"""Screens pushed over the inspector (help)."""
+"""Screens pushed over the inspector (help, the findings summary)."""

@@ -3,6 +3,8 @@
 Each finding is one line (severity badge, code, message) in an ``OptionList``; the
 explanation and the fix from ``diagnostics.codes.CATALOG`` appear under the list for the
 highlighted one. Muted findings stay listed, dimmed, so muting never hides what happened.
+Whenever the highlighted finding changes (the cursor moved, a new step arrived) the panel says
+so with ``FindingHighlighted``, so that the app can light up the evidence in the other panels.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
@@ -24,9 +27,13 @@ MutedKey = tuple[str, str]
 _BADGE_TEXT = {"error": " error ", "warning": " warn  ", "info": " info  "}
 
 
+def badge(severity: str) -> Content:
+    """`` error `` on the severity's colours, always seven cells wide so that codes line up."""
+    return Content.styled(_BADGE_TEXT.get(severity, f" {severity[:5]:<5} "), palette.BADGE.get(severity, ""))
+
+
 def finding_line(finding: protocol.Finding, muted: bool) -> Content:
-    badge = (_BADGE_TEXT.get(finding.severity, f" {finding.severity} "), palette.BADGE.get(finding.severity, ""))
-    line = Content.assemble(badge, " ", (finding.code, palette.EMPHASIS), " ", finding.message)
+    line = Content.assemble(badge(finding.severity), " ", (finding.code, palette.EMPHASIS), " ", finding.message)
     if muted:
         line = (line + Content.styled(" (muted)", palette.LABEL)).stylize("dim")
     return line
@@ -53,6 +60,13 @@ def explain(finding: protocol.Finding) -> Content:
 
 class FindingsPanel(Vertical):
     """The current step's findings; ``selected_finding`` is the one under the cursor."""
+
+    class FindingHighlighted(Message):
+        """The finding under the cursor is now ``finding`` (``None``: the step has none)."""
+
+        def __init__(self, finding: protocol.Finding | None) -> None:
+            super().__init__()
+            self.finding = finding
 
     findings: reactive[list[protocol.Finding]] = reactive(list, init=False)
     muted: reactive[frozenset[MutedKey]] = reactive(frozenset, init=False)
@@ -111,7 +125,13 @@ class FindingsPanel(Vertical):
         if 0 <= index < len(self.findings):
             self._show_help(self.findings[index])
 
+    def select_finding(self, key: MutedKey) -> None:
+        """Put the cursor on the finding ``(code, site)``, now or as soon as a step has it."""
+        self._selected = key
+        self._show_findings()
+
     def _show_help(self, finding: protocol.Finding | None) -> None:
         if finding is not None:
             self._selected = (finding.code, finding.site)
         self.query_one("#finding-help", Static).update(explain(finding) if finding is not None else "")
+        self.post_message(self.FindingHighlighted(finding))

@@ -27,6 +27,7 @@ from cossim_tui.tui.format import (
     fmt_shape,
     fmt_yes_no,
 )
+from cossim_tui.tui.highlight import NO_HIGHLIGHT, Highlight, light_up, mark
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -41,9 +42,15 @@ def _answer(answer: bool | None) -> tuple[str, str]:
 
 
 class RelationPanel(Vertical):
-    """Similarity (large), its spread and angle, and the relation between the arguments."""
+    """Similarity (large), its spread and angle, and the relation between the arguments.
+
+    ``highlight`` lights up what proves the selected finding: a relation line
+    (``relation.same_object``), the reduced dim under the border (``relation.dim``) or the
+    large similarity (``cos``).
+    """
 
     step: reactive[protocol.StepCaptured | None] = reactive(None, init=False)
+    highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT, init=False)
 
     def compose(self) -> ComposeResult:
         digits = Digits("", id="mean-cos")
@@ -54,6 +61,7 @@ class RelationPanel(Vertical):
     def watch_step(self, step: protocol.StepCaptured | None) -> None:
         digits = self.query_one("#mean-cos", Digits)
         text = self.query_one("#relation-text", Static)
+        highlight = self.highlight
         if step is None:
             self.border_title = None
             self.border_subtitle = None
@@ -62,9 +70,10 @@ class RelationPanel(Vertical):
             return
         self.border_title = Content(f"step {step.step} · {step.label or step.function}")
         relation = step.relation
-        self.border_subtitle = (
-            Content(f"dim {relation.dim} · size {relation.dim_size}") if relation is not None else None
-        )
+        subtitle = Content(f"dim {relation.dim} · size {relation.dim_size}") if relation is not None else None
+        if subtitle is not None and highlight.shows("relation.dim", "relation.dim_size"):
+            subtitle = subtitle.stylize(highlight.line_style)
+        self.border_subtitle = subtitle
         cos = step.cos
         # Digits can only draw numbers; NaN and errors are spelled out in the text below.
         big = step.error is None and cos is not None and math.isfinite(cos.mean)
@@ -72,45 +81,85 @@ class RelationPanel(Vertical):
         if big:
             assert cos is not None
             digits.update(fmt_cos(cos.mean))
-        text.update(Content("\n").join(self._lines(step)))
+        mark(digits, highlight, big and highlight.shows("cos", "cos.mean"))
+        width = text.content_size.width or self.content_size.width
+        text.update(
+            Content("\n").join(
+                light_up(line, highlight, width) if highlight.shows(*fields) else line
+                for fields, line in self._lines(step)
+            )
+        )
 
-    def _lines(self, step: protocol.StepCaptured) -> list[Content]:
-        lines: list[Content] = []
+    def watch_highlight(self) -> None:
+        if self.step is not None:
+            self.watch_step(self.step)
+
+    def _lines(self, step: protocol.StepCaptured) -> list[tuple[tuple[str, ...], Content]]:
+        """Each line with the evidence paths it shows (``relation.same_object``, ``cos.nan``)."""
+        lines: list[tuple[tuple[str, ...], Content]] = []
         cos = step.cos
         if step.error is not None:
-            lines.append(Content.styled("torch raised:", palette.ALARM))
-            lines.append(Content.styled(step.error, palette.ALARM))
-            lines.append(Content.styled("(the script received this exception)", palette.LABEL))
+            lines.append((("error",), Content.styled("torch raised:", palette.ALARM)))
+            lines.append((("error",), Content.styled(step.error, palette.ALARM)))
+            lines.append(((), Content.styled("(the script received this exception)", palette.LABEL)))
         elif cos is None:
-            lines.append(Content.styled("no similarity was computed", palette.CAUTION))
+            lines.append((("cos",), Content.styled("no similarity was computed", palette.CAUTION)))
         else:
             if not math.isfinite(cos.mean):
-                lines.append(Content.assemble(_label("mean cos "), (fmt_cos(cos.mean), palette.ALARM)))
+                # The large number's place: it stands for the similarity itself.
+                lines.append(
+                    (("cos", "cos.mean", "cos.nan"), Content.assemble(_label("mean cos "), (fmt_cos(cos.mean), palette.ALARM)))
+                )
             lines.append(
-                Content.assemble(
-                    _label("mean of "), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
+                (
+                    ("cos.count", "cos.angle_deg"),
+                    Content.assemble(
+                        _label("mean of "), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
+                    ),
                 )
             )
             lines.append(
-                Content.assemble(_label("min "), fmt_cos(cos.min), _label("  max "), fmt_cos(cos.max))
+                (
+                    ("cos.min", "cos.max"),
+                    Content.assemble(_label("min "), fmt_cos(cos.min), _label("  max "), fmt_cos(cos.max)),
+                )
             )
             # About eight cells per value; show as many as the panel's width holds.
             limit = max(1, (self.content_size.width - 8) // 8) if self.content_size.width else 3
             more = cos.count > min(limit, len(cos.first))
-            lines.append(Content.assemble(_label("first "), fmt_cos_values(cos.first, limit=limit, more=more)))
+            lines.append(
+                (("cos.first",), Content.assemble(_label("first "), fmt_cos_values(cos.first, limit=limit, more=more)))
+            )
             if cos.nan:
-                lines.append(Content.assemble(_label("nan rows "), (str(cos.nan), palette.ALARM)))
+                lines.append((("cos.nan",), Content.assemble(_label("nan rows "), (str(cos.nan), palette.ALARM))))
         relation = step.relation
         if relation is None:
-            lines.append(Content.styled("relation unknown", palette.LABEL))
+            lines.append(((), Content.styled("relation unknown", palette.LABEL)))
             return lines
-        lines.append(Content.assemble(_label("same object    "), _answer(relation.same_object)))
-        lines.append(Content.assemble(_label("shares storage "), _answer(relation.shares_storage)))
-        lines.append(Content.assemble(_label("equal values   "), _answer(relation.equal_values)))
-        lines.append(Content.assemble(_label("max |a−b|      "), fmt_float(relation.max_abs_diff)))
+        lines.append(
+            (("relation.same_object",), Content.assemble(_label("same object    "), _answer(relation.same_object)))
+        )
+        lines.append(
+            (
+                ("relation.shares_storage",),
+                Content.assemble(_label("shares storage "), _answer(relation.shares_storage)),
+            )
+        )
+        lines.append(
+            (("relation.equal_values",), Content.assemble(_label("equal values   "), _answer(relation.equal_values)))
+        )
+        lines.append(
+            (
+                ("relation.max_abs_diff",),
+                Content.assemble(_label("max |a−b|      "), fmt_float(relation.max_abs_diff)),
+            )
+        )
         if relation.broadcast_shape is not None:
             lines.append(
-                Content.assemble(_label("broadcast to "), (fmt_shape(relation.broadcast_shape), palette.CAUTION))
+                (
+                    ("relation.broadcast_shape",),
+                    Content.assemble(_label("broadcast to "), (fmt_shape(relation.broadcast_shape), palette.CAUTION)),
+                )
             )
         return lines
 

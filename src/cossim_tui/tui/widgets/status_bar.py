@@ -2,7 +2,8 @@
 
 It answers the first question after any key press ("did it do something?"): starting,
 running, pausing, paused at which step, or how the script ended, and how many calls
-have been intercepted so far.
+have been intercepted so far. While an earlier step is on screen it says so first, in a style
+of its own (``-history``), so that history is never mistaken for the live step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from cossim_tui.tui import palette
-from cossim_tui.tui.format import fmt_plural
+from cossim_tui.tui.format import fmt_int, fmt_plural
 
 Phase = Literal["starting", "running", "pausing", "paused", "ended", "failed"]
 """Where the run stands; ``failed`` is an end that the user should look into."""
@@ -25,6 +26,8 @@ class StatusBar(Widget):
     """``cossim-tui · <state> · <N> steps · <target>``.
 
     The state comes first: a long script path may be cut at the right edge, the state never.
+    While ``viewing`` an earlier step: ``cossim-tui · viewing step 3 of 17 (history) — press l
+    for the live step · live: <state> · <target>``.
     """
 
     DEFAULT_CSS = """
@@ -41,11 +44,27 @@ class StatusBar(Widget):
     steps: reactive[int] = reactive(0)
     """Every call intercepted so far, not only those still kept in memory."""
 
+    viewing: reactive[int | None] = reactive(None)
+    """The earlier step on screen; ``None`` while the screen follows the live run."""
+
     def watch_phase(self, old: Phase, new: Phase) -> None:
         self.remove_class(f"-{old}")
         self.add_class(f"-{new}")
 
+    def watch_viewing(self, viewing: int | None) -> None:
+        self.set_class(viewing is not None, "-history")
+
     def render(self) -> RenderResult:
+        if self.viewing is not None:
+            return Content.assemble(
+                ("cossim-tui", palette.EMPHASIS),
+                " · ",
+                (f"viewing step {self.viewing} of {fmt_int(self.steps)} (history)", palette.EMPHASIS),
+                " — press l for the live step · live: ",
+                self.state,
+                " · ",
+                self.target,
+            )
         return Content.assemble(
             ("cossim-tui", palette.EMPHASIS),
             " · ",
