@@ -121,6 +121,7 @@ QUIET: dict[str, frozenset[str]] = {
     "quiet_triplet.py": frozenset(),
     "quiet_pairs_in_one_batch.py": frozenset(),
     "quiet_query_vs_keys.py": frozenset(),
+    "quiet_eval_repeats.py": frozenset(),
 }
 STEP0_ONLY = "quiet_identical_at_step0.py"
 

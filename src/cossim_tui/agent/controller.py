@@ -166,7 +166,10 @@ class Controller:
         for summary, made_one in zip(pair.args, made):
             summary.made_by = made_one.call if made_one is not None else None
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
-        evidence = self.evidence.observe(step, site.label, exprs, x1, x2, dim_value, eps_value, equal_pair, result)
+        fresh = tuple(m is not None and m.call.step == step for m in made)
+        evidence = self.evidence.observe(
+            step, site.label, exprs, x1, x2, dim_value, eps_value, equal_pair, result, fresh  # type: ignore[arg-type]
+        )
         evidence.identical_inputs = identical_inputs(*made)
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
         findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, error_text)

@@ -199,7 +199,11 @@ class EvidenceCollector:
         eps: float,
         equal_pair: bool,
         result: Any,
+        fresh: tuple[bool, bool] = (False, False),
     ) -> Evidence:
+        """``fresh[i]``: argument i is the output of a module call made since the previous
+        intercepted call — recomputed now, so equal values to an earlier step are not a
+        recycled partner (a deterministic model embedding the same item again)."""
         evidence = Evidence(eps=eps)
         tensors = (x1, x2)
         if not all(isinstance(x, torch.Tensor) for x in tensors):
@@ -211,7 +215,7 @@ class EvidenceCollector:
                 for x, p in zip(tensors, prints)
             ]
             for index, x in enumerate(tensors):
-                if prints[index] is None or constant[index]:
+                if prints[index] is None or constant[index] or fresh[index]:
                     continue
                 match = self._stale_match(index, x, prints[index], site)
                 if match is not None:
