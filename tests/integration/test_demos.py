@@ -1,0 +1,64 @@
+"""Every demo shows the bug it is named after, and its fixed twin shows no error or warning:
+the README's demo table stays true."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# demo -> (codes it must report, codes it may also report)
+BUGS = {
+    "collapse.py": ({"collapse"}, {"common-mode", "saturated"}),
+    "relu_embeddings.py": ({"nonnegative-features"}, {"common-mode"}),
+    "wrong_dim.py": ({"degenerate-dim"}, set()),
+    "half_precision.py": ({"precision-loss"}, set()),
+}
+# fixed demo -> info codes it may report (never an error or warning)
+FIXES = {
+    "collapse_fixed.py": {"broadcast"},
+    "relu_embeddings_fixed.py": set(),
+    "wrong_dim_fixed.py": set(),
+    "half_precision_fixed.py": set(),
+}
+
+
+def _check(demo: str, tmp: Path) -> tuple[int, dict]:
+    report = tmp / f"{demo}.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "cossim_tui", "check", "--fail-on", "info", "--json", str(report), f"demo/{demo}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    return done.returncode, json.loads(report.read_text())
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, tuple[int, dict]]:
+    tmp = tmp_path_factory.mktemp("demos")
+    demos = [*BUGS, *FIXES]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(demos, pool.map(lambda d: _check(d, tmp), demos)))
+
+
+@pytest.mark.parametrize("demo", list(BUGS))
+def test_the_bug_demo_reports_its_code(reports, demo: str) -> None:
+    status, report = reports[demo]
+    required, allowed = BUGS[demo]
+    codes = {f["code"] for f in report["findings"]}
+    assert report["status"] == "finished" and status == 1
+    assert required <= codes, report["findings"]
+    assert codes <= required | allowed, report["findings"]
+
+
+@pytest.mark.parametrize("demo", list(FIXES))
+def test_the_fixed_demo_is_clean(reports, demo: str) -> None:
+    _, report = reports[demo]
+    assert report["status"] == "finished"
+    codes = {f["code"] for f in report["findings"]}
+    assert codes <= FIXES[demo], report["findings"]
