@@ -1,7 +1,8 @@
 """The ``cossim-tui`` command line (CONTRACT.md): argument parsing and dispatch, nothing else.
 
 Options come before SCRIPT; everything after SCRIPT (or after ``-m MODULE``) belongs to the
-script, untouched. Exit status 2 means we could not start the run.
+script, untouched. Exit status 2 means we could not start the run (or, for ``replay``, that
+the file is missing or not a trace).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE:FUNCTION",
         help="also intercept this function; its first two arguments are the pair (repeatable)",
     )
+    parser.add_argument(
+        "--record",
+        metavar="PATH",
+        help="also write a trace of the run to PATH (JSON Lines, schema cossim-tui/trace/1); open it with 'cossim-tui replay PATH'",
+    )
     parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the training script to run")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
@@ -64,7 +70,10 @@ def _interactive_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cossim-tui",
         description="Run a PyTorch script and pause at every cosine-similarity call to see both tensors side by side.",
-        epilog="Subcommands: 'cossim-tui check ...' runs the same diagnosis headless (see 'cossim-tui check --help').",
+        epilog=(
+            "Subcommands: 'cossim-tui check ...' runs the same diagnosis headless (see 'cossim-tui check --help'); "
+            "'cossim-tui replay TRACE.jsonl' opens a run recorded with --record, without running anything."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"cossim-tui {__version__}")
     parser.add_argument(
@@ -91,6 +100,16 @@ def _check_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _replay_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cossim-tui replay",
+        description="Open a run recorded with --record in the inspector. No script runs: the recorded steps are all there, ending at the last one.",
+        epilog="Exit status: 0 after quitting, 2 the file is missing or is not a cossim-tui trace.",
+    )
+    parser.add_argument("trace", metavar="TRACE.jsonl", help="a trace written by 'cossim-tui --record' or 'cossim-tui check --record'")
+    return parser
+
+
 def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
     from cossim_tui.launcher import Target
 
@@ -114,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cossim_tui.headless import run_check
 
         return run_check(_target(parser, options), options)
+    if argv[:1] == ["replay"]:
+        options = _replay_parser().parse_args(argv[1:])
+        from cossim_tui.tui.run import run_replay
+
+        return run_replay(options.trace)
     parser = _interactive_parser()
     options = parser.parse_args(argv)
     target = _target(parser, options)

@@ -2,7 +2,8 @@
 
 The script runs freely (it never waits for a user); its output passes straight through to
 our stdout, and the summary follows it. The exit status is CONTRACT's: findings at or above
-``--fail-on`` (1) take precedence over a failed script (3).
+``--fail-on`` (1) take precedence over a failed script (3). With ``--record PATH`` every event
+is also written to a trace as it arrives; the report and the exit status do not change.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
 from cossim_tui.protocol import SEVERITY_RANK, AgentConfig, StepCaptured
 from cossim_tui.report import ReportBuilder, write_report
+from cossim_tui.trace import RunEvent, TraceError, TraceWriter, start_recording
 
 from cossim_tui.cli import EXIT_CANNOT_START
 
@@ -33,6 +35,22 @@ def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> i
 
 
 def run_check(target: Target, options: argparse.Namespace) -> int:
+    recorder: TraceWriter | None = None
+    if options.record:
+        # Before the script starts: a trace that cannot be written is a bad argument, not a run.
+        try:
+            recorder = start_recording(options.record, target)
+        except TraceError as exc:
+            print(f"cossim-tui: error: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_START
+    try:
+        return _check(target, options, recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
     config = AgentConfig(mode="run", break_on=["never"], ignore=list(options.ignore), watch=list(options.watch), max_steps=options.max_steps)
     run = Run(target, config)
     builder = ReportBuilder(target)
@@ -41,6 +59,7 @@ def run_check(target: Target, options: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         for event in run.events():
+            _record(recorder, event)
             if isinstance(event, OutputReceived):
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
@@ -54,6 +73,7 @@ def run_check(target: Target, options: argparse.Namespace) -> int:
         run.terminate()
         print("cossim-tui: interrupted; the script was ended", file=sys.stderr)
         exited = ScriptExited("killed", None, signal.SIGINT, None)
+        _record(recorder, exited)
     finally:
         run.terminate()
         for sig, handler in previous.items():
@@ -70,6 +90,13 @@ def run_check(target: Target, options: argparse.Namespace) -> int:
         print(f"  report: {options.json}")
     print(f"  exit status {status}")
     return status
+
+
+def _record(recorder: TraceWriter | None, event: RunEvent) -> None:
+    """Write ``event`` to the trace; if that fails, say so (once) and let the run go on."""
+    failure = recorder.write(event) if recorder is not None else None
+    if failure is not None:
+        print(f"cossim-tui: error: {failure}", file=sys.stderr)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -1,27 +1,61 @@
-"""``cossim-tui SCRIPT``: start the run, hand it to the app, and make sure it ends with us.
+"""``cossim-tui SCRIPT`` and ``cossim-tui replay TRACE``: hand the app its event source.
 
 The child is started before the app so that torch loads while the screen comes up. Whatever
 way the app ends (quit, an exception, a closed terminal), the child's process group is ended
-before we return.
+before we return. With ``--record`` the app is handed the run wrapped in a
+``trace.RecordingSource``, which writes each event before the app sees it; the app itself
+knows nothing of recording. A replay hands it a ``trace.TraceSource`` instead: nothing runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from cossim_tui.cli import EXIT_CANNOT_START
 from cossim_tui.launcher import Run, Target
 from cossim_tui.protocol import AgentConfig
+from cossim_tui.trace import RecordingSource, TraceError, TraceSource, TraceWriter, start_recording
 from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.source import EventSource
 
 
 def run_interactive(target: Target, options: argparse.Namespace) -> int:
+    recorder: TraceWriter | None = None
+    if options.record:
+        # Before the script starts: a trace that cannot be written is a bad argument, not a run.
+        try:
+            recorder = start_recording(options.record, target)
+        except TraceError as exc:
+            print(f"cossim-tui: error: {exc}", file=sys.stderr)
+            return EXIT_CANNOT_START
+    try:
+        return _inspect(target, options, recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+
+
+def _inspect(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
     run = Run(target, AgentConfig(mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch)))
     try:
-        app = InspectorApp(run, break_on=",".join(options.break_on))
+        source: EventSource = run if recorder is None else RecordingSource(run, recorder)
+        app = InspectorApp(source, break_on=",".join(options.break_on))
         app.run()
     finally:
         run.terminate()
     if run.exited is not None and run.exited.status == "not-found":
         print(f"cossim-tui: error: {run.exited.exception}")
         return 2
+    return 0
+
+
+def run_replay(path: str) -> int:
+    """Open the trace at ``path``; exit status 2, said in one line, when it is not one."""
+    try:
+        source = TraceSource(path)
+    except TraceError as exc:
+        print(f"cossim-tui: error: cannot replay {path}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    InspectorApp(source).run()
     return 0

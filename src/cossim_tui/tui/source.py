@@ -1,7 +1,8 @@
 """What the app is handed: a source of run events and a way to send commands back.
 
 The app never starts processes itself. ``launcher.Run`` is the real source; tests hand the app
-a fake one fed from a queue, and a later ``replay`` can hand it a recorded trace. Keeping this a
+a fake one fed from a queue; ``trace.RecordingSource`` wraps a run to record it (``--record``)
+and ``trace.TraceSource`` replays a recorded trace (``cossim-tui replay``). Keeping this a
 structural ``Protocol`` means none of them has to inherit from anything here.
 """
 
@@ -19,7 +20,7 @@ and ``ScriptEnded``; from the launcher ``OutputReceived``, ``ChannelProblem`` an
 ``ScriptExited``. Typed as any ``protocol.Message`` so that ``launcher.Run`` (whose ``events``
 says that) fits; the app shows any other message kind as a channel problem."""
 
-Command = protocol.Resume | protocol.Pause | protocol.Mute
+Command = protocol.Resume | protocol.Pause | protocol.Mute | protocol.SetBreak
 """Everything the app sends back."""
 
 
