@@ -1,0 +1,568 @@
+"""cossim-tui's performance budgets (issue 7), each measured side by side in one run.
+
+    python benchmarks/run.py                 every figure
+    python benchmarks/run.py --only 3,4      some of them
+    python benchmarks/run.py --quick         fewer repetitions (a smoke test, not numbers to quote)
+
+Every figure is a ratio or a time taken against its baseline in the same run, the two
+alternating so that a machine that gets busier or quieter treats both alike. Each line
+gives the median over the repetitions and, in brackets, the spread (min … max) and how
+many there were. The budget follows, and ``ok`` or ``OVER``.
+
+1. ``check`` on the demo vs plain ``python``, wall time of the whole process.
+2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
+   forward/backward/step work, under ``check`` and under ``python``.
+3. Per intercepted call: ``F.cosine_similarity`` through the installed interceptor (capture,
+   evidence, judging and encoding the message) vs the original function, in this process.
+4. Step latency: ``n`` pressed in the real app (Pilot, real child) until the status says
+   ``paused at step N+1`` and until the app is idle again (the screen redrawn).
+5. Free run at 10,000 calls a second: ``p`` pressed while the script runs until it is acted on
+   (``pausing…``) and until the pause is on screen; and the script's call rate under the TUI,
+   under ``check`` and under plain ``python``.
+6. Memory: resident memory of the ``check`` process and of the script's process, grown over
+   100,000 calls (after the first 5,000).
+7. Start-up: the command typed in a terminal (tmux) until the status line is on screen, and
+   whether torch had loaded in the child by then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "benchmarks" / "fixtures"
+DEMO = ["demo/siamese_stale_partner.py", "--images", "40", "--epochs", "2"]
+PYTHON = sys.executable
+
+
+# --------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------
+
+
+def _spread(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    return f"{fmt(statistics.median(values))} [{fmt(min(values))} … {fmt(max(values))}, n={len(values)}]"
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1e3:.1f} ms"
+
+
+def _us(x: float) -> str:
+    return f"{x * 1e6:.0f} µs"
+
+
+def _s(x: float) -> str:
+    return f"{x:.2f} s"
+
+
+def _x(x: float) -> str:
+    return f"{x:.3f}×"
+
+
+def _mb(x: float) -> str:
+    return f"{x:.1f} MB"
+
+
+def report(label: str, values: Sequence[float], fmt: Callable[[float], str], budget: float | None = None, budget_text: str = "") -> None:
+    line = f"  {label:<44} {_spread(values, fmt)}"
+    if budget is not None:
+        verdict = "ok" if statistics.median(values) <= budget else "OVER"
+        line += f"   budget ≤ {budget_text or fmt(budget)}  {verdict}"
+    print(line, flush=True)
+
+
+def note(text: str) -> None:
+    print(f"  {text}", flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------
+
+
+def _wall(command: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: check found something, which the demo is meant to show
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return elapsed, done.stdout
+
+
+def _alternate(commands: dict[str, list[str]], reps: int) -> Iterator[tuple[int, str, float, str]]:
+    """Runs each command ``reps`` times, swapping the order every repetition."""
+    names = list(commands)
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else reversed(names):
+            elapsed, out = _wall(commands[name])
+            yield rep, name, elapsed, out
+
+
+def _check(*args: str) -> list[str]:
+    return [PYTHON, "-m", "cossim_tui", "check", "--fail-on", "never", *args]
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+# --------------------------------------------------------------------------------------
+# 1 and 2: whole processes
+# --------------------------------------------------------------------------------------
+
+
+def figure_check_vs_python(reps: int) -> None:
+    print("1. check on the demo vs plain python (whole process, wall time)", flush=True)
+    times: dict[str, list[float]] = {"python": [], "check": []}
+    for _, name, elapsed, _ in _alternate({"python": [PYTHON, *DEMO], "check": _check(*DEMO)}, reps):
+        times[name].append(elapsed)
+    report("python " + " ".join(DEMO), times["python"], _s)
+    report("cossim-tui check (same)", times["check"], _s)
+    report("ratio check / python", [c / p for c, p in zip(times["check"], times["python"])], _x, 1.05)
+
+
+def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 64) -> None:
+    print("2. torch ops that are not intercepted (MLP loop, its own timing of the un-intercepted work)", flush=True)
+    script = [str(FIXTURES / "mlp_loop.py"), "--steps", str(steps), "--width", str(width), "--batch", str(batch)]
+    loops: dict[str, list[float]] = {"python": [], "check": []}
+    for _, name, _, out in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, reps):
+        match = re.search(r"loop_seconds=([0-9.]+)", out)
+        assert match, out
+        loops[name].append(float(match.group(1)))
+    report(f"python mlp_loop.py ({steps} steps, 6×{width} wide, batch {batch})", loops["python"], _s)
+    report("cossim-tui check (same)", loops["check"], _s)
+    report("ratio check / python", [c / p for c, p in zip(loops["check"], loops["python"])], _x, 1.02)
+
+
+# --------------------------------------------------------------------------------------
+# 3: one intercepted call, in this process
+# --------------------------------------------------------------------------------------
+
+
+class _Discard:
+    """A channel that encodes every message, as the real one does, and drops it."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self._never = threading.Event()
+
+    def send(self, message: Any) -> None:
+        from cossim_tui import protocol
+
+        self.send_bytes(protocol.encode(message))
+
+    def send_now(self, data: bytes) -> int:
+        self.sent += 1
+        return len(data)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.sent += 1
+
+    def receive(self) -> Any:
+        self._never.wait()
+
+
+def figure_per_call(reps: int) -> None:
+    print("3. one intercepted call: capture + evidence + judging + encoding vs the bare call", flush=True)
+    import torch
+    import torch.nn.functional as F
+
+    from cossim_tui.agent.controller import Controller
+    from cossim_tui.protocol import AgentConfig
+
+    controller = Controller(_Discard(), AgentConfig(mode="run", break_on=["never"]))  # type: ignore[arg-type]
+    controller.install()
+    outbox = getattr(controller, "_outbox", None)  # (absent before messages were sent from a thread)
+    flush = outbox.flush if outbox is not None else (lambda: None)
+    intercepted = F.cosine_similarity
+    bare = intercepted.__cossim_tui_original__
+    torch.manual_seed(0)
+    for shape, calls, budget in (((8, 64), 200, None), ((256, 4096), 4, 3.0)):
+        # Distinct pairs, more than the evidence window, so no call looks like a recycled partner.
+        pool = [(torch.randn(*shape), torch.randn(*shape)) for _ in range(12)]
+        for a, b in pool[:3]:  # first calls parse the call site and warm the caches
+            intercepted(a, b, dim=-1)
+        added, ratios, cpu_added = [], [], []
+        for rep in range(reps):
+            timings, cpu = {}, {}
+            for name in ("bare", "intercepted") if rep % 2 == 0 else ("intercepted", "bare"):
+                function = bare if name == "bare" else intercepted
+                flush()
+                start, start_cpu = time.perf_counter(), time.process_time()
+                for i in range(calls):
+                    a, b = pool[i % len(pool)]
+                    function(a, b, dim=-1)
+                if name == "intercepted":
+                    flush()  # queued messages are encoded (on the outbox's thread) too
+                timings[name] = (time.perf_counter() - start) / calls
+                cpu[name] = (time.process_time() - start_cpu) / calls
+            added.append(timings["intercepted"] - timings["bare"])
+            ratios.append(timings["intercepted"] / timings["bare"])
+            cpu_added.append(cpu["intercepted"] - cpu["bare"])
+        label = f"{shape[0]}×{shape[1]} float32"
+        if budget is None:
+            report(f"{label}: added per call", added, _us, 200e-6)
+            report(f"{label}: added CPU time per call (all threads)", cpu_added, _us)
+            report(f"{label}: ratio (for reference)", ratios, _x)
+        else:
+            report(f"{label}: added per call (for reference)", added, _ms)
+            report(f"{label}: added CPU time per call (all threads)", cpu_added, _ms)
+            report(f"{label}: ratio intercepted / bare", ratios, _x, budget)
+    flush()
+    note(f"({controller.steps} calls captured, {controller.connection.sent} messages encoded)")
+
+
+# --------------------------------------------------------------------------------------
+# 4 and 5: the real app through Pilot
+# --------------------------------------------------------------------------------------
+
+
+class _TeeRun:
+    """A ``launcher.Run`` whose output is also kept, so the script's own figures can be read."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.output: list[str] = []
+        self.target_name = run.target_name
+
+    def events(self) -> Iterator[Any]:
+        from cossim_tui.launcher import OutputReceived
+
+        for event in self.run.events():
+            if isinstance(event, OutputReceived):
+                self.output.append(event.text)
+            yield event
+
+    def send(self, message: Any) -> None:
+        self.run.send(message)
+
+    def terminate(self) -> None:
+        self.run.terminate()
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.0005)
+
+
+def _app(script_args: list[str], mode: str) -> tuple[Any, _TeeRun]:
+    from cossim_tui.launcher import Run, Target
+    from cossim_tui.protocol import AgentConfig
+    from cossim_tui.tui.app import InspectorApp
+
+    run = _TeeRun(Run(Target(script=str(FIXTURES / "small_calls.py"), args=script_args), AgentConfig(mode=mode)))  # type: ignore[arg-type]
+    return InspectorApp(run), run
+
+
+class _StepsSeen:
+    """A run whose reader notes when each step reached this process (before the app had it)."""
+
+    def __init__(self, tee: _TeeRun) -> None:
+        self.tee = tee
+        self.arrived: dict[int, float] = {}
+        self.target_name = tee.target_name
+
+    def events(self) -> Iterator[Any]:
+        for event in self.tee.events():
+            step = getattr(event, "step", None)
+            if type(event).__name__ == "StepCaptured" and step is not None:
+                self.arrived.setdefault(step, time.perf_counter())
+            yield event
+
+    def send(self, message: Any) -> None:
+        self.tee.send(message)
+
+    def terminate(self) -> None:
+        self.tee.terminate()
+
+
+async def _step_latency(steps: int) -> dict[str, list[float]]:
+    """Per ``n``: when the step reached this process, when the status said so, when the app was
+    idle again (everything redrawn). The key is posted as a terminal would send it
+    (``simulate_key``): ``pilot.press`` would itself wait for the app to go idle."""
+    from cossim_tui.launcher import Run, Target
+    from cossim_tui.protocol import AgentConfig
+    from cossim_tui.tui.app import InspectorApp
+    from cossim_tui.tui.widgets.status_bar import StatusBar
+
+    run = _StepsSeen(_TeeRun(Run(Target(script=str(FIXTURES / "small_calls.py")), AgentConfig(mode="step"))))
+    app = InspectorApp(run)
+    times: dict[str, list[float]] = {"arrived": [], "status": [], "drawn": []}
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            status = app.query_one(StatusBar)
+            await _until(lambda: status.state == "paused at step 0", 120)
+            await pilot.pause()
+            for step in range(1, steps + 1):
+                start = time.perf_counter()
+                app.simulate_key("n")
+                await _until(lambda: status.state == f"paused at step {step}", 10)
+                times["status"].append(time.perf_counter() - start)
+                await pilot.pause()  # the app is idle: the screen has been redrawn
+                times["drawn"].append(time.perf_counter() - start)
+                times["arrived"].append(run.arrived[step] - start)
+            await pilot.press("q")
+    finally:
+        run.terminate()
+    return times
+
+
+def figure_step_latency(steps: int) -> None:
+    print("4. step latency: n pressed until the next step is on screen (Pilot, real app, real child)", flush=True)
+    times = asyncio.run(_step_latency(steps))
+    report("n → the step reaches the TUI process", times["arrived"], _ms)
+    report("n → status 'paused at step N+1'", times["status"], _ms)
+    report(f"n → screen redrawn, app idle ({steps} steps)", times["drawn"], _ms, 0.050)
+    ordered = sorted(times["drawn"])
+    note(f"p95 of the redraw {_ms(ordered[int(0.95 * (len(ordered) - 1))])}")
+
+
+async def _free_run_keys(presses: int) -> tuple[list[float], list[float]]:
+    from cossim_tui.tui.widgets.status_bar import StatusBar
+
+    app, run = _app(["--rate", "10000"], "step")
+    acted, landed = [], []
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            status = app.query_one(StatusBar)
+            await _until(lambda: status.state == "paused at step 0", 120)
+            for _ in range(presses):
+                app.simulate_key("r")
+                await _until(lambda: status.state == "running", 30)
+                await asyncio.sleep(1.0)
+                start = time.perf_counter()
+                app.simulate_key("p")
+                await _until(lambda: status.state != "running", 30)
+                acted.append(time.perf_counter() - start)
+                await _until(lambda: status.state.startswith("paused at step"), 30)
+                landed.append(time.perf_counter() - start)
+            await pilot.press("q")
+    finally:
+        run.terminate()
+    return acted, landed
+
+
+async def _free_run_rate(calls: int) -> tuple[float, int]:
+    from cossim_tui.tui.widgets.status_bar import StatusBar
+
+    app, run = _app(["--rate", "10000", "--calls", str(calls), "--warm", "2000"], "run")
+    try:
+        async with app.run_test(size=(160, 50)) as pilot:
+            status = app.query_one(StatusBar)
+            await _until(lambda: status.phase in ("ended", "failed"), 300)
+            shown = app.step_count
+            await pilot.press("q")
+    finally:
+        run.terminate()
+    match = re.search(r"calls_per_second=([0-9.]+)", "".join(run.output))
+    assert match, "".join(run.output)
+    return float(match.group(1)), shown
+
+
+def figure_free_run(presses: int, calls: int) -> None:
+    print("5. free run at 10,000 calls/s: keys while the script runs, and the script's own rate", flush=True)
+    acted, landed = asyncio.run(_free_run_keys(presses))
+    report("p → acted on (status leaves 'running')", acted, _ms, 0.100)
+    report("p → 'paused at step N' on screen", landed, _ms)
+    script = [str(FIXTURES / "small_calls.py"), "--rate", "10000", "--calls", str(calls), "--warm", "2000"]
+    rates: dict[str, list[float]] = {"python": [], "check": [], "tui": []}
+    for _, name, _, out in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, 2):
+        rates[name].append(float(re.search(r"calls_per_second=([0-9.]+)", out).group(1)))  # type: ignore[union-attr]
+    for _ in range(2):
+        rate, shown = asyncio.run(_free_run_rate(calls))
+        rates["tui"].append(rate)
+    fmt = lambda r: f"{r:,.0f}/s"  # noqa: E731
+    report("calls/s, plain python (target 10,000)", rates["python"], fmt)
+    report("calls/s under check", rates["check"], fmt)
+    report("calls/s under the TUI (free run)", rates["tui"], fmt)
+    report("TUI / check call rate", [t / statistics.median(rates["check"]) for t in rates["tui"]], _x)
+    note(f"(the TUI counted {shown:,} of {calls:,} steps)")
+
+
+# --------------------------------------------------------------------------------------
+# 6: memory
+# --------------------------------------------------------------------------------------
+
+
+def figure_memory(calls: int, warm: int) -> None:
+    print(f"6. memory: resident memory grown over {calls:,} calls in check (after the first {warm:,})", flush=True)
+    command = _check(str(FIXTURES / "small_calls.py"), "--calls", str(calls), "--warm", str(warm), "--linger", "1.5")
+    process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    samples: dict[str, dict[str, float]] = {}
+    start = time.perf_counter()
+    for line in process.stdout:
+        if line.strip() in ("warm", "done"):
+            (child,) = _children(process.pid)
+            samples[line.strip()] = {"check": _rss_mb(process.pid), "script": _rss_mb(child), "t": time.perf_counter()}
+    process.wait()
+    grown = {who: samples["done"][who] - samples["warm"][who] for who in ("check", "script")}
+    report("check process grew", [grown["check"]], _mb)
+    report("script process grew", [grown["script"]], _mb)
+    report("both together", [grown["check"] + grown["script"]], _mb, 50.0)
+    note(
+        f"(RSS at warm: check {_mb(samples['warm']['check'])}, script {_mb(samples['warm']['script'])}; "
+        f"{calls - warm:,} calls in {samples['done']['t'] - samples['warm']['t']:.1f} s; total {time.perf_counter() - start:.1f} s)"
+    )
+
+
+# --------------------------------------------------------------------------------------
+# 7: start-up in a real terminal
+# --------------------------------------------------------------------------------------
+
+
+def _tmux(*args: str) -> str:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _startup_once() -> tuple[float, bool, str, float, float]:
+    """Seconds until the status line is on screen, whether torch was loaded by then, seconds until
+    the first step is on screen; and the same terminal's time to show a plain ``python`` print."""
+    session = f"cossim-bench-{uuid.uuid4().hex[:8]}"
+    env_script = str(FIXTURES / "small_calls.py")
+    start = time.perf_counter()
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"{PYTHON} -m cossim_tui {env_script} --calls 5")
+    try:
+        first = torch_loaded = None
+        deadline = start + 60
+        while time.perf_counter() < deadline:
+            screen = _tmux("capture-pane", "-p", "-t", session)
+            if first is None and "cossim-tui ·" in screen:
+                first = time.perf_counter() - start
+                # The agent says "torch … hooked" once the script's `import torch` has finished.
+                torch_loaded = "hooked" in screen or "paused at step" in screen
+                state = screen.split("cossim-tui ·", 1)[1].split("·", 1)[0].strip()
+            if "paused at step 0" in screen:
+                paused = time.perf_counter() - start
+                break
+            time.sleep(0.005)
+        else:
+            raise TimeoutError("the TUI never showed step 0")
+        _tmux("send-keys", "-t", session, "q")
+    finally:
+        time.sleep(0.3)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    # The terminal's own delay: a plain python that prints one line.
+    session = f"cossim-bench-{uuid.uuid4().hex[:8]}"
+    start = time.perf_counter()
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"{PYTHON} -c \"print('ready'); import time; time.sleep(3)\"")
+    try:
+        while "ready" not in _tmux("capture-pane", "-p", "-t", session):
+            time.sleep(0.005)
+        baseline = time.perf_counter() - start
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert first is not None and torch_loaded is not None
+    return first, torch_loaded, state, paused, baseline
+
+
+def figure_startup(reps: int) -> None:
+    print("7. start-up: the command in a terminal (tmux) until the status line is on screen", flush=True)
+    if shutil.which("tmux") is None:
+        note("tmux is not installed: skipped")
+        return
+    firsts, loaded, states, paused, baselines = [], [], [], [], []
+    for _ in range(reps):
+        first, torch_loaded, state, step0, baseline = _startup_once()
+        firsts.append(first)
+        loaded.append(torch_loaded)
+        states.append(state)
+        paused.append(step0)
+        baselines.append(baseline)
+    report("command → status line on screen", firsts, _s, 0.5)
+    report("(terminal + python start-up alone)", baselines, _s)
+    report("command → step 0 on screen (torch loaded)", paused, _s)
+    note(f"torch already loaded in the child at first paint: {sum(loaded)} of {len(loaded)} runs; "
+         f"the status then said: {', '.join(sorted(set(states)))}")
+
+
+# --------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    import cossim_tui
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), load average {load:.2f} at start, "
+        f"cossim_tui from {Path(cossim_tui.__file__).parent}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads, here and in every process started (0: torch's default). "
+        "1 by default: on a shared machine, idle-waiting worker threads make timings swing by 10x",
+    )
+    options = parser.parse_args(argv)
+    if options.threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(options.threads)
+    only = {int(n) for n in options.only.split(",")}
+    quick = options.quick
+    print(f"cossim-tui benchmarks — {machine()}", flush=True)
+    figures: dict[int, Callable[[], None]] = {
+        1: lambda: figure_check_vs_python(3 if quick else 7),
+        2: lambda: figure_untouched_ops(3 if quick else 9, 100 if quick else 200),
+        3: lambda: figure_per_call(5 if quick else 15),
+        4: lambda: figure_step_latency(20 if quick else 100),
+        5: lambda: figure_free_run(2 if quick else 6, 10_000 if quick else 30_000),
+        6: lambda: figure_memory(20_000 if quick else 100_000, 5_000),
+        7: lambda: figure_startup(2 if quick else 5),
+    }
+    for number in sorted(only):
+        figures[number]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
