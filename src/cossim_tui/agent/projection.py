@@ -1,0 +1,193 @@
+"""The embedding map: where the recent vectors of both sides lie, projected to two dimensions.
+
+The article's advice is to look at the embeddings: collapsed vectors bunch into one point,
+healthy ones spread into a cloud. Each call site keeps a bounded ring of its most recent rows
+(``ROWS_PER_SIDE`` per argument, detached float32 copies) on the tensors' own device; they are
+L2-normalised when projected, because cosine similarity only sees directions. Every ``EVERY`` steps at a site,
+and at every step the script will stop at, the ring is projected onto its first two principal
+components and only those coordinates cross the channel.
+
+The PCA is ``torch.pca_lowrank``'s randomized range finder written out, because
+``pca_lowrank`` draws its random probes from the global generator, which would change the
+script's own random stream: here they are drawn once, from a private generator. Coordinates are multiplied by
+√d so that a healthy cloud has a spread of about 1 whatever the width of the vectors (the
+same unit as the ``collapse`` code's √d · std, which ``spread`` reports over all axes), and a
+collapse is a dot well under 0.1.
+Nothing here may raise into the script: a failure means no map for that step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cossim_tui.protocol import Projection
+
+ROWS_PER_SIDE = 128
+"""Rows kept per argument and call site: at most 256 points per map."""
+ROWS_PER_CALL = 32
+"""Rows one call adds per argument, so that a map spans at least four steps, not one batch."""
+EVERY = 16
+"""Steps between two maps of one site while the script runs on (a pause always gets one)."""
+MAX_SITES = 64
+"""Call sites with a ring; the least recently used one is dropped beyond this."""
+PROBES = 6
+"""Directions the range finder probes with: the 2 axes wanted and 4 to spare for accuracy."""
+POWER_ITERATIONS = 2
+DIGITS = 4
+"""Decimals the coordinates keep on the wire (a healthy spread is about 1)."""
+
+
+class _Ring:
+    """The last rows of one argument at one site, written in place."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows
+        self.filled = 0
+        self.next = 0
+        self.steps = [0] * rows.shape[0]
+        """The step each slot's row was written at."""
+
+    def add(self, rows: torch.Tensor, step: int) -> None:
+        capacity = self.rows.shape[0]
+        rows = rows[-capacity:]
+        count = rows.shape[0]
+        end = self.next + count
+        if end <= capacity:
+            self.rows[self.next : end].copy_(rows)
+            self.steps[self.next : end] = [step] * count
+        else:
+            split = capacity - self.next
+            self.rows[self.next :].copy_(rows[:split])
+            self.rows[: count - split].copy_(rows[split:])
+            self.steps[self.next :] = [step] * split
+            self.steps[: count - split] = [step] * (count - split)
+        self.next = end % capacity
+        self.filled = min(capacity, self.filled + count)
+
+
+@dataclass
+class _Site:
+    rings: list[_Ring | None]
+    last_map: int = -(1 << 62)
+
+
+def _as_rows(x: torch.Tensor, dim: int, ndim: int) -> torch.Tensor | None:
+    """``x`` as (rows, d) along the reduced dim (negative, relative to the broadcast shape)."""
+    d = dim - ndim if dim >= 0 else dim
+    if x.dim() == 0 or -d > x.dim():
+        return None
+    moved = x.movedim(d, -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
+class ProjectionMaps:
+    """Per-site rings of recent rows, and their 2-D PCA when one is due."""
+
+    def __init__(self, rows_per_side: int = ROWS_PER_SIDE, every: int = EVERY) -> None:
+        self.rows_per_side = rows_per_side
+        self.every = every
+        self._sites: dict[str, _Site] = {}
+        self._probes: dict[tuple[int, torch.device], torch.Tensor] = {}
+        """Fixed random directions per width and device, drawn once from a private generator."""
+
+    def observe(self, step: int, site: str, x1: Any, x2: Any, dim: int, *, force: bool = False) -> Projection | None:
+        """Remember this call's rows; the map of the site when one is due (or ``force``)."""
+        try:
+            with torch.no_grad():
+                return self._observe(step, site, x1, x2, dim, force)
+        except Exception:  # noqa: BLE001 - a map is a picture: never worth breaking the script
+            return None
+
+    def _observe(self, step: int, site: str, x1: Any, x2: Any, dim: int, force: bool) -> Projection | None:
+        if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)):
+            return None
+        ndim = max(x1.dim(), x2.dim())
+        if not -max(ndim, 1) <= dim < max(ndim, 1):
+            return None
+        rows = [_as_rows(x, dim, ndim) for x in (x1, x2)]
+        usable = [
+            r
+            for r in rows
+            if r is not None
+            and r.layout == torch.strided
+            and r.device.type != "meta"
+            and r.numel() > 0
+            and r.shape[-1] > 1
+            and (r.is_floating_point() or r.is_complex())
+        ]
+        if len(usable) != 2 or usable[0].shape[-1] != usable[1].shape[-1] or usable[0].device != usable[1].device:
+            return None
+        width, device = usable[0].shape[-1], usable[0].device
+        per_call = min(self.rows_per_side, ROWS_PER_CALL)
+        entry = self._sites.pop(site, None)  # re-inserted: the dict's order is least recently used first
+        if entry is None or any(r is None or r.rows.shape[1] != width or r.rows.device != device for r in entry.rings):
+            entry = _Site([None, None])
+        while len(self._sites) >= MAX_SITES:
+            del self._sites[next(iter(self._sites))]
+        self._sites[site] = entry
+        for side, r in enumerate(usable):
+            ring = entry.rings[side]
+            if ring is None:
+                ring = entry.rings[side] = _Ring(torch.empty(self.rows_per_side, width, device=device, dtype=torch.float32))
+            data = r.detach()[:per_call]
+            ring.add(data.abs() if data.is_complex() else data, step)
+        if not force and step - entry.last_map < self.every:
+            return None
+        entry.last_map = step
+        return self._project(step, entry, width)
+
+    def _project(self, step: int, entry: _Site, width: int) -> Projection | None:
+        rings = [r for r in entry.rings if r is not None]
+        points = torch.cat([r.rows[: r.filled] for r in rings])
+        sides = [side for side, r in enumerate(rings) for _ in range(r.filled)]
+        oldest = min(min(r.steps[: r.filled]) for r in rings)
+        omega = self._probes.get((width, points.device))
+        if omega is None:
+            generator = torch.Generator(device=points.device).manual_seed(0)
+            omega = torch.randn(width, PROBES, generator=generator, device=points.device)
+            self._probes[(width, points.device)] = omega
+        with torch.autocast(points.device.type, enabled=False):
+            points = torch.nn.functional.normalize(points, dim=-1)
+            centred = points - points.mean(dim=0)
+            n = centred.shape[0]
+            # A randomized range finder (what pca_lowrank does), probed with our own fixed
+            # vectors: a few thin products instead of an eigendecomposition of n×n or d×d.
+            basis = centred @ omega[:, : min(PROBES, n)]
+            for _ in range(POWER_ITERATIONS):
+                basis = centred @ (centred.T @ torch.linalg.qr(basis).Q)
+            basis = torch.linalg.qr(basis).Q
+            small = basis.T @ centred
+            values, vectors = torch.linalg.eigh(small @ small.T)
+            coords = basis @ vectors[:, -2:].flip(-1) * values[-2:].flip(-1).clamp_min(0).sqrt()
+            total = centred.square().sum()
+            explained = coords.square().sum(dim=0) / total.clamp_min(1e-30)
+            # An eigenvector's sign is arbitrary: point each axis at its farthest point, so
+            # maps of consecutive steps do not flip for no reason.
+            far = coords.abs().argmax(dim=0)
+            signs = torch.sign(coords.gather(0, far[None]))
+            coords = coords * torch.where(signs == 0, torch.ones_like(signs), signs)
+            coords = coords * math.sqrt(width)
+            # RMS distance from the mean = √d · RMS per-channel std: the collapse code's measure.
+            spread = (total / max(n, 1)).sqrt()
+            summary = torch.cat([explained, spread[None], coords.abs().max()[None]])
+            # Rounded here, not in Python: the host only copies the numbers it sends.
+            fetched = torch.cat([coords.T.reshape(-1).double().round(decimals=DIGITS), summary.double()]).tolist()
+        xs, ys = fetched[:n], fetched[n : 2 * n]
+        ex0, ex1, spread_v, extent = fetched[2 * n :]
+        if not all(math.isfinite(v) for v in (ex0, ex1, spread_v, extent)):
+            return None
+        return Projection(
+            step=step,
+            first_step=oldest,
+            x=xs,
+            y=ys,
+            side=sides,
+            explained=[ex0, ex1],
+            spread=spread_v,
+            extent=extent,
+            dim_size=width,
+        )
