@@ -10,7 +10,10 @@ be importable without torch, and the agent side without textual.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import itertools
 import json
 import math
 import socket
@@ -18,6 +21,7 @@ import struct
 import threading
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
@@ -79,6 +83,24 @@ class ModuleCall:
 
 
 @dataclass
+class Thumbnail:
+    """A small picture of an image a module was fed: the first image of the batch, downsampled.
+
+    ``rows`` top to bottom, each a list of ``[r, g, b]`` from 0 to 255 (a grey image has
+    ``r == g == b``), scaled so the image's own minimum is 0 and its maximum 255: two equal
+    images give equal thumbnails.
+    """
+
+    width: int
+    height: int
+    channels: int
+    """The image's channels: 1 (grey) or 3 (colour)."""
+    source_shape: list[int]
+    """Shape of the batch the image came from (``[8, 3, 32, 32]``)."""
+    rows: list[list[list[int]]]
+
+
+@dataclass
 class TensorSummary:
     """One argument of the call, summarised where it lives; never the tensor itself."""
 
@@ -108,6 +130,12 @@ class TensorSummary:
     made_by: ModuleCall | None = None
     note: str | None = None
     """Why something could not be summarised (sparse, meta, non-numeric...)."""
+    input_image: Thumbnail | None = None
+    """The image batch ``made_by``'s module was fed, when it was one and is still alive."""
+    from_loader: bool = False
+    """Same memory as a tensor of the batch the DataLoader yielded last."""
+    strip: list[float] = field(default_factory=list)
+    """Values of the first vector along the reduced dim, evenly sampled down to at most 48, for a heat strip."""
 
 
 @dataclass
@@ -175,6 +203,32 @@ class Finding:
     muted: bool = False
 
 
+@dataclass
+class Projection:
+    """The recent vectors of both sides at one call site, on their first two principal components.
+
+    Rows are L2-normalised (cosine similarity sees only directions) and coordinates are
+    multiplied by √d, so a healthy cloud spreads about 1 per axis and a collapse is a dot well
+    under 0.1.
+    """
+
+    step: int
+    """The step this map was computed at."""
+    first_step: int
+    """The oldest step whose rows are in it."""
+    x: list[float]
+    y: list[float]
+    side: list[int]
+    """Which argument each point came from: 0 (x1) or 1 (x2)."""
+    explained: list[float]
+    """Fraction of the rows' variance along each of the two axes."""
+    spread: float
+    """RMS distance of the normalised rows from their mean (= √d · RMS per-channel std): healthy ≈ 1, collapse < 0.1."""
+    extent: float
+    """The largest |coordinate|."""
+    dim_size: int
+
+
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 
 
@@ -227,6 +281,10 @@ class StepCaptured(Message):
     """The script is waiting for a command before it goes on."""
     label: str | None = None
     wall_time: float = 0.0
+    break_condition: str | None = None
+    """The user's break condition, when it held at this step (why ``continue`` stopped here)."""
+    projection: Projection | None = None
+    """The embedding map of this call site, on the steps it was computed at (every few, and every pause)."""
 
 
 @dataclass
@@ -264,6 +322,27 @@ class Mute(Message):
     site: str
 
 
+@dataclass
+class SetBreak(Message):
+    """Make ``continue`` also stop where this Python expression holds; ``""`` clears it."""
+
+    kind: ClassVar[str] = "set-break"
+    condition: str
+
+
+@dataclass
+class BreakChanged(Message):
+    """The break condition now in force, after a ``SetBreak`` or an error in evaluating it."""
+
+    kind: ClassVar[str] = "break-changed"
+    condition: str
+    """The condition in force; ``""`` when there is none."""
+    error: str | None = None
+    """Why the condition asked for was refused, or why the one in force was turned off."""
+    step: int | None = None
+    """The step whose evaluation failed, for an error at run time."""
+
+
 # --------------------------------------------------------------------------------------
 # How the launcher configures the agent (JSON in an environment variable, removed at start)
 # --------------------------------------------------------------------------------------
@@ -286,7 +365,8 @@ class AgentConfig:
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.kind: cls for cls in (Hello, TorchHooked, StepCaptured, ScriptEnded, Resume, Pause, Mute)
+    cls.kind: cls
+    for cls in (Hello, TorchHooked, StepCaptured, ScriptEnded, Resume, Pause, Mute, SetBreak, BreakChanged)
 }
 
 
@@ -295,10 +375,26 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 # --------------------------------------------------------------------------------------
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} is not a protocol record")
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses to plain dicts, recursively (``dataclasses.asdict`` without deep copies)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind in _FIELD_NAMES or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        return {name: to_jsonable(getattr(value, name)) for name in _field_names(kind)}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -306,10 +402,75 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+PACKED = 8
+"""A list of at least this many numbers (or a rectangular nest of such lists, as a thumbnail's
+pixel rows) travels as ``{"f64"|"i64"|"u8": base64 of little-endian values, "shape": [...]}``:
+exact, and several times cheaper to write and read than each number in decimal."""
+_CODES = {"f64": "d", "i64": "q", "u8": "B"}
+
+
+def _packed(values: list) -> Any:
+    shape = [len(values)]
+    flat: list = values
+    while flat and type(flat[0]) is list:
+        shape.append(len(flat[0]))
+        flat = list(itertools.chain.from_iterable(flat))
+    count = math.prod(shape)
+    if count < PACKED or len(flat) != count or not flat:
+        return values
+    # struct checks every value: a float for "B"/"q", or a string anywhere, raises struct.error.
+    for code in ("f64",) if type(flat[0]) is float else ("u8", "i64"):
+        try:
+            data = struct.pack(f"<{count}{_CODES[code]}", *flat)
+        except struct.error:
+            continue
+        return {code: base64.b64encode(data).decode("ascii"), "shape": shape}
+    return values
+
+
+def _fields_of(value: Any) -> dict[str, Any]:
+    """``json.dumps``'s ``default``: a record's fields; the encoder (in C) does the rest."""
+    body = {}
+    for name in _field_names(type(value)):
+        field_value = getattr(value, name)
+        if type(field_value) is list and field_value and type(field_value[0]) in (float, int, list):
+            field_value = _packed(field_value)
+        body[name] = field_value
+    return body
+
+
+def _unpacked(value: dict, leaf: type, depth: int) -> list:
+    """The nested lists of a packed value (see ``PACKED``), checked against the field's type:
+    ``depth`` levels of lists of ``leaf`` numbers."""
+    if len(value) != 2 or not isinstance(value.get("shape"), list):
+        raise _Invalid(f"expected a list, got {_got(value)}")
+    codes = [code for code in _CODES if code in value]
+    if len(codes) != 1 or type(value[codes[0]]) is not str:
+        raise _Invalid("a packed list names one of f64, i64, u8")
+    code = codes[0]
+    if leaf is float and code != "f64" or leaf is int and code == "f64":
+        raise _Invalid(f"packed {code} where {leaf.__name__} values are expected")
+    shape = value["shape"]
+    if len(shape) != depth or not all(type(n) is int and n >= 0 for n in shape):
+        raise _Invalid(f"a packed shape of {depth} sizes is expected")
+    try:
+        raw = base64.b64decode(value[code], validate=True)
+    except (ValueError, binascii.Error):
+        raise _Invalid("packed values are not base64") from None
+    size = struct.calcsize(_CODES[code])
+    count = math.prod(shape)
+    if len(raw) != count * size:
+        raise _Invalid("packed values do not fill their shape")
+    flat: list = list(struct.unpack(f"<{count}{_CODES[code]}", raw))
+    for n in reversed(shape[1:]):
+        flat = [flat[i : i + n] for i in range(0, len(flat), n)] if n else [[] for _ in range(len(flat))]
+    return flat
+
+
 def encode(message: Message) -> bytes:
-    body = to_jsonable(message)
+    body = _fields_of(message)
     body["kind"] = message.kind
-    data = json.dumps(body, separators=(",", ":")).encode()
+    data = json.dumps(body, separators=(",", ":"), default=_fields_of).encode()
     if len(data) > MAX_FRAME:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte limit")
     return _HEADER.pack(len(data)) + data
@@ -327,71 +488,169 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def from_jsonable(cls: type, data: Any, where: str = "") -> Any:
     """Build ``cls`` from plain JSON data, checking every field's type."""
-    return _convert(cls, data, where or cls.__name__)
+    try:
+        return _decoder(cls)(data)
+    except _Invalid as exc:
+        raise ProtocolError(f"{where or cls.__name__}{''.join(reversed(exc.path))}: {exc.problem}") from None
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+class _Invalid(Exception):
+    """A value that does not match its field; ``path`` grows (innermost first) on its way out."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.path: list[str] = []
+
+
+def _got(value: Any) -> str:
+    return type(value).__name__
+
+
+_DECODERS: dict[Any, Callable[[Any], Any]] = {}
+
+
+def _decoder(tp: Any) -> Callable[[Any], Any]:
+    """A function that checks and converts JSON data to ``tp``; made once per type, since
+    reading the annotations again for every message would cost more than the message."""
+    decoder = _DECODERS.get(tp)
+    if decoder is None:
+        decoder = _DECODERS[tp] = _make_decoder(tp)
+    return decoder
+
+
+def _make_decoder(tp: Any) -> Callable[[Any], Any]:  # noqa: C901 - one branch per kind of type
     origin = typing.get_origin(tp)
     if tp is Any:
-        return value
+        return lambda value: value
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, where)
-            except ProtocolError as exc:
-                errors.append(str(exc))
-        raise ProtocolError(errors[0] if errors else f"{where}: unexpected null")
+        nullable = type(None) in options
+        decoders = [_decoder(option) for option in options if option is not type(None)]
+
+        def union(value: Any) -> Any:
+            if value is None and nullable:
+                return None
+            first: _Invalid | None = None
+            for decode in decoders:
+                try:
+                    return decode(value)
+                except _Invalid as exc:
+                    first = first or exc
+            raise first or _Invalid("unexpected null")
+
+        return union
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise ProtocolError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
-        return value
+        allowed = typing.get_args(tp)
+
+        def literal(value: Any) -> Any:
+            if value not in allowed:
+                raise _Invalid(f"{value!r} is not one of {allowed}")
+            return value
+
+        return literal
     if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
         (item,) = typing.get_args(tp)
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        decode_item = _decoder(item)
+        plain = item if item in (float, int, str, bool) else None
+
+        leaf, depth = item, 1
+        while typing.get_origin(leaf) is list:
+            (leaf,) = typing.get_args(leaf)
+            depth += 1
+        packable = leaf in (float, int)
+
+        def listed(value: Any) -> Any:
+            if type(value) is not list:
+                if packable and type(value) is dict:
+                    return _unpacked(value, leaf, depth)
+                raise _Invalid(f"expected a list, got {_got(value)}")
+            if plain is not None and all(type(v) is plain for v in value):
+                return value
+            try:
+                return [decode_item(v) for v in value]
+            except _Invalid as exc:
+                for index, v in enumerate(value):  # where: only when something is wrong
+                    try:
+                        decode_item(v)
+                    except _Invalid:
+                        exc.path.append(f"[{index}]")
+                        break
+                raise
+
+        return listed
     if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
         _, item = typing.get_args(tp)
-        return {str(k): _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+        decode_item = _decoder(item)
+
+        def mapping(value: Any) -> Any:
+            if type(value) is not dict:
+                raise _Invalid(f"expected an object, got {_got(value)}")
+            out = {}
+            for k, v in value.items():
+                try:
+                    out[str(k)] = decode_item(v)
+                except _Invalid as exc:
+                    exc.path.append(f".{k}")
+                    raise
+            return out
+
+        return mapping
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in value:
-                kwargs[f.name] = _convert(hints[f.name], value[f.name], f"{where}.{f.name}")
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ProtocolError(f"{where}: missing field {f.name!r}")
-        return tp(**kwargs)
+        cls = tp
+        made: list[list[tuple[str, Callable[[Any], Any], bool]]] = []
+
+        def fields_spec() -> list[tuple[str, Callable[[Any], Any], bool]]:
+            # Made on first use (a record may refer to itself); a race only builds it twice.
+            hints = _hints(cls)
+            spec = [
+                (f.name, _decoder(hints[f.name]), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+                for f in dataclasses.fields(cls)
+            ]
+            made.append(spec)
+            return spec
+
+        def record(value: Any) -> Any:
+            spec = made[0] if made else fields_spec()
+            if type(value) is not dict:
+                raise _Invalid(f"expected an object, got {_got(value)}")
+            kwargs = {}
+            for name, decode, required in spec:
+                if name in value:
+                    try:
+                        kwargs[name] = decode(value[name])
+                    except _Invalid as exc:
+                        exc.path.append(f".{name}")
+                        raise
+                elif required:
+                    raise _Invalid(f"missing field {name!r}")
+            return cls(**kwargs)
+
+        return record
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ProtocolError(f"{where}: expected a number, got {type(value).__name__}")
-        try:
-            return float(value)
-        except OverflowError:
-            raise ProtocolError(f"{where}: number out of range") from None
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProtocolError(f"{where}: expected an integer, got {type(value).__name__}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ProtocolError(f"{where}: expected true/false, got {type(value).__name__}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ProtocolError(f"{where}: expected a string, got {type(value).__name__}")
-        return value
-    raise ProtocolError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+        def number(value: Any) -> float:
+            kind = type(value)
+            if kind is float:
+                return value
+            if kind is not int:
+                raise _Invalid(f"expected a number, got {_got(value)}")
+            try:
+                return float(value)
+            except OverflowError:
+                raise _Invalid("number out of range") from None
+
+        return number
+    if tp in (int, bool, str):
+        expected = {int: "an integer", bool: "true/false", str: "a string"}[tp]
+
+        def exact(value: Any) -> Any:
+            if type(value) is not tp:
+                raise _Invalid(f"expected {expected}, got {_got(value)}")
+            return value
+
+        return exact
+    raise TypeError(f"unsupported type {tp!r}")  # pragma: no cover - a protocol bug, not bad data
 
 
 def decode_message(data: bytes | str) -> Message:
@@ -459,9 +718,20 @@ class Connection:
         self._send_lock = threading.Lock()
 
     def send(self, message: Message) -> None:
-        data = encode(message)
+        self.send_bytes(encode(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write encoded frames, waiting for the reader if its buffer is full."""
         with self._send_lock:
             self.sock.sendall(data)
+
+    def send_now(self, data: bytes) -> int:
+        """Write what the socket takes right now, without waiting: the number of bytes written."""
+        with self._send_lock:
+            try:
+                return self.sock.send(data, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return 0
 
     def receive(self) -> Message | None:
         """The next message, or ``None`` at end of stream."""

@@ -471,3 +471,17 @@ def test_a_broken_reader_is_shown_not_swallowed(source, make):
         assert broken.terminated
 
     run(scenario)
+
+
+def test_escape_sequences_in_the_output_are_shown_not_obeyed(source, make):
+    """A script that prints a clear-screen sequence must not clear the user's terminal."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), make.output("before\x1b[2Jafter\n"))
+            log = app.query_one(OutputPane)
+            await until(pilot, lambda: "before␛[2Jafter" in log.lines)
+            assert not any("\x1b" in line for line in log.lines)
+
+    run(scenario)

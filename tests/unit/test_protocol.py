@@ -156,6 +156,8 @@ MESSAGES = [
     Resume(mode="continue"),
     Pause(),
     Mute(code="stale-partner", site="*"),
+    protocol.SetBreak(condition="cos.mean > 0.999"),
+    protocol.BreakChanged(condition="", error="cos.mean > 0.999: RuntimeError: boom (turned off)", step=12),
 ]
 
 

@@ -4,18 +4,23 @@
   epoch of that loader; each batch it yields advances the batch index. The loader advanced
   most recently is the one reported.
 - loss: the last scalar passed to ``backward()``, kept as a detached 0-d tensor and read only
-  when a step is captured (no extra device sync on the training path).
+  when a step is captured, with the step's other values (no extra device sync anywhere).
 - learning rate and optimizer steps: a global optimizer step hook; the first parameter
   group's ``lr`` of the optimizer that stepped most recently.
+- the batch itself: weak references to the tensors the DataLoader yielded last, so an argument
+  of the cosine call can be recognised as (a view of) the batch, without keeping it alive.
 """
 
 from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from cossim_tui.agent.transfer import HostTransfer
 
 
 class TrainingContext:
@@ -26,6 +31,7 @@ class TrainingContext:
         self._optimizer: weakref.ref | None = None
         self.optimizer_steps = 0
         self._epochs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._batch_tensors: list[weakref.ref] = []
 
     def install(self) -> None:
         from torch.utils.data import dataloader
@@ -55,6 +61,7 @@ class TrainingContext:
                 iterator._cossim_tui_batch = batch + 1
                 context.epoch = iterator._cossim_tui_epoch
                 context.batch = batch + 1
+            context._remember_batch(item)
             return item
 
         dataloader.DataLoader.__iter__ = loader_iter  # type: ignore[method-assign]
@@ -73,24 +80,85 @@ class TrainingContext:
 
         register_optimizer_step_post_hook(self._stepped)
 
+    def _remember_batch(self, item: Any) -> None:
+        found: list[weakref.ref] = []
+        _batch_tensors(item, found, depth=0)
+        self._batch_tensors = found
+
+    def from_loader(self, x: Any) -> bool:
+        """``x`` is (a view of) a tensor of the batch the DataLoader yielded last."""
+        if not self._batch_tensors or not isinstance(x, torch.Tensor) or x.layout != torch.strided:
+            return False
+        try:
+            storage = x.untyped_storage()
+            address = storage.data_ptr()
+            for ref in self._batch_tensors:
+                tensor = ref()
+                if tensor is None:
+                    continue
+                if tensor is x:
+                    return True
+                # The batch tensor is alive, so its memory cannot have been handed to another
+                # tensor: the same address is the same memory (a view, a ``.detach()``).
+                if address and tensor.untyped_storage().data_ptr() == address:
+                    return True
+        except (RuntimeError, NotImplementedError):
+            return False
+        return False
+
     def _stepped(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._optimizer = weakref.ref(optimizer)
         self.optimizer_steps += 1
 
     def snapshot(self) -> dict[str, float]:
         """The keys that are known now (CONTRACT ``context``)."""
+        transfer = HostTransfer()
+        finish = self.queue_snapshot(transfer)
+        transfer.fetch()
+        return finish()
+
+    def queue_snapshot(self, transfer: HostTransfer) -> Callable[[], dict[str, float]]:
+        """``snapshot()`` with the device values it reads (the loss, a tensor learning rate)
+        queued on ``transfer``: call what it returns once the transfer has been fetched."""
         known: dict[str, float] = {}
         if self.epoch is not None:
             known["epoch"] = self.epoch
             known["batch"] = self.batch if self.batch is not None else 0
+        slots: dict[str, int] = {}
         if self._loss is not None:
-            known["loss"] = float(self._loss.reshape(()).item())
+            slots["loss"] = transfer.scalars(self._loss.reshape(()))
         optimizer = self._optimizer() if self._optimizer is not None else None
         if optimizer is not None and optimizer.param_groups:
             lr = optimizer.param_groups[0].get("lr")
             if isinstance(lr, torch.Tensor):
-                lr = float(lr.reshape(()).item())
-            if isinstance(lr, (int, float)):
+                slots["lr"] = transfer.scalars(lr.detach().reshape(()))
+            elif isinstance(lr, (int, float)):
                 known["lr"] = float(lr)
             known["optimizer_steps"] = self.optimizer_steps
-        return known
+
+        def finish() -> dict[str, float]:
+            for key, slot in slots.items():
+                known[key] = float(transfer[slot][0])
+            # The report and the screen list the keys in this order.
+            return {key: known[key] for key in _ORDER if key in known}
+
+        return finish
+
+
+_ORDER = ("epoch", "batch", "loss", "lr", "optimizer_steps")
+
+
+def _batch_tensors(item: Any, found: list[weakref.ref], depth: int) -> None:
+    """Weak references to the tensors in a collated batch (tensors, tuples, lists, dicts)."""
+    if isinstance(item, torch.Tensor):
+        if item.layout == torch.strided and len(found) < 64:
+            try:
+                found.append(weakref.ref(item))
+            except TypeError:
+                pass
+    elif depth < 3 and isinstance(item, (tuple, list)):
+        for value in item[:64]:
+            _batch_tensors(value, found, depth + 1)
+    elif depth < 3 and isinstance(item, dict):
+        for value in list(item.values())[:64]:
+            _batch_tensors(value, found, depth + 1)

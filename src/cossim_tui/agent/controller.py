@@ -3,9 +3,9 @@
 One ``Controller`` lives in the script's main process. For every intercepted call it asks
 ``capture`` for the summaries and ``diagnostics`` for the findings, sends one
 ``StepCaptured``, and then, if it should stop there, blocks the calling thread until the
-user says how to go on. A daemon thread receives the commands (resume, pause, mute) so that
-``p`` reaches a script that is running between calls. If the channel closes, the debugger is
-gone, and the script and its workers end rather than run on unseen.
+user says how to go on. A daemon thread receives the commands (resume, pause, mute, the break
+condition) so that ``p`` reaches a script that is running between calls. If the channel
+closes, the debugger is gone, and the script and its workers end rather than run on unseen.
 """
 
 from __future__ import annotations
@@ -18,10 +18,13 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Callable
 from typing import Any
 
 from cossim_tui import protocol
 from cossim_tui.agent import intercept, source
+from cossim_tui.agent.condition import BreakCondition, ConditionError
+from cossim_tui.agent.outbox import Outbox
 from cossim_tui.diagnostics.judge import Judge
 from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured, TensorSummary
 
@@ -36,6 +39,7 @@ class Controller:
         self.judge = Judge(ignore=set(config.ignore))
         # These need torch, which only the script may import first: made when it does.
         self.evidence: Any = None
+        self.projections: Any = None
         self.provenance: Any = None
         self.context: Any = None
         self._pause_requested = False
@@ -44,19 +48,25 @@ class Controller:
         self._resumed = threading.Condition()
         self._waiting = False
         self._connected = True
+        self._outbox = Outbox(connection, self._channel_broke)
+        """Writes a step at once when the channel can take it, else queues it: the script never
+        waits for the screen."""
         self._ended = False
         self._sites: dict[source.SiteInfo, CallSite] = {}
+        self.condition = BreakCondition()
+        self._unknown_name_reported = ""
+        """The condition whose missing name was last reported: once per condition, not per call."""
+        self.thumbnails: Any = None
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
 
     # -- messages out ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> None:
-        if not self._connected:
-            return
-        try:
-            self.connection.send(message)
-        except OSError:
-            self._connected = False
+        if self._connected:
+            self._outbox.put(message)
+
+    def _channel_broke(self) -> None:
+        self._connected = False
 
     def hello(self, target: str, argv: list[str]) -> None:
         self._send(protocol.Hello(pid=self.pid, python=platform.python_version(), target=target, argv=list(argv)))
@@ -86,6 +96,7 @@ class Controller:
             return
         self._ended = True
         self._send(protocol.ScriptEnded(status=status, exit_code=exit_code, exception=exception))  # type: ignore[arg-type]
+        self._outbox.flush()  # the process ends next: nothing queued may be lost
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -113,7 +124,15 @@ class Controller:
                 message = self._capture_failed(step, function, names, frame, exc)
             message.label = label
             stop = self._should_stop(message.findings)
+            if not stop and self.mode == "continue" and self.condition.text:
+                stop = self._condition_holds(message, frame, result)
             message.paused = stop
+            if stop:
+                # Waiting starts before the step goes out: a Resume that answers it at once
+                # must find the script waiting, not be lost before it waits.
+                with self._resumed:
+                    self._waiting = True
+                    self._pause_requested = False
             self._send(message)
             if stop:
                 self._wait_for_command()
@@ -151,30 +170,51 @@ class Controller:
         error: BaseException | None,
         frame: types.FrameType | None,
     ) -> StepCaptured:
-        from cossim_tui.agent.capture import capture_pair
+        from cossim_tui.agent.capture import queue_pair
         from cossim_tui.agent.evidence import EvidenceCollector
-        from cossim_tui.agent.provenance import identical_inputs
+        from cossim_tui.agent.projection import ProjectionMaps
+        from cossim_tui.agent.provenance import PendingIdenticalInputs
+        from cossim_tui.agent.strips import queue_value_strips
+        from cossim_tui.agent.transfer import HostTransfer
 
         if self.evidence is None:
             self.evidence = EvidenceCollector()
+        if self.projections is None:
+            self.projections = ProjectionMaps()
         site, info = self._call_site(frame)
         exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
-        pair = capture_pair(x1, x2, dim_value, result, exprs)
+        # Everything read from the tensors is queued on one transfer and fetched once: on a GPU
+        # that is the call's only wait for the device.
+        transfer = HostTransfer()
+        pending_pair = queue_pair(x1, x2, dim_value, result, exprs, transfer)
         made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
-        for summary, made_one in zip(pair.args, made):
-            summary.made_by = made_one.call if made_one is not None else None
-        equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
         fresh = tuple(m is not None and m.call.step == step for m in made)
-        evidence = self.evidence.observe(
-            step, site.label, exprs, x1, x2, dim_value, eps_value, equal_pair, result, fresh  # type: ignore[arg-type]
+        pending_evidence = self.evidence.queue(
+            step, site.label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, transfer, fresh  # type: ignore[arg-type]
         )
-        evidence.identical_inputs = identical_inputs(*made)
+        pending_inputs = PendingIdenticalInputs(made[0], made[1], transfer)
+        context = self.context.queue_snapshot(transfer) if self.context is not None else dict
+        images = [self._queue_input_image(made_one, transfer) for made_one in made]
+        strips = queue_value_strips(x1, x2, dim_value, transfer)
+        transfer.fetch()
+        pair = pending_pair.finish()
+        for summary, made_one, x, image in zip(pair.args, made, (x1, x2), images):
+            summary.made_by = made_one.call if made_one is not None else None
+            summary.input_image = image()
+            summary.from_loader = self.context is not None and self.context.from_loader(x)
+        equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
+        evidence = pending_evidence.finish(equal_pair)
+        evidence.identical_inputs = pending_inputs.finish(transfer)
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
         findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, error_text)
         for finding in findings:
             finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
+        for summary, strip in zip(pair.args, strips()):
+            summary.strip = strip
+        # The map is due every few steps, and always where the script will stop (someone is looking).
+        projection = self.projections.observe(step, site.label, x1, x2, dim_value, force=self._should_stop(findings))
         return StepCaptured(
             step=step,
             function=function,
@@ -184,10 +224,51 @@ class Controller:
             cos=pair.cos,
             error=error_text,
             findings=findings,
-            context=self.context.snapshot() if self.context is not None else {},
+            context=context(),
             paused=False,
             wall_time=time.time(),
+            projection=projection,
         )
+
+    def _queue_input_image(self, made: Any, transfer: Any) -> Callable[[], protocol.Thumbnail | None]:
+        """The picture of the image ``made``'s module was fed, its pixels queued on ``transfer``."""
+        if made is None:
+            return lambda: None
+        try:
+            if self.thumbnails is None:
+                from cossim_tui.agent.thumbnail import Thumbnails
+
+                self.thumbnails = Thumbnails()
+            finish = self.thumbnails.queue(made, transfer)
+        except Exception:  # noqa: BLE001 - the step is still worth showing without the picture
+            return lambda: None
+
+        def picture() -> protocol.Thumbnail | None:
+            try:
+                return finish()
+            except Exception:  # noqa: BLE001 - as above
+                return None
+
+        return picture
+
+    def _condition_holds(self, message: StepCaptured, frame: types.FrameType | None, result: Any) -> bool:
+        """Whether the user's break condition holds here; a failing one stops once and is turned off."""
+        text = self.condition.text
+        try:
+            held = self.condition.holds(frame, message, result)
+        except ConditionError as exc:
+            if exc.missing_name:
+                if self._unknown_name_reported != text:
+                    self._unknown_name_reported = text
+                    error = f"{text}: {exc} (false until the name exists)"
+                    self._send(protocol.BreakChanged(condition=text, error=error, step=message.step))
+                return False
+            self.condition.clear_if(text)
+            self._send(protocol.BreakChanged(condition=self.condition.text, error=f"{text}: {exc} (turned off)", step=message.step))
+            # Like pdb: a condition that cannot be evaluated stops, once, where it failed.
+            return True
+        message.break_condition = held
+        return held is not None
 
     def _capture_failed(
         self, step: int, function: str, names: tuple[str, str], frame: types.FrameType | None, exc: Exception
@@ -235,8 +316,6 @@ class Controller:
 
     def _wait_for_command(self) -> None:
         with self._resumed:
-            self._waiting = True
-            self._pause_requested = False
             while self._waiting and self._connected:
                 self._resumed.wait()
 
@@ -269,6 +348,10 @@ class Controller:
                     self._pause_requested = True
                 elif isinstance(message, protocol.Mute):
                     self._muted.add((message.code, message.site))
+                elif isinstance(message, protocol.SetBreak):
+                    error = self.condition.set(message.condition)
+                    self._unknown_name_reported = ""
+                    self._send(protocol.BreakChanged(condition=self.condition.text, error=error))
         self._debugger_gone()
 
     def _debugger_gone(self) -> None:

@@ -6,11 +6,21 @@ Do the vectors of different samples point the same way? Does a float64 recomputa
 This module answers them with bounded work and bounded memory:
 
 - the last ``keep_steps`` steps' arguments are remembered by a weak reference to their
-  storage (so nothing is kept alive) and a value fingerprint (sums in float64 and a strided
+  storage (so nothing is kept alive) and a value fingerprint (their statistics and a strided
   sample); a fingerprint match is confirmed exactly whenever the earlier storage still lives;
 - each call site keeps a ring of at most ``ring_rows`` L2-normalised rows for the collapse
-  score across steps;
-- precision and common-mode checks use at most ``SAMPLE_ROWS`` rows.
+  score across steps, in one preallocated tensor; it is scored only when no argument has a
+  batch of its own to score (the judge uses it only then). Arguments of fewer than 4 rows
+  come back to the host with the transfer, so such a site's ring lives on the host;
+- precision and common-mode checks use at most ``SAMPLE_ROWS`` rows, and a large argument's
+  rows are the evenly spaced ones ``capture`` sampled.
+
+It works on the rows ``capture`` already made (``ArgValues``) and queues what it needs on the
+same ``HostTransfer``, so a call costs one device→host transfer. The collapse and common-mode
+statistics of a batch are computed from a few fused reductions (both arguments at once when
+they are small) under the assumption that every row is a usable sample; what comes back
+says whether that held (all finite, no zero row, not one vector repeated), and where it did
+not, the reference functions below recompute that argument's figures exactly.
 """
 
 from __future__ import annotations
@@ -18,17 +28,33 @@ from __future__ import annotations
 import math
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from cossim_tui.agent.capture import _rows, reduced_dim
+from cossim_tui.agent.capture import (
+    SMALL,
+    ArgValues,
+    PendingPair,
+    _rows,
+    broadcast_shape,
+    queue_pair,
+    reduced_dim,
+    working_dtype,
+)
+from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence, StaleMatch
 
 SAMPLE_ROWS = 64
 COLLAPSE_ROWS = 256
 FINGERPRINT_SAMPLE = 64
+RING_ON_HOST = 4096
+"""An argument of fewer than 4 rows (and at most this many values) feeds its site's ring from
+the host: its rows come back with the transfer, so scoring the ring needs no device."""
+USABLE_SPREAD = 1e-6
+"""Below this collapse score the fused statistics are not trusted (a vector repeated n times
+is one sample, not a collapsed batch): the reference functions decide."""
 _NAN_SENTINEL = -1.2345678901234567e300
 
 
@@ -48,39 +74,57 @@ class _Seen:
     strides: tuple[int, ...]
 
 
-@dataclass
 class _SiteRing:
-    rows: deque = field(default_factory=deque)
-    count: int = 0
+    """The last ``capacity`` unit rows of new vectors at one call site, in one tensor."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._buffer: torch.Tensor | None = None
+        self._filled = 0
+        self._next = 0
+
+    @property
+    def rows(self) -> torch.Tensor:
+        if self._buffer is None:
+            return torch.empty(0, 0)
+        return self._buffer[: self._filled]
+
+    def push(self, unit: torch.Tensor) -> None:
+        """Append rows (at most ``capacity``), overwriting the oldest."""
+        count, width = unit.shape
+        if count == 0:
+            return
+        buffer = self._buffer
+        if buffer is not None and buffer.shape[1] != width:
+            # Vectors of another size at the same site: what came before says nothing about them.
+            buffer = None
+        if buffer is None:
+            self._filled, self._next = 0, 0
+            buffer = self._buffer = torch.empty(self.capacity, width, dtype=torch.float32, device=unit.device)
+        if unit.device != buffer.device:
+            unit = unit.to(buffer.device)
+        first = min(count, self.capacity - self._next)
+        buffer[self._next : self._next + first] = unit[:first]
+        if first < count:
+            buffer[: count - first] = unit[first:]
+        self._next = (self._next + count) % self.capacity
+        self._filled = min(self.capacity, self._filled + count)
+
+    def score(self) -> float | None:
+        """``collapse_score`` of the rows, which are unit already: from per-channel sums, which
+        is far cheaper than ``std`` across rows."""
+        if self._filled < 4 or self._buffer is None or self._buffer.shape[1] < 2:
+            return None
+        rows = self.rows.to(torch.float64)
+        n, width = rows.shape
+        total = rows.sum(dim=0)
+        variance = torch.addcmul((rows * rows).sum(dim=0), total, total, value=-1.0 / n).clamp_min(0) / (n - 1)
+        return math.sqrt(width) * float(variance.sqrt().mean())
 
 
-def _fingerprint(x: torch.Tensor) -> tuple[float, ...]:
-    flat = x.detach().reshape(-1)
-    if flat.is_complex():
-        flat = torch.view_as_real(flat).reshape(-1)
-    flat = flat.to(torch.float64)
-    step = max(1, flat.numel() // FINGERPRINT_SAMPLE)
-    sample = flat[::step][:FINGERPRINT_SAMPLE]
-    values = torch.cat([torch.stack([flat.sum(), flat.square().sum()]), sample]).tolist()
-    # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
-    return tuple(v if v == v else _NAN_SENTINEL for v in values)
-
-
-def _fingerprintable(x: Any) -> bool:
-    return (
-        isinstance(x, torch.Tensor)
-        and x.layout == torch.strided
-        and x.device.type != "meta"
-        and x.numel() > 1
-        and not x.dtype.is_complex  # rare; not worth a second fingerprint path
-    )
-
-
-def _storage_ref(x: torch.Tensor) -> weakref.ref | None:
-    try:
-        return weakref.ref(x.untyped_storage())
-    except (RuntimeError, TypeError, NotImplementedError):
-        return None
+# --------------------------------------------------------------------------------------
+# Reference functions: exact, one tensor at a time (they read values back as they go)
+# --------------------------------------------------------------------------------------
 
 
 def collapse_score(rows: torch.Tensor) -> float | None:
@@ -150,7 +194,80 @@ def common_mode_drop(rows: torch.Tensor) -> float | None:
     return None if measured is None else measured[0]
 
 
+# --------------------------------------------------------------------------------------
+# The same figures, fused, for a batch of arguments of one shape: (A, n, d)
+# --------------------------------------------------------------------------------------
+
+
+def _queue_batch_statistics(values: torch.Tensor, unit: torch.Tensor, transfer: HostTransfer) -> int:
+    """Per argument: the collapse spread, |Σ u|, |Σ u_c| and the Gram norm of the centred unit
+    rows of the first ``SAMPLE_ROWS`` rows (``common_mode`` from these in ``_batch_figures``)."""
+    n = unit.shape[1]
+    unit_sum = unit.sum(dim=1)
+    # Per-channel variance from the sums: far cheaper than var() across rows, and exact enough
+    # for unit vectors in float64 (the collapse threshold is 0.1; below 1e-6 the reference decides).
+    squares = torch.addcmul((unit * unit).sum(dim=1), unit_sum, unit_sum, value=-1.0 / n)
+    spread = squares.clamp_min(0).sqrt().mean(dim=-1) / math.sqrt(max(n - 1, 1))
+    head, unit_head = (values, unit) if n <= SAMPLE_ROWS else (values[:, :SAMPLE_ROWS], unit[:, :SAMPLE_ROWS])
+    centred = head - head.mean(dim=1, keepdim=True)
+    centred_unit = centred / torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
+    rows = centred_unit.shape[1]
+    if values.shape[0] * rows * rows * values.shape[2] <= SMALL:
+        # Elementwise for small batches: a BLAS call may wait on its worker threads.
+        gram = (centred_unit.unsqueeze(2) * centred_unit.unsqueeze(1)).sum(dim=-1)
+    else:
+        gram = centred_unit @ centred_unit.mT
+    return transfer.vector(
+        torch.stack(
+            [
+                spread,
+                torch.linalg.vector_norm(unit_sum if n <= SAMPLE_ROWS else unit_head.sum(dim=1), dim=-1),
+                torch.linalg.vector_norm(centred_unit.sum(dim=1), dim=-1),
+                torch.linalg.vector_norm(gram, dim=(1, 2)),
+            ]
+        )
+    )
+
+
+def _batch_figures(fetched: list[float], n: int, d: int) -> tuple[float, tuple[float, float] | None] | None:
+    """collapse score and (drop, noise) of one argument from its four fused figures; ``None``
+    when they cannot be trusted (the reference functions must decide)."""
+    spread, unit_sum, centred_sum, gram = fetched
+    score = math.sqrt(d) * spread
+    if not math.isfinite(score) or score < USABLE_SPREAD:
+        return None
+    if not (math.isfinite(centred_sum) and math.isfinite(gram)):
+        return score, None
+    n = min(n, SAMPLE_ROWS)
+    pairs = n * (n - 1)
+    before = (unit_sum * unit_sum - n) / pairs
+    after = (centred_sum * centred_sum - n) / pairs
+    drop = before - (after + 1.0 / (n - 1))
+    # Off-diagonal entries of the Gram matrix of unit rows: their sum and sum of squares.
+    total, squares = centred_sum * centred_sum - n, gram * gram - n
+    mean = total / pairs
+    variance = max(0.0, (squares - pairs * mean * mean) / (pairs - 1))
+    spread_pairs = max(math.sqrt(variance), 1.0 / math.sqrt(d))
+    return score, (drop, spread_pairs * math.sqrt(2.0 / pairs))
+
+
+# --------------------------------------------------------------------------------------
+# Autograd, precision
+# --------------------------------------------------------------------------------------
+
+
 GRAPH_PROBE_NODES = 16
+_SAVED_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _saved_names(node: Any) -> tuple[str, ...]:
+    kind = type(node)
+    names = _SAVED_NAMES.get(kind)
+    if names is None:
+        names = _SAVED_NAMES[kind] = tuple(
+            name for name in dir(node) if name.startswith("_saved_") and not name.endswith(("_sym_sizes", "_sym_strides"))
+        )
+    return names
 
 
 def _graph_freed(node: Any) -> bool:
@@ -162,22 +279,385 @@ def _graph_freed(node: Any) -> bool:
         if current is None:
             continue
         looked += 1
-        for name in dir(current):
-            if name.startswith("_saved_") and not name.endswith(("_sym_sizes", "_sym_strides")):
-                try:
-                    getattr(current, name)
-                except RuntimeError:  # "Trying to backward through the graph a second time..."
-                    return True
-                except Exception:  # noqa: BLE001 - an attribute we cannot read says nothing
-                    continue
+        for name in _saved_names(current):
+            try:
+                getattr(current, name)
+            except RuntimeError:  # "Trying to backward through the graph a second time..."
+                return True
+            except Exception:  # noqa: BLE001 - an attribute we cannot read says nothing
+                continue
         stack.extend(following for following, _ in getattr(current, "next_functions", ()))
     return False
 
 
-def _original_cosine() -> Any:
-    # The public name may be our own wrapper; judging must not be intercepted.
-    cosine = torch.nn.functional.cosine_similarity
-    return getattr(cosine, "__cossim_tui_original__", cosine)
+_PICKS: dict[tuple[tuple[int, ...], Any], tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+
+
+def _picks(leading: tuple[int, ...], device: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Up to ``SAMPLE_ROWS`` evenly spaced rows of a result of shape ``leading``: their flat
+    indices and their index in each dim (made on the host once per shape, never read back)."""
+    key = (leading, device)
+    found = _PICKS.get(key)
+    if found is None:
+        total = math.prod(leading)
+        flat = torch.linspace(0, total - 1, min(total, SAMPLE_ROWS)).long().unique().tolist()
+        per_dim = []
+        for index in flat:
+            coordinates = []
+            for size in reversed(leading):
+                index, rest = divmod(index, size)
+                coordinates.append(rest)
+            per_dim.append(coordinates[::-1])
+        columns = tuple(torch.tensor([c[k] for c in per_dim], device=device) for k in range(len(leading)))
+        found = _PICKS[key] = (torch.tensor(flat, device=device), columns)
+        if len(_PICKS) > 64:
+            _PICKS.pop(next(iter(_PICKS)))
+    return found
+
+
+def _queue_precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, result: Any, transfer: HostTransfer) -> int | None:
+    """The largest |result − float64 recomputation| over at most ``SAMPLE_ROWS`` rows, queued."""
+    if not isinstance(result, torch.Tensor) or result.numel() == 0 or result.layout != torch.strided:
+        return None
+    if not (x1.is_floating_point() and x2.is_floating_point()) or result.device.type == "meta":
+        return None
+    shape = broadcast_shape(x1.shape, x2.shape)  # torch.broadcast_shapes imports sympy on first use
+    if shape is None or len(shape) == 0:
+        return None
+    d = reduced_dim(dim, len(shape))
+    a = x1.detach().expand(shape).movedim(d, -1)
+    b = x2.detach().expand(shape).movedim(d, -1)
+    leading = tuple(a.shape[:-1])
+    total = result.numel()
+    if total != math.prod(leading):
+        return None
+    picks, index = _picks(leading, result.device)
+    if len(leading) == 1:
+        rows_a, rows_b = a.index_select(0, picks), b.index_select(0, picks)
+    else:
+        rows_a = a[index] if leading else a.reshape(1, -1)
+        rows_b = b[index] if leading else b.reshape(1, -1)
+    rows_a, rows_b = rows_a.to(torch.float64), rows_b.to(torch.float64)
+    # torch's own formula (each norm clamped at eps), in float64; written out, because the
+    # library function is several times slower for the same figure.
+    norms = torch.linalg.vector_norm(rows_a, dim=-1).clamp_min(eps) * torch.linalg.vector_norm(rows_b, dim=-1).clamp_min(eps)
+    exact = (rows_a * rows_b).sum(dim=-1) / norms
+    got = result.detach().reshape(-1).index_select(0, picks).to(torch.float64)
+    both_nan = torch.isnan(exact) & torch.isnan(got)
+    return transfer.scalars(torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs()).max())
+
+
+def _deviation(exact: list[float], got: list[float]) -> float:
+    """max |exact − got|, a NaN on one side only being infinitely far."""
+    worst = 0.0
+    for e, g in zip(exact, got):
+        if e != e or g != g:
+            if not (e != e and g != g):
+                return math.inf
+            continue
+        worst = max(worst, abs(e - g))
+    return worst
+
+
+# --------------------------------------------------------------------------------------
+# One call
+# --------------------------------------------------------------------------------------
+
+
+def _fingerprintable(x: Any) -> bool:
+    return (
+        isinstance(x, torch.Tensor)
+        and x.layout == torch.strided
+        and x.device.type != "meta"
+        and x.numel() > 1
+        and not x.dtype.is_complex  # rare; not worth a second fingerprint path
+    )
+
+
+def _storage_ref(x: torch.Tensor) -> weakref.ref | None:
+    try:
+        return weakref.ref(x.untyped_storage())
+    except (RuntimeError, TypeError, NotImplementedError):
+        return None
+
+
+@dataclass
+class _ArgPlan:
+    """What was queued for one argument."""
+
+    x: torch.Tensor
+    values: ArgValues | None
+    """Capture's rows, when the batch figures can use them (a float tensor, the dim its own)."""
+    sample_slot: int | None = None
+    stats_slot: int | None = None
+    """Mean, std, min and max of the tensor in its own order, when capture's rows are not."""
+    figures_slot: tuple[int, int] | None = None
+    """(slot, position among the arguments batched together)."""
+    host_rows_slot: int | None = None
+    unit: torch.Tensor | None = None
+
+
+class PendingEvidence:
+    """One call's evidence, queued on a transfer; ``finish()`` once it has been fetched."""
+
+    def __init__(
+        self,
+        collector: EvidenceCollector,
+        step: int,
+        site: str,
+        exprs: tuple[str, str],
+        x1: Any,
+        x2: Any,
+        dim: int,
+        eps: float,
+        result: Any,
+        pair: PendingPair,
+        transfer: HostTransfer,
+        fresh: tuple[bool, bool],
+    ) -> None:
+        self.collector, self.step, self.site, self.exprs = collector, step, site, exprs
+        self.fresh = fresh
+        self.dim, self.eps, self.result, self.pair, self.transfer = dim, eps, result, pair, transfer
+        self.tensors = (x1, x2)
+        self.active = isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
+        if not self.active:
+            return
+        with torch.no_grad():
+            self._queue(x1, x2)
+
+    def _queue(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        dim, transfer = self.dim, self.transfer
+        # torch reads dim against the broadcast shape (its rank is the larger one).
+        ndim = max(x1.dim(), x2.dim(), 1)
+        self.d = reduced_dim(dim, ndim) if -ndim <= dim < ndim else None
+        plans = []
+        for x, values in zip((x1, x2), self.pair.args):
+            usable = (
+                self.d is not None
+                and values is not None
+                and x.is_floating_point()
+                and x.dim() > 0
+                and -self.d <= x.dim()
+            )
+            plan = _ArgPlan(x, values if usable else None)
+            if values is not None and _fingerprintable(x):
+                if self.pair.d == -1 or x.dim() <= 1 or -self.pair.d > x.dim():
+                    # Capture's rows are the tensor in its own order: their statistics serve.
+                    flat = values.values.view(-1)
+                else:
+                    # Rows along another dim are the values reordered: fingerprint the tensor
+                    # in its own order, so that it is recognised at a site with another dim.
+                    flat = x.detach().reshape(-1).to(working_dtype(x, x.numel())).contiguous()
+                    std, mean = torch.std_mean(flat)
+                    low, high = torch.aminmax(flat)
+                    plan.stats_slot = transfer.scalars(mean, std, low, high)
+                step = max(1, flat.shape[0] // FINGERPRINT_SAMPLE)
+                plan.sample_slot = transfer.vector(flat[: step * FINGERPRINT_SAMPLE : step])
+            plans.append(plan)
+        self.plans = plans
+
+        # Collapse and common mode of each argument with ≥ 4 rows: both at once when they can be.
+        batched = [p for p in plans if p.values is not None and p.values.values.shape[0] >= 4 and p.values.values.shape[1] >= 2]
+        if len(batched) == 2 and batched[0].values.values.shape == batched[1].values.values.shape and batched[0].values.values.numel() <= SMALL:
+            first, second = batched[0].values, batched[1].values
+            if first.values.dtype == second.values.dtype and first.values.device == second.values.device:
+                groups = [batched]
+            else:
+                groups = [[batched[0]], [batched[1]]]
+        else:
+            groups = [[p] for p in batched]
+        for group in groups:
+            if len(group) > 1 and self.pair.stacked is not None:
+                values, norms = self.pair.stacked  # capture stacked them already
+            elif len(group) > 1:
+                values = torch.stack([p.values.values for p in group])
+                norms = torch.stack([p.values.norms for p in group])
+            else:
+                values, norms = group[0].values.values.unsqueeze(0), group[0].values.norms.unsqueeze(0)
+            if values.shape[1] > COLLAPSE_ROWS:
+                values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
+            unit = values / norms.unsqueeze(-1)
+            slot = _queue_batch_statistics(values, unit, transfer)
+            for position, plan in enumerate(group):
+                plan.figures_slot = (slot, position)
+                plan.unit = unit[position]
+
+        # Arguments of fewer than 4 rows feed the site's ring from the host.
+        for plan in plans:
+            values = plan.values
+            if values is None or values.values.shape[0] >= 4:
+                continue
+            if values.values.numel() <= RING_ON_HOST:
+                plan.host_rows_slot = transfer.vector(values.values)
+
+        self.precision_slot = None
+        self.exact_slot = None
+        first, second = plans
+        similarity_on_host = self.pair.cos_slots.get("all") is not None
+        if (
+            similarity_on_host
+            and first.values is not None
+            and second.values is not None
+            and x1.shape == x2.shape
+            and self.d == -1
+            and isinstance(self.result, torch.Tensor)
+            and self.result.numel() == first.values.values.shape[0]
+            and first.values.values.dtype == second.values.values.dtype == torch.float64
+        ):
+            # The float64 recomputation from the unit rows already at hand, compared on the host.
+            units = []
+            for plan in (first, second):
+                unit = plan.unit
+                if unit is None or unit.shape[0] != plan.values.values.shape[0]:
+                    unit = plan.values.values / plan.values.norms.unsqueeze(-1)
+                units.append(unit)
+            self.exact_slot = transfer.vector((units[0] * units[1]).sum(dim=-1))
+        else:
+            self.precision_slot = _queue_precision(x1, x2, dim, self.eps, self.result, transfer)
+
+    # -- after the fetch ----------------------------------------------------------------
+
+    def finish(self, equal_pair: bool) -> Evidence:
+        evidence = Evidence(eps=self.eps)
+        if not self.active:
+            return evidence
+        with torch.no_grad():
+            return self._finish(evidence, equal_pair)
+
+    def _fingerprint(self, index: int) -> tuple[float, ...] | None:
+        plan = self.plans[index]
+        if plan.sample_slot is None:
+            return None
+        stats = self.transfer[plan.stats_slot] if plan.stats_slot is not None else self.pair.first_pass(index)
+        assert stats is not None
+        values = stats[:4] + self.transfer[plan.sample_slot]
+        if values[0] == values[0]:  # a NaN anywhere makes the mean NaN
+            return tuple(values)
+        # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
+        return tuple(v if v == v else _NAN_SENTINEL for v in values)
+
+    def _finish(self, evidence: Evidence, equal_pair: bool) -> Evidence:
+        collector, transfer = self.collector, self.transfer
+        prints = [self._fingerprint(i) for i in range(2)]
+        # Min equal to max: every value the same (NaN is never equal, as in x == x[0]).
+        constant = [print_ is not None and print_[2] == print_[3] != _NAN_SENTINEL for print_ in prints]
+        for index, x in enumerate(self.tensors):
+            if prints[index] is None or constant[index] or self.fresh[index]:
+                continue
+            match = collector._stale_match(index, x, prints[index], self.site)
+            if match is not None:
+                evidence.stale.append(match)
+
+        samples: list[torch.Tensor | None] = [None, None]
+        """Each argument's sample vectors for the ring; ``unit`` says whether already normalised."""
+        unit = [False, False]
+        batch: list[float | None] = [None, None]
+        measured: list[tuple[float, float]] = []
+        for index, plan in enumerate(self.plans):
+            if self.d is None or not self._has_rows(plan.x):
+                continue
+            figures = None
+            if plan.figures_slot is not None and self._usable(index):
+                slot, position = plan.figures_slot
+                fetched = transfer[slot]
+                together = len(fetched) // 4
+                n, d = plan.unit.shape  # type: ignore[union-attr]
+                figures = _batch_figures(fetched[position::together], n, d)
+            if figures is not None and figures[1] is not None:
+                batch[index] = figures[0]
+                measured.append(figures[1])
+                samples[index], unit[index] = plan.unit, True
+            elif plan.host_rows_slot is not None:
+                # Fewer than 4 rows: no batch figure; they only feed the ring, already unit.
+                samples[index], unit[index] = self._host_unit_rows(plan), True
+            else:
+                rows = sample_vectors(_rows(plan.x.detach(), self.d)[:COLLAPSE_ROWS])
+                samples[index] = rows
+                batch[index] = collapse_score(rows)
+                reference = common_mode(rows)
+                if reference is not None:
+                    measured.append(reference)
+        evidence.batch_collapse = batch
+        if measured:
+            # The argument whose offset stands out most clearly above its own noise.
+            drop, noise = max(measured, key=lambda m: m[0] - COMMON_MODE_CONFIDENCE * m[1])
+            evidence.common_mode_drop, evidence.common_mode_noise = drop, noise
+
+        ring = collector._ring(self.site)
+        stale_args = {m.arg for m in evidence.stale}
+        for index, rows in enumerate(samples):
+            # Only vectors of new samples count: not a recycled partner, not a copy of the anchor.
+            if rows is None or index in stale_args or (index == 1 and equal_pair):
+                continue
+            rows = rows[: ring.capacity]
+            ring.push(rows if unit[index] else torch.nn.functional.normalize(rows.to(torch.float32), dim=-1))
+        if all(score is None for score in batch):
+            evidence.ring_collapse = ring.score()
+
+        evidence.precision_deviation = self._precision()
+
+        step_seen = []
+        for index, x in enumerate(self.tensors):
+            if prints[index] is None or constant[index]:
+                continue
+            step_seen.append(
+                _Seen(
+                    step=self.step, arg=index, expr=self.exprs[index], storage=_storage_ref(x), shape=tuple(x.shape),
+                    dtype=x.dtype, fingerprint=prints[index], had_grad=x.requires_grad,
+                    storage_offset=x.storage_offset(), strides=tuple(x.stride()),
+                )
+            )
+        collector._seen.append((self.site, step_seen))
+        return evidence
+
+    def _has_rows(self, x: torch.Tensor) -> bool:
+        """Whether the reference would look at this argument's rows at all."""
+        if x.layout != torch.strided or x.device.type == "meta" or x.numel() == 0 or x.dim() == 0:
+            return False
+        if x.is_complex() or not x.is_floating_point():
+            return False
+        assert self.d is not None
+        return -self.d <= x.dim()
+
+    def _usable(self, index: int) -> bool:
+        """Every row finite and of a norm normalisation leaves alone: all of them are samples."""
+        stats = self.pair.first_pass(index)
+        return stats is not None and all(math.isfinite(v) for v in stats) and stats[4] > 1e-12
+
+    def _host_unit_rows(self, plan: _ArgPlan) -> torch.Tensor | None:
+        """``sample_vectors`` of a few rows fetched to the host, L2-normalised: done in Python,
+        since for a handful of values that is cheaper than any tensor op."""
+        assert plan.host_rows_slot is not None and plan.values is not None
+        flat = self.transfer[plan.host_rows_slot]
+        width = plan.values.values.shape[1]
+        rows = [flat[i : i + width] for i in range(0, len(flat), width)]
+        kept = [row for row in rows if any(row) and all(map(math.isfinite, row))]
+        if len(kept) > 1 and all(row == kept[0] for row in kept[1:]):
+            kept = kept[:1]  # one vector repeated is one sample
+        if not kept:
+            return None
+        return torch.tensor([[v / math.hypot(*row) for v in row] for row in kept], dtype=torch.float32)
+
+    def _precision(self) -> float | None:
+        if self.exact_slot is not None:
+            got = self.pair.similarity_values()
+            assert got is not None
+            usable = self._usable(0) and self._usable(1)
+            stats = [self.pair.first_pass(i) for i in range(2)]
+            if usable and all(s is not None and s[4] >= self.eps for s in stats):
+                return _deviation(self.transfer[self.exact_slot], got)
+            # Norms below eps (torch clamps them) or non-finite values: recompute as torch does.
+            extra = HostTransfer()
+            slot = _queue_precision(*self.tensors, self.dim, self.eps, self.result, extra)  # type: ignore[arg-type]
+            if slot is None:
+                return None
+            extra.fetch()
+            value = extra[slot][0]
+            return value if value == value else math.inf
+        if self.precision_slot is None:
+            return None
+        value = self.transfer[self.precision_slot][0]
+        return value if value == value else math.inf
 
 
 class EvidenceCollector:
@@ -187,6 +667,33 @@ class EvidenceCollector:
         self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
         self._rings: dict[str, _SiteRing] = {}
+
+    def _ring(self, site: str) -> _SiteRing:
+        ring = self._rings.get(site)
+        if ring is None:
+            ring = self._rings[site] = _SiteRing(self.ring_rows)
+        return ring
+
+    def queue(
+        self,
+        step: int,
+        site: str,
+        exprs: tuple[str, str],
+        x1: Any,
+        x2: Any,
+        dim: int,
+        eps: float,
+        result: Any,
+        pair: PendingPair,
+        transfer: HostTransfer,
+        fresh: tuple[bool, bool] = (False, False),
+    ) -> PendingEvidence:
+        """Queue this call's evidence on ``transfer`` (next to ``pair``); ``finish`` after the fetch.
+
+        ``fresh[i]``: argument i is the output of a module call made since the previous
+        intercepted call — recomputed now, so equal values to an earlier step are not a
+        recycled partner (a deterministic model embedding the same item again)."""
+        return PendingEvidence(self, step, site, exprs, x1, x2, dim, eps, result, pair, transfer, fresh)
 
     def observe(
         self,
@@ -201,52 +708,13 @@ class EvidenceCollector:
         result: Any,
         fresh: tuple[bool, bool] = (False, False),
     ) -> Evidence:
-        """``fresh[i]``: argument i is the output of a module call made since the previous
-        intercepted call — recomputed now, so equal values to an earlier step are not a
-        recycled partner (a deterministic model embedding the same item again)."""
-        evidence = Evidence(eps=eps)
-        tensors = (x1, x2)
-        if not all(isinstance(x, torch.Tensor) for x in tensors):
-            return evidence
-        with torch.no_grad():
-            prints = [(_fingerprint(x) if _fingerprintable(x) else None) for x in tensors]
-            constant = [
-                p is not None and isinstance(x, torch.Tensor) and bool((x.detach() == x.detach().reshape(-1)[0]).all())
-                for x, p in zip(tensors, prints)
-            ]
-            for index, x in enumerate(tensors):
-                if prints[index] is None or constant[index] or fresh[index]:
-                    continue
-                match = self._stale_match(index, x, prints[index], site)
-                if match is not None:
-                    evidence.stale.append(match)
-
-            # torch reads dim against the broadcast shape (its rank is the larger one).
-            ndim = max(x1.dim(), x2.dim(), 1)
-            rows = [self._rows(x, reduced_dim(dim, ndim)) for x in tensors] if -ndim <= dim < ndim else [None, None]
-            samples = [sample_vectors(r[:COLLAPSE_ROWS]) if r is not None else None for r in rows]
-            evidence.batch_collapse = [collapse_score(r[:COLLAPSE_ROWS]) if r is not None else None for r in samples]
-            measured = [m for m in (common_mode(r) if r is not None else None for r in samples) if m is not None]
-            if measured:
-                # The argument whose offset stands out most clearly above its own noise.
-                drop, noise = max(measured, key=lambda m: m[0] - COMMON_MODE_CONFIDENCE * m[1])
-                evidence.common_mode_drop, evidence.common_mode_noise = drop, noise
-            evidence.ring_collapse = self._ring_score(site, samples, evidence, equal_pair)
-            evidence.precision_deviation = self._precision(x1, x2, dim, eps, result)
-
-            step_seen = []
-            for index, x in enumerate(tensors):
-                if prints[index] is None or constant[index]:
-                    continue
-                step_seen.append(
-                    _Seen(
-                        step=step, arg=index, expr=exprs[index], storage=_storage_ref(x), shape=tuple(x.shape),
-                        dtype=x.dtype, fingerprint=prints[index], had_grad=x.requires_grad,
-                        storage_offset=x.storage_offset(), strides=tuple(x.stride()),
-                    )
-                )
-            self._seen.append((site, step_seen))
-        return evidence
+        """The evidence for one call, on its own (the agent queues it with the capture instead);
+        ``fresh`` as for ``queue``."""
+        transfer = HostTransfer()
+        pair = queue_pair(x1, x2, dim, result, exprs, transfer)
+        pending = self.queue(step, site, exprs, x1, x2, dim, eps, result, pair, transfer, fresh)
+        transfer.fetch()
+        return pending.finish(equal_pair)
 
     def _stale_match(self, index: int, x: torch.Tensor, print_: tuple[float, ...], site: str) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
@@ -261,21 +729,25 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
         """
-        if x.grad_fn is not None and not _graph_freed(x.grad_fn):
-            return None
-        storage = None
-        try:
-            storage = x.untyped_storage()
-        except (RuntimeError, NotImplementedError):
-            pass
+        shape = tuple(x.shape)
+        storage: Any = None
+        graph_live: bool | None = None
         site_reached = False
         for seen_site, seen_step in reversed(self._seen):
             site_reached = site_reached or seen_site == site
             if not site_reached:
                 continue
             for seen in seen_step:
-                if seen.shape != tuple(x.shape) or seen.dtype != x.dtype or seen.fingerprint != print_:
+                if seen.shape != shape or seen.dtype != x.dtype or seen.fingerprint != print_:
                     continue
+                if graph_live is None:  # looked at only once a fingerprint matches
+                    graph_live = x.grad_fn is not None and not _graph_freed(x.grad_fn)
+                    try:
+                        storage = x.untyped_storage()
+                    except (RuntimeError, NotImplementedError):
+                        storage = None
+                if graph_live:
+                    return None
                 earlier = seen.storage() if seen.storage is not None else None
                 same_memory = (
                     earlier is not None
@@ -304,62 +776,3 @@ class EvidenceCollector:
                     detached=seen.had_grad and not x.requires_grad,
                 )
         return None
-
-    @staticmethod
-    def _rows(x: torch.Tensor, dim: int) -> torch.Tensor | None:
-        if x.layout != torch.strided or x.device.type == "meta" or x.numel() == 0 or x.dim() == 0:
-            return None
-        if x.is_complex() or not (x.is_floating_point()):
-            return None
-        d = reduced_dim(dim, x.dim())
-        if -d > x.dim():
-            return None
-        return _rows(x.detach(), d)
-
-    def _ring_score(self, site: str, rows: list[torch.Tensor | None], evidence: Evidence, equal_pair: bool) -> float | None:
-        ring = self._rings.setdefault(site, _SiteRing())
-        stale_args = {m.arg for m in evidence.stale}
-        for index, r in enumerate(rows):
-            # Only vectors of new samples count: not a recycled partner, not a copy of the anchor.
-            if r is None or index in stale_args or (index == 1 and equal_pair):
-                continue
-            for row in torch.nn.functional.normalize(r[: self.ring_rows].to(torch.float32), dim=-1):
-                ring.rows.append(row.clone())
-                if len(ring.rows) > self.ring_rows:
-                    ring.rows.popleft()
-        if len(ring.rows) < 4:
-            return None
-        dims = {row.shape[0] for row in ring.rows}
-        if len(dims) != 1:
-            ring.rows.clear()
-            return None
-        return collapse_score(torch.stack(list(ring.rows)))
-
-    @staticmethod
-    def _precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, result: Any) -> float | None:
-        if not isinstance(result, torch.Tensor) or result.numel() == 0 or result.layout != torch.strided:
-            return None
-        if not (x1.is_floating_point() and x2.is_floating_point()) or result.device.type == "meta":
-            return None
-        shape = torch.broadcast_shapes(x1.shape, x2.shape)
-        if len(shape) == 0:
-            return None
-        d = reduced_dim(dim, len(shape))
-        a = x1.detach().expand(shape).movedim(d, -1)
-        b = x2.detach().expand(shape).movedim(d, -1)
-        leading = a.shape[:-1]
-        total = result.numel()
-        if total != math.prod(leading):
-            return None
-        picks = torch.linspace(0, total - 1, min(total, SAMPLE_ROWS), device=result.device).long().unique()
-        index = torch.unravel_index(picks, leading) if leading else ()
-        rows_a = a[index] if leading else a.reshape(1, -1)
-        rows_b = b[index] if leading else b.reshape(1, -1)
-        exact = _original_cosine()(
-            rows_a.to(torch.float64), rows_b.to(torch.float64), dim=-1, eps=eps
-        )
-        got = result.detach().reshape(-1)[picks].to(torch.float64)
-        both_nan = torch.isnan(exact) & torch.isnan(got)
-        deviation = torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs())
-        value = float(deviation.max())
-        return value if value == value else math.inf

@@ -1,16 +1,19 @@
 """Which module call made each tensor, and from which input.
 
-Two global module hooks (torch's public ``register_module_forward_pre_hook`` /
-``register_module_forward_hook``) watch every module call but only record the outermost
-one — ``model(image1)``, not its layers. For each such call we keep, for the last
-``KEEP`` calls, where its output's memory lives (a weak reference to the storage, so a
-``.detach()`` or a view of the output is recognised too) and a weak reference to its first
-tensor input. Nothing is kept alive and no value is read: the work per module call is a few
-dict operations, and a lookup happens only at an intercepted cosine call.
+``nn.Module.__call__`` is wrapped once, for every module, but only the outermost call is
+recorded — ``model(image1)``, not its layers. A call inside another costs one Python frame
+and one flag check; torch's global module hooks would cost more, and would turn off the fast
+path torch takes for every module call of the script when no hook is registered. For each
+recorded call we keep, for the last ``KEEP`` calls, where its output's memory lives (a weak
+reference to the storage, so a ``.detach()`` or a view of the output is recognised too) and a
+weak reference to its first tensor input. Nothing is kept alive and no value is read: the
+work per outermost call is a few dict operations, and a lookup happens only at an intercepted
+cosine call.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections import OrderedDict
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 
+from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import ModuleCall
 
 KEEP = 256
@@ -48,37 +52,52 @@ def _storage_key(x: torch.Tensor) -> tuple[int, int] | None:
         return None
 
 
+class _Inside(threading.local):
+    module_call = False
+    """A module call is running on this thread: the calls it makes are not outermost."""
+
+
 class Provenance:
     """Records outermost module calls; answers "who made this tensor?"."""
 
     def __init__(self, current_step: Any) -> None:
         self._current_step = current_step
         """A callable giving the number of calls intercepted so far (CONTRACT ``made_by.step``)."""
-        self._local = threading.local()
         self._calls = 0
         self._by_storage: OrderedDict[tuple[int, int], tuple[weakref.ref, MadeBy]] = OrderedDict()
-        self._handles: list[Any] = []
+        self._original_call: Any = None
 
     def install(self) -> None:
-        from torch.nn.modules import module
+        module_class = torch.nn.Module
+        original = module_class.__call__
+        inside = _Inside()
+        is_compiling = torch.compiler.is_compiling
+        record = self._record
+        current_step = self._current_step
 
-        self._handles = [
-            module.register_module_forward_pre_hook(self._before),
-            module.register_module_forward_hook(self._after, with_kwargs=True),
-        ]
+        @functools.wraps(original)
+        def call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+            if inside.module_call or is_compiling():
+                return original(module, *args, **kwargs)
+            inside.module_call = True
+            step = current_step()
+            try:
+                output = original(module, *args, **kwargs)
+            finally:
+                inside.module_call = False
+            record(module, args, kwargs, output, step)
+            return output
 
-    def _before(self, module: torch.nn.Module, args: tuple) -> None:
-        self._local.depth = getattr(self._local, "depth", 0) + 1
+        self._original_call = original
+        module_class.__call__ = call  # type: ignore[method-assign]
 
-    def _after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        depth = getattr(self._local, "depth", 1)
-        self._local.depth = depth - 1
-        if depth != 1 or not isinstance(output, torch.Tensor):
+    def _record(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, step: int) -> None:
+        if not isinstance(output, torch.Tensor):
             return
         key = _storage_key(output)
         if key is None:
             return
-        call = ModuleCall(module=type(module).__name__, call=self._calls, step=self._current_step())
+        call = ModuleCall(module=type(module).__name__, call=self._calls, step=step)
         self._calls += 1
         source = _first_tensor(args, kwargs)
         try:
@@ -105,27 +124,44 @@ class Provenance:
         return made
 
 
+class PendingIdenticalInputs:
+    """Whether one module made both vectors from equal inputs, with the comparison queued on a
+    transfer; ``finish()`` after its fetch."""
+
+    def __init__(self, first: MadeBy | None, second: MadeBy | None, transfer: HostTransfer) -> None:
+        self.answer: str | None = None
+        self.equal_slot: int | None = None
+        if first is None or second is None or first.call.call == second.call.call:
+            return
+        module = first.module()
+        if module is None or module is not second.module():
+            return
+        a = first.input() if first.input is not None else None
+        b = second.input() if second.input is not None else None
+        if a is None or b is None:
+            return
+        self.name = first.call.module
+        if a is b:
+            self.answer = f"{self.name} from the same input tensor"
+            return
+        if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device or a.layout != torch.strided:
+            return
+        with torch.no_grad():
+            self.equal_slot = transfer.scalars(torch.eq(a, b).all())
+
+    def finish(self, transfer: HostTransfer) -> str | None:
+        if self.equal_slot is not None and transfer[self.equal_slot][0]:
+            return f"{self.name} from inputs with equal values"
+        return self.answer
+
+
 def identical_inputs(first: MadeBy | None, second: MadeBy | None) -> str | None:
     """``"VGG from the same input tensor"`` when one module made both vectors from equal inputs.
 
     Only when both inputs are still alive (the script holds them at the cosine call, as in
     ``cos(model(x1), model(x2))``); then the comparison is exact.
     """
-    if first is None or second is None or first.call.call == second.call.call:
-        return None
-    module = first.module()
-    if module is None or module is not second.module():
-        return None
-    a = first.input() if first.input is not None else None
-    b = second.input() if second.input is not None else None
-    if a is None or b is None:
-        return None
-    name = first.call.module
-    if a is b:
-        return f"{name} from the same input tensor"
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device or a.layout != torch.strided:
-        return None
-    with torch.no_grad():
-        if torch.equal(a, b):
-            return f"{name} from inputs with equal values"
-    return None
+    transfer = HostTransfer()
+    pending = PendingIdenticalInputs(first, second, transfer)
+    transfer.fetch()
+    return pending.finish(transfer)

@@ -31,6 +31,7 @@ from cossim_tui.report import FindingSummary
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.messages import (
+    BreakConditionChanged,
     ChannelFailed,
     OutputArrived,
     RunEnded,
@@ -40,17 +41,24 @@ from cossim_tui.tui.messages import (
     TorchReady,
 )
 from cossim_tui.tui.reader import EventForwarder
+from cossim_tui.tui.screens.break_condition import BreakConditionScreen
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
+from cossim_tui.tui.screens.inputs import InputsScreen, has_input_images
 from cossim_tui.tui.source import Command, EventSource
 from cossim_tui.tui.tally import FindingTally
+from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
+from cossim_tui.tui.widgets.history_plot import HistoryPlot
+from cossim_tui.tui.widgets.loss_history import LossHistory
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import Phase, StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
+from cossim_tui.tui.widgets.training_bar import TrainingBar
+from cossim_tui.tui.widgets.value_strips import ValueStrips
 
 MAX_STEPS_KEPT = 1000
 """Steps kept in memory for browsing back; ``step_count`` still counts every one."""
@@ -72,15 +80,28 @@ class InspectorApp(App[None]):
         Binding("c", "continue_to_finding", "Continue"),
         Binding("r", "run_freely", "Run"),
         Binding("p", "pause", "Pause"),
-        Binding("m", "mute", "Mute finding"),
+        Binding("m", "mute", "Mute"),
         Binding("f", "findings_summary", "Findings"),
-        Binding("l", "live", "Live step"),
+        Binding("l", "live", "Live"),
+        # Listed in the help and the README: at 100 columns the footer has no room left for them.
+        Binding("left_square_bracket", "earlier_step", "Earlier", key_display="[", show=False),
+        Binding("right_square_bracket", "later_step", "Later", key_display="]", show=False),
+        Binding("left", "earlier_step", "Earlier", show=False),
+        Binding("right", "later_step", "Later", show=False),
+        Binding("g", "toggle_picture('plot')", "Plot"),
+        Binding("e", "toggle_picture('map')", "Map"),
+        Binding("s", "save_screenshot", "Screenshot", show=False),
+        Binding("b", "break_condition", "Break"),
+        Binding("i", "inputs", "Inputs"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
 
     viewing: reactive[int | None] = reactive(None, init=False)
     """The earlier step on screen (history), by number; ``None`` while the screen follows the live run."""
+
+    picture: reactive[Literal["", "plot", "map"]] = reactive("", init=False)
+    """What shows in place of the source, findings and output: nothing, the history plot (``g``) or the embedding map (``e``)."""
 
     def __init__(self, source: EventSource, *, break_on: str = "error") -> None:
         super().__init__()
@@ -102,22 +123,34 @@ class InspectorApp(App[None]):
         self.script_ended: protocol.ScriptEnded | None = None
         self.exited: ScriptExited | None = None
         self.muted: set[MutedKey] = set()
+        self.break_condition = ""
+        """The break condition ``c`` also stops at, as last set or confirmed; ``""`` for none."""
         self._terminated = False
+        self.screenshot_dir: str | None = None
+        """Where ``s`` saves screenshots; ``None`` for the working directory."""
 
     # -- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(id="status")
+        with Horizontal(id="header"):
+            yield StatusBar(id="status")
+            yield TrainingBar(id="training")
         with Horizontal(id="pair"):
             yield TensorPanel(0, id="left-tensor")
             yield RelationPanel(id="relation")
             yield TensorPanel(1, id="right-tensor")
+        yield ValueStrips(id="strips")
         with Horizontal(id="where"):
             yield SourcePanel(id="source")
             yield FindingsPanel(id="findings")
         yield OutputPane(id="output")
-        yield SimilarityHistory(id="history")
-        yield Footer()
+        yield HistoryPlot(id="history-plot")
+        yield EmbeddingMap(id="embedding-map")
+        with Horizontal(id="history-row"):
+            yield SimilarityHistory(id="history")
+            yield LossHistory(id="loss-history")
+        # Compact: every key, q and ? included, must fit in 100 columns.
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).target = self.source.target_name
@@ -162,6 +195,7 @@ class InspectorApp(App[None]):
         self.tally.add(steps)
         self.latest = steps[-1]
         self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
+        self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
         if self.viewing is None:
             self.show_step(steps[-1])
         if isinstance(self.screen, FindingsSummaryScreen):
@@ -178,6 +212,14 @@ class InspectorApp(App[None]):
 
     def on_output_arrived(self, message: OutputArrived) -> None:
         self.query_one(OutputPane).write_output("".join(message.take()))
+
+    def on_break_condition_changed(self, message: BreakConditionChanged) -> None:
+        changed = message.changed
+        self._show_break_condition(changed.condition, changed.error)
+        if changed.error:
+            where = f" at step {changed.step}" if changed.step is not None else ""
+            self.notify(changed.error, title=f"break condition{where}", severity="error", timeout=15)
+            self.query_one(OutputPane).write_note(f"break condition{where}: {changed.error}")
 
     def on_script_finished(self, message: ScriptFinished) -> None:
         self.script_ended = message.ended
@@ -204,9 +246,12 @@ class InspectorApp(App[None]):
         source = self.query_one(SourcePanel)
         source.site = step.site
         source.context = dict(step.context)
+        self.query_one(TrainingBar).context = dict(step.context)
         findings = self.query_one(FindingsPanel)
         findings.muted = frozenset(self.muted)
         findings.findings = list(step.findings)
+        self.query_one(ValueStrips).show(step.args)
+        self._show_picture()
 
     def on_findings_panel_finding_highlighted(self, message: FindingsPanel.FindingHighlighted) -> None:
         highlight = Highlight.of(message.finding)
@@ -269,11 +314,15 @@ class InspectorApp(App[None]):
             return True if self.phase == "paused" else None
         if action == "pause":
             return True if self.phase == "running" else None
+        if action == "break_condition":
+            return True if self.phase not in ("ended", "failed") else None
         if action == "mute":
             return True if self.phase not in ("ended", "failed") and self.current is not None else None
         if action == "live":
             # Only in history: while the screen follows the run there is nothing to return to.
             return self.viewing is not None
+        if action in ("earlier_step", "later_step"):
+            return True if self.phase in ("paused", "ended", "failed") else None
         return True
 
     def action_step(self) -> None:
@@ -308,6 +357,57 @@ class InspectorApp(App[None]):
     def action_live(self) -> None:
         self.viewing = None
 
+    def action_earlier_step(self) -> None:
+        self._browse(-1)
+
+    def action_later_step(self) -> None:
+        self._browse(+1)
+
+    def _browse(self, offset: int) -> None:
+        """One step back or forward through the kept steps; forward from the last one is the live step."""
+        if self.current is None:
+            return
+        number = self.current.step + offset
+        if self.latest is not None and number >= self.latest.step:
+            self.viewing = None
+        elif self.kept_step(number) is not None:
+            self.viewing = number
+        elif offset < 0:
+            self.notify(f"step {self.current.step} is the oldest step kept in memory", severity="warning")
+
+    def action_toggle_picture(self, picture: Literal["plot", "map"]) -> None:
+        self.picture = "" if self.picture == picture else picture
+
+    def watch_picture(self, picture: str) -> None:
+        self.set_class(picture == "plot", "-show-plot")
+        self.set_class(picture == "map", "-show-map")
+        self._show_picture()
+
+    def _show_picture(self) -> None:
+        """Redraw the plot or the map, only while it is on screen: plotting a thousand steps is not free."""
+        if self.picture == "plot":
+            self.query_one(HistoryPlot).show(self.steps, self.current)
+        elif self.picture == "map":
+            self.query_one(EmbeddingMap).show(self._projection_for(self.current), self.current)
+
+    def _projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
+        """The map of ``step``'s call site made at that step or, failing that, the latest kept one before it."""
+        if step is None or step.projection is not None:
+            return step.projection if step is not None else None
+        site = step.site.label
+        for earlier in reversed(self.steps):
+            if earlier.step < step.step and earlier.site.label == site and earlier.projection is not None:
+                return earlier.projection
+        return None
+
+    def action_save_screenshot(self) -> None:
+        try:
+            path = self.save_screenshot(path=self.screenshot_dir)
+        except OSError as exc:
+            self.notify(f"could not save the screenshot: {exc}", severity="error")
+            return
+        self.notify(f"screenshot saved to {path}", title="screenshot")
+
     def action_findings_summary(self) -> None:
         self.push_screen(
             FindingsSummaryScreen(self.tally.by_site(), frozenset(self.muted)), callback=self._show_first_appearance
@@ -320,6 +420,34 @@ class InspectorApp(App[None]):
         if self.kept_step(entry.first_step) is not None:
             self.query_one(FindingsPanel).select_finding((entry.code, entry.site))
         self.view_step(entry.first_step)  # or says why it cannot
+
+    def action_break_condition(self) -> None:
+        self.push_screen(BreakConditionScreen(self.break_condition), callback=self._set_break_condition)
+
+    def _set_break_condition(self, condition: str | None) -> None:
+        if condition is None:
+            return
+        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not.
+        self._send(protocol.SetBreak(condition))
+        self._show_break_condition(condition, None)
+
+    def _show_break_condition(self, condition: str, problem: str | None) -> None:
+        self.break_condition = condition
+        bar = self.query_one(TrainingBar)
+        bar.condition = condition
+        bar.condition_problem = problem
+
+    def action_inputs(self) -> None:
+        step = self.current
+        if not has_input_images(step):
+            self.notify(
+                "no input images at this step: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive",
+                title="no pictures",
+                severity="warning",
+            )
+            return
+        assert step is not None
+        self.push_screen(InputsScreen(step))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.break_on))

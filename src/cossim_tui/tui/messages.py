@@ -69,6 +69,14 @@ class TorchReady(Message):
         self.hooked = hooked
 
 
+class BreakConditionChanged(Message):
+    """The agent says which break condition is in force now, and why one was refused or turned off."""
+
+    def __init__(self, changed: protocol.BreakChanged) -> None:
+        super().__init__()
+        self.changed = changed
+
+
 class ScriptFinished(Message):
     """The script's code finished, as the agent saw it; ``RunEnded`` follows."""
 

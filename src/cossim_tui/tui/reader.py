@@ -15,6 +15,7 @@ from cossim_tui import protocol
 from cossim_tui.launcher import ChannelProblem, OutputReceived, ScriptExited
 from cossim_tui.tui.messages import (
     Batch,
+    BreakConditionChanged,
     ChannelFailed,
     OutputArrived,
     RunEnded,
@@ -59,6 +60,8 @@ class EventForwarder:
             return TorchReady(event)
         if isinstance(event, protocol.ScriptEnded):
             return ScriptFinished(event)
+        if isinstance(event, protocol.BreakChanged):
+            return BreakConditionChanged(event)
         if isinstance(event, ChannelProblem):
             return ChannelFailed(event)
         return ChannelFailed(ChannelProblem(f"unexpected event from the run: {type(event).__name__}"))

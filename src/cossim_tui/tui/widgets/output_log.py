@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from textual.widgets import Log
 
+from cossim_tui.trace import printable
+
 MAX_LINES = 5000
 """Enough to scroll back through a training run's recent output without growing forever."""
 
@@ -23,8 +25,9 @@ class OutputPane(Log):
         self.border_title = "output"
 
     def write_output(self, text: str) -> None:
-        """A chunk of the script's output, exactly as it arrived."""
-        self.write(text)
+        """A chunk of the script's output as it arrived, with control characters made visible:
+        an escape sequence a script prints must not clear or retitle the user's terminal."""
+        self.write(printable(text))
 
     def write_note(self, text: str) -> None:
         """A line from cossim-tui itself, on a line of its own."""

@@ -84,18 +84,17 @@ class TensorPanel(Widget):
             ),
             (("grad_fn", "requires_grad", "is_leaf"), Content.assemble(_label("autograd "), autograd_state(s))),
         ]
+        # Where it came from, on one line: the module call that made it (with its input image,
+        # ``i`` shows it) and/or the DataLoader batch it is part of.
+        origin: list[str | tuple[str, str]] = []
         if s.made_by is not None:
-            lines.append(
-                (
-                    ("made_by",),
-                    Content.assemble(
-                        _label("made by "),
-                        f"{s.made_by.module} #{s.made_by.call}",
-                        _label(" at step "),
-                        str(s.made_by.step),
-                    ),
-                )
-            )
+            origin += [_label("made by "), f"{s.made_by.module} #{s.made_by.call}", _label(" at step "), str(s.made_by.step)]
+        if s.from_loader:
+            origin += [_label(" · ") if origin else "", ("from the DataLoader batch", palette.VALUE)]
+        if s.input_image is not None:
+            origin.append(_label(" · image (i)"))
+        if origin:
+            lines.append((("made_by", "from_loader", "input_image"), Content.assemble(*origin)))
         if s.note:
             lines.append((("note",), Content.assemble(_label("note "), (s.note, palette.CAUTION))))
         norm = ("norm", "rows")

@@ -1,0 +1,285 @@
+"""The pictures of the run, driven as a user would: ``g`` plots the history, ``e`` maps the
+embeddings, the value strips show each argument's first vector, ``[``/``]`` and ←/→ walk
+through the kept steps, and ``s`` saves a screenshot. The plot and the map are pinned as SVG
+snapshots at both terminal sizes (review the diff before ``--snapshot-update``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+from textual.content import Content
+from textual.pilot import Pilot
+
+from cossim_tui import protocol
+from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
+from cossim_tui.tui.widgets.history_plot import HistoryPlot
+from cossim_tui.tui.widgets.output_log import OutputPane
+from cossim_tui.tui.widgets.relation_panel import RelationPanel
+from cossim_tui.tui.widgets.value_strips import ValueStrip
+
+from .test_app import SIZE, run, status, until
+from .test_snapshots import wait_for_state
+
+WAVE = [round(math.sin(i / 3), 4) for i in range(48)]
+
+
+def cloud(step: int, count: int = 96, *, spread: float = 1.0) -> protocol.Projection:
+    """A map as the agent sends it: ``count`` points, half of each side, deterministic."""
+    rng = random.Random(step)
+    xs = [round(rng.gauss(0, spread), 4) for _ in range(count)]
+    ys = [round(rng.gauss(0, spread * 0.8), 4) for _ in range(count)]
+    extent = max(max(map(abs, xs)), max(map(abs, ys)))
+    return protocol.Projection(
+        step=step, first_step=max(0, step - 4), x=xs, y=ys, side=[i % 2 for i in range(count)],
+        explained=[0.061, 0.048], spread=spread, extent=extent, dim_size=32,
+    )
+
+
+def pictured_run(make, count: int = 24) -> list[protocol.StepCaptured]:
+    """The article's loop: the similarity climbs to 1, x2 is a stale copy of x1 (same strip).
+
+    Every fourth step has a finding; a map every eight steps and at the last (paused) one.
+    """
+    steps = []
+    for i in range(count):
+        step = make.step1(paused=i == count - 1, step=i, mean=min(1.0, 0.6 + i * 0.02))
+        step.cos = dataclasses.replace(step.cos, min=step.cos.mean - 0.05, max=min(1.0, step.cos.mean + 0.03))
+        step.args = [dataclasses.replace(a, strip=list(WAVE)) for a in step.args]
+        step.args[0].norm = protocol.Spread(5.0 + i * 0.05, 5.0 + i * 0.05, 5.0 + i * 0.05)
+        if i % 4:
+            step.findings = []
+        if i % 8 == 0 or i == count - 1:
+            step.projection = cloud(i)
+        steps.append(step)
+    return steps
+
+
+def press_after_pause(*keys: str):
+    async def run_before(pilot: Pilot) -> None:
+        await wait_for_state("paused at step 23")(pilot)
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+# --------------------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------------------
+
+
+def test_history_plot_at_100x30(snap_compare, source, make):
+    source.feed(make.hello(), *pictured_run(make))
+    assert snap_compare(InspectorApp(source), terminal_size=(100, 30), run_before=press_after_pause("g"))
+
+
+def test_history_plot_at_160x50(snap_compare, source, make):
+    source.feed(make.hello(), *pictured_run(make))
+    assert snap_compare(InspectorApp(source), terminal_size=(160, 50), run_before=press_after_pause("g"))
+
+
+def test_embedding_map_at_100x30(snap_compare, source, make):
+    source.feed(make.hello(), *pictured_run(make))
+    assert snap_compare(InspectorApp(source), terminal_size=(100, 30), run_before=press_after_pause("e"))
+
+
+def test_embedding_map_at_160x50(snap_compare, source, make):
+    source.feed(make.hello(), *pictured_run(make))
+    assert snap_compare(InspectorApp(source), terminal_size=(160, 50), run_before=press_after_pause("e"))
+
+
+# --------------------------------------------------------------------------------------
+# Plot and map
+# --------------------------------------------------------------------------------------
+
+
+async def paused_at_23(pilot: Pilot, source, make) -> None:
+    source.feed(make.hello(), *pictured_run(make))
+    await until(pilot, lambda: "paused at step 23" in status(pilot.app))  # type: ignore[arg-type]
+
+
+def test_g_and_e_swap_the_source_and_output_for_a_picture_and_back(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_23(pilot, source, make)
+            plot, chart, output = app.query_one(HistoryPlot), app.query_one(EmbeddingMap), app.query_one(OutputPane)
+            assert (plot.display, chart.display, output.display) == (False, False, True)
+            await pilot.press("g")
+            assert (plot.display, chart.display, output.display) == (True, False, False)
+            assert plot.border_title == "cos per step at train.py:42"
+            assert plot.size.height >= 10, "the plot must have room to be read at 100x30"
+            await pilot.press("e")
+            assert (plot.display, chart.display, output.display) == (False, True, False)
+            assert "PCA of 96 vectors of steps 19–23" in str(chart.border_title)
+            await pilot.press("e")
+            assert (plot.display, chart.display, output.display) == (False, False, True)
+
+    run(scenario)
+
+
+def test_the_map_of_an_earlier_step_is_the_last_one_made_at_or_before_it(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_23(pilot, source, make)
+            await pilot.press("e", "left", "left")
+            chart = app.query_one(EmbeddingMap)
+            assert app.viewing == 21
+            assert "steps 12–16 (map of step 16)" in str(chart.border_title)
+            assert "spread 1 (healthy ≈ 1" in str(chart.border_subtitle)
+
+    run(scenario)
+
+
+def test_a_collapsed_map_is_drawn_as_one_dot_in_the_middle(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            steps = pictured_run(make)
+            steps[-1].projection = dataclasses.replace(
+                cloud(23), x=[0.0] * 96, y=[0.0] * 96, spread=0.0002, extent=0.0
+            )
+            source.feed(make.hello(), *steps)
+            await until(pilot, lambda: "paused at step 23" in status(app))
+            await pilot.press("e")
+            await pilot.pause()
+            chart = app.query_one(EmbeddingMap)
+            lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
+            marks = [(row, col) for row, line in enumerate(lines) for col, char in enumerate(line) if "⠁" <= char <= "⣿"]
+            # One braille cell (the axes never zoom in below ±1), at the centre of the square.
+            assert len(set(marks)) == 1
+            assert "spread 0.0002" in str(chart.border_subtitle)
+
+    run(scenario)
+
+
+# --------------------------------------------------------------------------------------
+# Value strips
+# --------------------------------------------------------------------------------------
+
+
+def strip_cells(strip: ValueStrip) -> list[tuple[str, str]]:
+    rendered = strip.render()
+    assert isinstance(rendered, Content)
+    return [(rendered.plain[span.start : span.end], str(span.style)) for span in rendered.spans][1:]
+
+
+def test_identical_vectors_give_identical_strips_and_a_dead_one_looks_dead(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            step = make.step1()
+            step.args = [dataclasses.replace(a, strip=list(WAVE)) for a in step.args]
+            source.feed(make.hello(), step)
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            left, right = app.query_one("#strip-left", ValueStrip), app.query_one("#strip-right", ValueStrip)
+            assert strip_cells(left) == strip_cells(right)
+            assert len({style for _, style in strip_cells(left)}) > 4, "a live vector shows several colours"
+
+            dead = make.step1(step=2)
+            dead.args = [
+                dataclasses.replace(dead.args[0], strip=list(WAVE)),
+                dataclasses.replace(
+                    dead.args[1], strip=[0.0] * 48, stats=protocol.ValueStats(min=0.0, max=0.0, mean=0.0, std=0.0)
+                ),
+            ]
+            await pilot.press("n")
+            source.feed(dead)
+            await until(pilot, lambda: "paused at step 2" in status(app))
+            cells = strip_cells(right)
+            assert len({style for text, style in cells if text != " all zero"}) == 1, "one colour: nothing there"
+            assert right.render().plain.endswith("all zero")  # type: ignore[union-attr]
+            assert strip_cells(left) != cells
+
+    run(scenario)
+
+
+# --------------------------------------------------------------------------------------
+# Browsing back
+# --------------------------------------------------------------------------------------
+
+
+def relation_step(app: InspectorApp) -> str:
+    return str(app.query_one(RelationPanel).border_title).split(" ·")[0]
+
+
+def test_brackets_and_arrows_walk_through_the_kept_steps_and_l_returns_live(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_23(pilot, source, make)
+            await pilot.press("left_square_bracket")
+            assert app.viewing == 22
+            assert relation_step(app) == "step 22"
+            assert "viewing step 22 of 24 (history)" in status(app)
+            await pilot.press("left", "left", "left_square_bracket")
+            assert app.viewing == 19
+            await pilot.press("right_square_bracket", "right")
+            assert app.viewing == 21
+            await pilot.press("right", "right")  # forward past the last kept step is the live step
+            assert app.viewing is None
+            assert relation_step(app) == "step 23"
+            await pilot.press("left", "left")
+            assert app.viewing == 21
+            await pilot.press("l")
+            assert app.viewing is None
+            assert status(app).startswith("cossim-tui · paused at step 23")
+            assert source.sent == [], "browsing never moves the script"
+
+    run(scenario)
+
+
+def test_browsing_stops_at_the_oldest_kept_step_and_says_so(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        notes: list[str] = []
+        async with app.run_test(size=SIZE) as pilot:
+            app.notify = lambda message, **options: notes.append(message)  # type: ignore[method-assign]
+            source.feed(make.hello(), make.step0(paused=False), make.step1())
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            await pilot.press("left", "left")
+            assert app.viewing == 0
+            assert notes == ["step 0 is the oldest step kept in memory"]
+
+    run(scenario)
+
+
+def test_browsing_waits_for_a_pause(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), make.step0(paused=False), make.step1(paused=False))
+            await until(pilot, lambda: app.step_count == 2)
+            await pilot.press("left_square_bracket", "left")
+            assert app.viewing is None
+
+    run(scenario)
+
+
+# --------------------------------------------------------------------------------------
+# Screenshots
+# --------------------------------------------------------------------------------------
+
+
+def test_s_saves_an_svg_screenshot_and_says_where(source, make, tmp_path: Path):
+    async def scenario():
+        app = InspectorApp(source)
+        app.screenshot_dir = str(tmp_path)
+        notes: list[str] = []
+        async with app.run_test(size=SIZE) as pilot:
+            app.notify = lambda message, **options: notes.append(message)  # type: ignore[method-assign]
+            await paused_at_23(pilot, source, make)
+            await pilot.press("g", "s")
+            saved = list(tmp_path.glob("*.svg"))
+            assert len(saved) == 1
+            assert notes == [f"screenshot saved to {saved[0]}"]
+            svg = saved[0].read_text()
+            assert svg.startswith("<svg") and "cos&#160;per&#160;step&#160;at&#160;train.py:42" in svg
+
+    run(scenario)
