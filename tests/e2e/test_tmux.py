@@ -101,3 +101,15 @@ def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
         time.sleep(0.05)
     left = _processes_mentioning(script.name)
     assert left == [], f"processes left behind after quitting: {left}"
+
+
+def test_closing_the_terminal_ends_the_script(terminal) -> None:
+    """SIGHUP from a closed terminal: the script and its process group end with the TUI."""
+    term, script = terminal
+    term.wait_for("paused at step 0")
+    assert _processes_mentioning(script.name)
+    _tmux("kill-session", "-t", term.session)
+    deadline = time.monotonic() + 3
+    while _processes_mentioning(script.name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_mentioning(script.name) == []

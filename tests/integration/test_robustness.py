@@ -112,3 +112,15 @@ def test_quitting_the_app_while_the_script_hangs(tmp_path: Path) -> None:
         run.terminate()
     assert took < 2.5
     assert group_members(run.pid) == []
+
+
+def test_torch_compile_runs_unchanged_and_says_what_it_sees(start_run) -> None:
+    plain = subprocess.run([sys.executable, str(FIXTURES / "compiled.py")], capture_output=True, text=True, timeout=300)
+    live = start_run(FIXTURES / "compiled.py")
+    exited = live.wait_exit(timeout=300)
+    assert exited.status == "finished", live.output
+    printed = [line for line in live.output.splitlines() if line.startswith(("compiled", "eager"))]
+    assert printed == plain.stdout.splitlines()
+    assert "torch.compile traced a cosine call" in live.output
+    # With the eager backend the compiled call still runs through us, with real tensors.
+    assert len(live.steps) == 2 and all(step.cos is not None for step in live.steps)
