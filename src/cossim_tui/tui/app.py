@@ -300,8 +300,12 @@ class InspectorApp(App[None]):
         return True
 
     def _set_phase(self, phase: Phase, state: str) -> None:
-        self.phase = phase
         status = self.query_one(StatusBar)
+        if phase == self.phase and state == status.state:
+            # A free run reports "running" with every batch of steps; rebuilding the footer's
+            # keys each time kept a pressed `p` waiting for hundreds of milliseconds.
+            return
+        self.phase = phase
         status.phase = phase
         status.state = state
         self.refresh_bindings()
