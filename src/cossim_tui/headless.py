@@ -15,7 +15,7 @@ import sys
 from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
 from cossim_tui.protocol import SEVERITY_RANK, AgentConfig, StepCaptured
 from cossim_tui.report import ReportBuilder, write_report
-from cossim_tui.trace import RunEvent, TraceError, TraceWriter, start_recording
+from cossim_tui.trace import RunEvent, TraceError, TraceWriter, recording
 
 from cossim_tui.cli import EXIT_CANNOT_START
 
@@ -35,19 +35,13 @@ def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> i
 
 
 def run_check(target: Target, options: argparse.Namespace) -> int:
-    recorder: TraceWriter | None = None
-    if options.record:
-        # Before the script starts: a trace that cannot be written is a bad argument, not a run.
-        try:
-            recorder = start_recording(options.record, target)
-        except TraceError as exc:
-            print(f"cossim-tui: error: {exc}", file=sys.stderr)
-            return EXIT_CANNOT_START
     try:
-        return _check(target, options, recorder)
-    finally:
-        if recorder is not None:
-            recorder.close()
+        with recording(options.record, target) as recorder:
+            return _check(target, options, recorder)
+    except TraceError as exc:
+        # The trace could not be opened: a bad argument, and the script never started.
+        print(f"cossim-tui: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
 
 
 def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:

@@ -20,6 +20,7 @@ Standard library only (and the launcher's plain event types): neither torch nor 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -197,6 +198,20 @@ def start_recording(path: str | os.PathLike[str], target: Target) -> TraceWriter
         return TraceWriter(name, target)
     except OSError as exc:
         raise TraceError(f"cannot write the trace {name}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def recording(path: str | os.PathLike[str] | None, target: Target) -> Iterator[TraceWriter | None]:
+    """The writer for ``--record PATH`` (``None`` without it), closed when the run is over.
+
+    ``TraceError`` comes only from opening it, before anything runs.
+    """
+    writer = start_recording(path, target) if path else None
+    try:
+        yield writer
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 class _Source(Protocol):

@@ -15,25 +15,19 @@ import sys
 from cossim_tui.cli import EXIT_CANNOT_START
 from cossim_tui.launcher import Run, Target
 from cossim_tui.protocol import AgentConfig
-from cossim_tui.trace import RecordingSource, TraceError, TraceSource, TraceWriter, start_recording
+from cossim_tui.trace import RecordingSource, TraceError, TraceSource, TraceWriter, recording
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.source import EventSource
 
 
 def run_interactive(target: Target, options: argparse.Namespace) -> int:
-    recorder: TraceWriter | None = None
-    if options.record:
-        # Before the script starts: a trace that cannot be written is a bad argument, not a run.
-        try:
-            recorder = start_recording(options.record, target)
-        except TraceError as exc:
-            print(f"cossim-tui: error: {exc}", file=sys.stderr)
-            return EXIT_CANNOT_START
     try:
-        return _inspect(target, options, recorder)
-    finally:
-        if recorder is not None:
-            recorder.close()
+        with recording(options.record, target) as recorder:
+            return _inspect(target, options, recorder)
+    except TraceError as exc:
+        # The trace could not be opened: a bad argument, and the script never started.
+        print(f"cossim-tui: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
 
 
 def _inspect(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
