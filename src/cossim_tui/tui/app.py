@@ -2,8 +2,9 @@
 
 The app is handed its ``EventSource`` (the real ``launcher.Run``, or a fake in tests) and
 reads it on one worker thread, which forwards events as messages (``reader``). Handlers
-record every step and redraw only the newest, so a script running freely at thousands of
-calls a second costs one redraw per batch, not one per call. Commands go back through
+record every step and redraw only the newest, and while the script runs freely at most five
+times a second, so thousands of calls a second cost a bounded number of frames and leave the
+CPU to the script. A step the script stops at is drawn at once. Commands go back through
 ``source.send``; what a key may do depends on where the run stands (``check_action``).
 
 Which step is on screen is decided in one place, ``viewing``: ``None`` follows the live run,
@@ -14,6 +15,7 @@ findings summary (``f``) covers the whole run, not only the steps still kept.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import ClassVar, Literal
 
@@ -64,6 +66,16 @@ MAX_STEPS_KEPT = 1000
 """Steps kept in memory for browsing back; ``step_count`` still counts every one."""
 
 _STEPPING = ("step", "continue_to_finding", "run_freely")
+
+RUNNING_REDRAW = 0.2
+"""Seconds between two frames of a free run: the live step, the histories and the step count."""
+
+KEYS_SETTLE = 0.15
+"""Seconds a stepping key waits before the footer shows the keys of a running script."""
+
+
+def _bindings(bindings: list[BindingType]) -> list[Binding]:
+    return [binding for binding in bindings if isinstance(binding, Binding)]
 
 
 class InspectorApp(App[None]):
@@ -126,6 +138,15 @@ class InspectorApp(App[None]):
         self.break_condition = ""
         """The break condition ``c`` also stops at, as last set or confirmed; ``""`` for none."""
         self._terminated = False
+        self._undrawn: list[protocol.StepCaptured] = []
+        """Steps received but not drawn yet (histories, step count, the live step)."""
+        self._drawn_at = float("-inf")
+        """When arrived steps were last drawn (``time.monotonic``)."""
+        self._follow_pending = False
+        """A timer will draw the steps that arrived meanwhile (a free run between two frames)."""
+        self._footer_bindings = [binding for binding in _bindings(self.BINDINGS) if binding.show]
+        self._keys_shown: tuple[bool | None, ...] | None = None
+        """What each key in the footer could do when the footer was last refreshed."""
         self.screenshot_dir: str | None = None
         """Where ``s`` saves screenshots; ``None`` for the working directory."""
 
@@ -194,10 +215,7 @@ class InspectorApp(App[None]):
         self.step_count += len(steps)
         self.tally.add(steps)
         self.latest = steps[-1]
-        self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
-        self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
-        if self.viewing is None:
-            self.show_step(steps[-1])
+        self._undrawn.extend(steps)
         if isinstance(self.screen, FindingsSummaryScreen):
             self.screen.groups = self.tally.by_site()
         if self.phase in ("ended", "failed"):
@@ -208,7 +226,35 @@ class InspectorApp(App[None]):
             # After ``p`` the script only stops at its next call; steps already on their way
             # arrive unpaused, and the state keeps saying "pausing…" until the pause lands.
             self._set_phase("running", "running")
+        self._follow()
+
+    def _follow(self) -> None:
+        """Draw the steps that arrived: at once when the script stopped at the last one, and
+        otherwise at most every ``RUNNING_REDRAW`` seconds, so that a free run costs a bounded
+        number of frames however fast the steps come."""
+        now = time.monotonic()
+        paused = bool(self._undrawn) and self._undrawn[-1].paused
+        if paused or now - self._drawn_at >= RUNNING_REDRAW:
+            self._drawn_at = now
+            self._draw_arrived()
+        elif not self._follow_pending:
+            self._follow_pending = True
+            self.set_timer(RUNNING_REDRAW - (now - self._drawn_at), self._follow_later)
+
+    def _follow_later(self) -> None:
+        self._follow_pending = False
+        if self._undrawn:
+            self._follow()
+
+    def _draw_arrived(self) -> None:
+        steps, self._undrawn = self._undrawn, []
+        if not steps:
+            return
+        self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
+        self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
         self.query_one(StatusBar).steps = self.step_count
+        if self.viewing is None:
+            self.show_step(steps[-1])
 
     def on_output_arrived(self, message: OutputArrived) -> None:
         self.query_one(OutputPane).write_output("".join(message.take()))
@@ -283,7 +329,7 @@ class InspectorApp(App[None]):
         step = self.latest if viewing is None else self.kept_step(viewing)
         if step is not None:
             self.show_step(step)
-        self.refresh_bindings()
+        self._refresh_keys()
 
     def view_step(self, number: int) -> bool:
         """Show step ``number`` (history); ``False``, with a notification, when it is no longer kept."""
@@ -305,10 +351,26 @@ class InspectorApp(App[None]):
             # A free run reports "running" with every batch of steps; rebuilding the footer's
             # keys each time kept a pressed `p` waiting for hundreds of milliseconds.
             return
+        stepping = phase == "running" and self.phase == "paused"
         self.phase = phase
         status.phase = phase
         status.state = state
-        self.refresh_bindings()
+        if stepping:
+            # A step usually lands within milliseconds and the keys are the same again: grey
+            # them out only if the script is still busy after a moment.
+            self.set_timer(KEYS_SETTLE, self._refresh_keys)
+        else:
+            self._refresh_keys()
+
+    def _refresh_keys(self) -> None:
+        """Update the footer, if what the keys may do has changed since it was drawn.
+
+        The footer rebuilds all its keys on every refresh: tens of milliseconds, so it happens
+        only when the footer would look different."""
+        keys = tuple(self.check_action(binding.action, ()) for binding in self._footer_bindings)
+        if keys != self._keys_shown:
+            self._keys_shown = keys
+            self.refresh_bindings()
 
     # -- keys -----------------------------------------------------------------------------
 
