@@ -1,7 +1,10 @@
-"""The bug from the troubleshooting article: a siamese loop whose cosine similarity is stuck.
+"""The bug from the troubleshooting article: a siamese loop whose cosine similarity is stuck at 1.
 
 On the first batch the partner *is* the anchor (`vector2_tensor = vector1_tensor`), and on
 every later batch the partner is the previous batch's anchor, recycled with `.detach()`.
+The embedder makes it worse, as in the article: it averages each feature map over the whole
+image, and FakeData's images are noise with the same statistics everywhere, so every image
+averages to nearly the same features and every embedding points the same way (a collapse).
 Step through it with `cossim-tui demo/siamese_stale_partner.py`; the corrected loop is
 `demo/siamese_fixed.py`.
 """
@@ -17,7 +20,9 @@ from torchvision.datasets import FakeData
 
 
 class VGGEmbedder(nn.Module):
-    """A small VGG-style embedder: two conv blocks, then a linear projection to 32 dims."""
+    """A small VGG-style embedder: two conv blocks, each feature map averaged over the image
+    (global average pooling, as the usual pretrained backbones do), then a linear projection
+    to 32 dims."""
 
     def __init__(self, dim: int = 32) -> None:
         super().__init__()
@@ -25,10 +30,11 @@ class VGGEmbedder(nn.Module):
             nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(32 * 8 * 8, dim)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(32, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1))
+        return self.head(self.pool(self.features(x)).flatten(1))
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # demo -> (codes it must report, codes it may also report)
 BUGS = {
+    "siamese_stale_partner.py": ({"same-object", "stale-partner", "collapse"}, {"detached-partner", "saturated"}),
     "collapse.py": ({"collapse"}, {"common-mode", "saturated"}),
     "relu_embeddings.py": ({"nonnegative-features"}, {"common-mode"}),
     "wrong_dim.py": ({"degenerate-dim"}, set()),
@@ -22,6 +23,7 @@ BUGS = {
 }
 # fixed demo -> info codes it may report (never an error or warning)
 FIXES = {
+    "siamese_fixed.py": set(),
     "collapse_fixed.py": {"broadcast"},
     "relu_embeddings_fixed.py": set(),
     "wrong_dim_fixed.py": set(),
@@ -62,3 +64,17 @@ def test_the_fixed_demo_is_clean(reports, demo: str) -> None:
     assert report["status"] == "finished"
     codes = {f["code"] for f in report["findings"]}
     assert codes <= FIXES[demo], report["findings"]
+
+
+def _similarities(report: dict) -> list[float]:
+    return [call["cos"]["mean"] for call in report["calls"]]
+
+
+def test_the_articles_loop_is_pinned_at_one_and_its_fix_spreads(reports) -> None:
+    """The README's pictures: the article's loop sits at 1 from the first step to the last,
+    the corrected loop moves over a wide range."""
+    stuck = _similarities(reports["siamese_stale_partner.py"][1])
+    moving = _similarities(reports["siamese_fixed.py"][1])
+    assert len(stuck) == len(moving) == 80
+    assert min(stuck) > 0.99, stuck
+    assert min(moving) < 0.5 < 0.8 < max(moving), moving
