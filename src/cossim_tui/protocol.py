@@ -227,6 +227,9 @@ class Projection:
     extent: float
     """The largest |coordinate|."""
     dim_size: int
+    label: list[int] | None = None
+    """The class of each point's row, as the DataLoader's batch labelled it (-1 where unknown:
+    a row not made from a labelled batch); ``None`` when no point has one."""
 
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}

@@ -1,12 +1,15 @@
 """Where the vectors came from, in real runs: the DataLoader batch and the training context
-(with forked workers), a Trainer-style class whose pair lives in attributes, and the pictures
-of the images an eval-mode model was fed twice."""
+(with forked workers), a Trainer-style class whose pair lives in attributes, the pictures
+of the images an eval-mode model was fed twice, and the labels of the batch each vector of the
+embedding map was made from."""
 
 from __future__ import annotations
 
 import json
 
+from cossim_tui import protocol
 from cossim_tui.protocol import AgentConfig
+from cossim_tui.trace import read_trace
 from integration.live import FIXTURES, run_check
 
 
@@ -75,3 +78,49 @@ def test_a_grey_batch_gives_a_grey_picture(start_run):
     picture = step.args[0].input_image
     assert picture is not None and picture.channels == 1
     assert all(r == g == b for row in picture.rows for r, g, b in row)
+
+
+
+def labels_seen(output: str) -> list[list[int]]:
+    """The labels of each batch, as ``labelled_loader.py`` printed them (``labels STEP l0 l1 ...``)."""
+    return [[int(v) for v in line.split()[2:]] for line in output.splitlines() if line.startswith("labels ")]
+
+
+def sides(projection: protocol.Projection | None) -> tuple[list[int], list[int]]:
+    assert projection is not None and projection.label is not None
+    anchors = [label for side, label in zip(projection.side, projection.label) if side == 0]
+    partners = [label for side, label in zip(projection.side, projection.label) if side == 1]
+    return anchors, partners
+
+
+def test_the_embedding_map_labels_each_vector_with_its_own_batchs_labels(start_run):
+    live = start_run(FIXTURES / "labelled_loader.py", "--batches", "6", config=AgentConfig(mode="step"))
+    for _ in range(6):
+        live.next_step()  # paused: every step has a map
+        live.send(protocol.Resume("step"))
+    exited = live.wait_exit(timeout=60)
+    assert exited.status == "finished", live.output
+    seen = labels_seen(live.output)
+    assert len(seen) == 6 and all(len(batch) == 4 for batch in seen)
+    for step in live.steps:
+        anchors, partners = sides(step.projection)
+        # The ring holds every row so far, oldest first. Each anchor was made from its step's
+        # batch; each partner is the previous step's anchor (at step 0, the anchor itself).
+        assert anchors == [label for batch in seen[: step.step + 1] for label in batch]
+        assert partners == seen[0] + [label for batch in seen[: step.step] for label in batch]
+
+
+def test_a_recorded_map_carries_the_labels(tmp_path):
+    trace_path = tmp_path / "labelled.jsonl"
+    done = run_check("--record", str(trace_path), "--fail-on", "never", str(FIXTURES / "labelled_loader.py"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = labels_seen(done.stdout)
+    maps = [step.projection for step in read_trace(trace_path).steps if step.projection is not None]
+    assert maps, "the first step always has a map"
+    for projection in maps:
+        anchors, partners = sides(projection)
+        # Which steps between the first and the last fed the ring is the agent's pacing; the
+        # rows of the newest and the oldest are there, each with its own batch's labels.
+        assert anchors[-4:] == seen[projection.step] and anchors[:4] == seen[projection.first_step]
+        assert partners[-4:] == seen[max(projection.step - 1, 0)]
+        assert all(anchors[i : i + 4] in seen for i in range(0, len(anchors), 4))

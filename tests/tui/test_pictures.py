@@ -1,7 +1,8 @@
 """The pictures of the run, driven as a user would: ``g`` plots the history, ``e`` maps the
 embeddings, the value strips show each argument's first vector, ``[``/``]`` and ←/→ walk
 through the kept steps, and ``s`` saves a screenshot. The plot and the map are pinned as SVG
-snapshots at both terminal sizes (review the diff before ``--snapshot-update``).
+snapshots at both terminal sizes, by side and by label (review the diff before
+``--snapshot-update``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,20 @@ import math
 import random
 from pathlib import Path
 
+from rich.style import Style
+from rich.text import Text
 from textual.content import Content
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from cossim_tui import protocol
 from cossim_tui.tui.app import InspectorApp
-from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
+from cossim_tui.tui.widgets.embedding_map import (
+    LABEL_COLOURS,
+    OTHER_COLOUR,
+    SIDE_MARKS,
+    EmbeddingMap,
+)
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
@@ -37,6 +46,17 @@ def cloud(step: int, count: int = 96, *, spread: float = 1.0) -> protocol.Projec
     return protocol.Projection(
         step=step, first_step=max(0, step - 4), x=xs, y=ys, side=[i % 2 for i in range(count)],
         explained=[0.061, 0.048], spread=spread, extent=extent, dim_size=32,
+    )
+
+
+def labelled_cloud(step: int, count: int = 96, classes: int = 5) -> protocol.Projection:
+    """A map of a labelled batch: each class a clump of its own around a circle, both sides."""
+    rng = random.Random(step)
+    label = [rng.randrange(classes) for _ in range(count)]
+    xs = [round(1.6 * math.cos(2 * math.pi * c / classes) + rng.gauss(0, 0.25), 4) for c in label]
+    ys = [round(1.6 * math.sin(2 * math.pi * c / classes) + rng.gauss(0, 0.25), 4) for c in label]
+    return dataclasses.replace(
+        cloud(step, count), x=xs, y=ys, extent=max(max(map(abs, xs)), max(map(abs, ys))), label=label
     )
 
 
@@ -90,6 +110,20 @@ def test_embedding_map_at_100x30(snap_compare, source, make):
 
 def test_embedding_map_at_160x50(snap_compare, source, make):
     source.feed(make.hello(), *pictured_run(make))
+    assert snap_compare(InspectorApp(source), terminal_size=(160, 50), run_before=press_after_pause("e"))
+
+
+def test_labelled_embedding_map_at_100x30(snap_compare, source, make):
+    steps = pictured_run(make)
+    steps[-1].projection = labelled_cloud(23)
+    source.feed(make.hello(), *steps)
+    assert snap_compare(InspectorApp(source), terminal_size=(100, 30), run_before=press_after_pause("e"))
+
+
+def test_labelled_embedding_map_at_160x50(snap_compare, source, make):
+    steps = pictured_run(make)
+    steps[-1].projection = labelled_cloud(23)
+    source.feed(make.hello(), *steps)
     assert snap_compare(InspectorApp(source), terminal_size=(160, 50), run_before=press_after_pause("e"))
 
 
@@ -155,6 +189,80 @@ def test_a_collapsed_map_is_drawn_as_one_dot_in_the_middle(source, make):
             # One braille cell (the axes never zoom in below ±1), at the centre of the square.
             assert len(set(marks)) == 1
             assert "spread 0.0002" in str(chart.border_subtitle)
+
+    run(scenario)
+
+
+def marks(chart: EmbeddingMap) -> list[tuple[str, tuple[int, int, int]]]:
+    """The map's point marks, top to bottom and left to right, each with its colour."""
+    rendered = chart.render()
+    assert isinstance(rendered, Text)
+    found = []
+    for line in rendered.split():
+        for span in line.spans:
+            text = line.plain[span.start : span.end]
+            style = span.style if isinstance(span.style, Style) else Style.parse(span.style)
+            for char in text:
+                if char in SIDE_MARKS and style.color is not None and style.color.triplet is not None:
+                    found.append((char, tuple(style.color.triplet)))
+    return found
+
+
+def subtitle(chart: EmbeddingMap) -> Content:
+    return Content.from_markup(chart.border_subtitle)
+
+
+async def map_of(pilot: Pilot, source, make, projection: protocol.Projection) -> EmbeddingMap:
+    steps = pictured_run(make)
+    steps[-1].projection = projection
+    source.feed(make.hello(), *steps)
+    await until(pilot, lambda: "paused at step 23" in status(pilot.app))  # type: ignore[arg-type]
+    await pilot.press("e")
+    await pilot.pause()
+    return pilot.app.query_one(EmbeddingMap)
+
+
+def test_labels_colour_the_points_and_marks_tell_the_sides_apart(source, make):
+    corners = dataclasses.replace(
+        cloud(23, 4), x=[-0.8, 0.8, -0.8, 0.8], y=[0.8, 0.8, -0.8, -0.8], side=[0, 1, 1, 0], label=[0, 1, 2, -1], extent=0.8
+    )
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            chart = await map_of(pilot, source, make, corners)
+            first, second, third = LABEL_COLOURS[:3]
+            assert marks(chart) == [("●", first), ("+", second), ("+", third), ("●", OTHER_COLOUR)]
+            legend = subtitle(chart)
+            assert legend.plain.startswith("● x1  + x2  · colour = label ■0 ■1 ■2 ■unlabelled · spread 1 ")
+            swatches = [str(span.style) for span in legend.spans if legend.plain[span.start : span.end] == "■"]
+            assert swatches == ["#4e79a7", "#f28e2b", "#e15759", "#808080"]
+
+    run(scenario)
+
+
+def test_only_the_eight_most_frequent_labels_get_colours(source, make):
+    # Labels 0-9; 3 and 7 are the rarest (one point each), the others two or three points.
+    label = [0, 0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 6, 7, 8, 8, 9, 9, 9, 9]
+    many = dataclasses.replace(cloud(23, len(label)), label=label)
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            chart = await map_of(pilot, source, make, many)
+            assert "colour = label ■0 ■1 ■2 ■4 ■5 ■6 ■8 ■9 ■other · spread" in subtitle(chart).plain
+            assert {colour for _, colour in marks(chart)} <= {*LABEL_COLOURS, OTHER_COLOUR}
+
+    run(scenario)
+
+
+def test_a_map_without_labels_is_drawn_by_side_in_braille(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            chart = await map_of(pilot, source, make, dataclasses.replace(cloud(23), label=[-1] * 96))
+            assert marks(chart) == []
+            assert subtitle(chart).plain.startswith("● x1  ● x2  · spread 1 ")
 
     run(scenario)
 

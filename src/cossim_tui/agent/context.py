@@ -9,6 +9,12 @@
   group's ``lr`` of the optimizer that stepped most recently.
 - the batch itself: weak references to the tensors the DataLoader yielded last, so an argument
   of the cosine call can be recognised as (a view of) the batch, without keeping it alive.
+- the batch's labels: the integer 1-D tensor of the batch with one entry per row of a
+  floating-point tensor of it (the ``targets`` of ``(images, targets)``; in
+  ``(image1, label1, image2, label2)`` each image's own). They are found by
+  where the batch's data lives, so that provenance can hand them, at the cost of a dict lookup
+  per module call, to the call that made vectors from that data; their values are never read
+  here.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class TrainingContext:
         self.optimizer_steps = 0
         self._epochs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._batch_tensors: list[weakref.ref] = []
+        self._labelled: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+        """The last batch's labelled data: storage address -> (the data tensor, its labels)."""
 
     def install(self) -> None:
         from torch.utils.data import dataloader
@@ -84,6 +92,28 @@ class TrainingContext:
         found: list[weakref.ref] = []
         _batch_tensors(item, found, depth=0)
         self._batch_tensors = found
+        self._labelled = _labelled_data([tensor for tensor in (ref() for ref in found) if tensor is not None])
+
+    def labels_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The labels of ``x``'s rows, when ``x`` is (a view of) data of the last batch and has as
+        many rows as the batch has labels.
+
+        Runs on every outermost module call: with an unlabelled batch it is one test of an
+        empty dict, with a labelled one a storage address and a dict lookup.
+        """
+        if not self._labelled:
+            return None
+        try:
+            entry = self._labelled.get(x.untyped_storage().data_ptr())
+        except (RuntimeError, NotImplementedError):  # sparse, functorch-wrapped: no plain storage
+            return None
+        if entry is None:
+            return None
+        data, labels = entry
+        # The batch tensor is alive, so its address is still its memory (see ``from_loader``).
+        if data() is None or x.dim() == 0 or x.shape[0] != labels.shape[0]:
+            return None
+        return labels
 
     def from_loader(self, x: Any) -> bool:
         """``x`` is (a view of) a tensor of the batch the DataLoader yielded last."""
@@ -146,6 +176,40 @@ class TrainingContext:
 
 
 _ORDER = ("epoch", "batch", "loss", "lr", "optimizer_steps")
+
+
+LABEL_DTYPES = frozenset({torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8})
+"""Dtypes of class labels; ``bool`` is a mask, not a class."""
+
+
+def _labelled_data(tensors: list[torch.Tensor]) -> dict[int, tuple[weakref.ref, torch.Tensor]]:
+    """The floating-point tensors of a batch that its labels describe, by storage address.
+
+    Labels are integer 1-D tensors whose length is the leading size of a floating-point tensor
+    of the batch. With one of them, every floating-point tensor of that leading size gets it
+    (``(image1, image2, label)`` labels both images). With several, each data tensor gets the
+    labels that follow it in the batch (``(image1, label1, image2, label2)``), or, when none
+    follow, the last ones before it.
+    """
+    sizes = {t.shape[0] for t in tensors if t.dim() > 0 and t.is_floating_point()}
+    candidates = [i for i, t in enumerate(tensors) if t.dim() == 1 and t.dtype in LABEL_DTYPES and t.shape[0] in sizes]
+    if not candidates:
+        return {}
+    labelled: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
+    for index, tensor in enumerate(tensors):
+        if tensor.dim() == 0 or not tensor.is_floating_point() or tensor.device.type == "meta":
+            continue
+        after = [i for i in candidates if i > index]
+        labels = tensors[after[0] if after else candidates[-1]]
+        if tensor.shape[0] != labels.shape[0]:
+            continue
+        try:
+            address = tensor.untyped_storage().data_ptr()
+        except (RuntimeError, NotImplementedError):
+            continue
+        if address:  # an empty tensor has no memory to recognise it by
+            labelled[address] = (weakref.ref(tensor), labels)
+    return labelled
 
 
 def _batch_tensors(item: Any, found: list[weakref.ref], depth: int) -> None:

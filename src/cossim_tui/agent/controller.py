@@ -83,7 +83,8 @@ class Controller:
         from cossim_tui.agent.provenance import Provenance
 
         try:
-            provenance, context = Provenance(lambda: self.steps), TrainingContext()
+            context = TrainingContext()
+            provenance = Provenance(lambda: self.steps, context.labels_of)
             provenance.install()
             context.install()
             self.provenance, self.context = provenance, context

@@ -7,6 +7,11 @@ L2-normalised when projected, because cosine similarity only sees directions. Ev
 and at every step the script will stop at, the ring is projected onto its first two principal
 components and only those coordinates cross the channel.
 
+Beside each ring of rows is a ring of their labels (``-1`` where unknown), filled from the
+labels the DataLoader's batch gave the vectors (see ``provenance``), so the map can colour
+the points by class: a collapse then also shows whether the classes collapsed into each other.
+The labels stay on the device with the rows and are read in the map's one transfer.
+
 The PCA is ``torch.pca_lowrank``'s randomized range finder written out, because
 ``pca_lowrank`` draws its random probes from the global generator, which would change the
 script's own random stream: here they are drawn once, from a private generator. Coordinates are multiplied by
@@ -19,6 +24,7 @@ Nothing here may raise into the script: a failure means no map for that step.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,29 +48,42 @@ DIGITS = 4
 
 
 class _Ring:
-    """The last rows of one argument at one site, written in place."""
+    """The last rows of one argument at one site, and their labels, written in place."""
 
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
+        self.labels = torch.full((rows.shape[0],), -1, dtype=torch.int64, device=rows.device)
+        """Each slot's row's label; -1 where unknown."""
         self.filled = 0
         self.next = 0
         self.steps = [0] * rows.shape[0]
         """The step each slot's row was written at."""
+        self.labelled = [False] * rows.shape[0]
+        """Whether each slot's row came with labels: known on the host, so that a site without
+        any labels reads none back."""
 
-    def add(self, rows: torch.Tensor, step: int) -> None:
+    def add(self, rows: torch.Tensor, step: int, labels: torch.Tensor | None = None) -> None:
+        """Write ``rows`` (and ``labels``, one per row, or none) after the last ones written."""
         capacity = self.rows.shape[0]
         rows = rows[-capacity:]
+        labels = labels[-capacity:] if labels is not None else None
         count = rows.shape[0]
         end = self.next + count
         if end <= capacity:
-            self.rows[self.next : end].copy_(rows)
-            self.steps[self.next : end] = [step] * count
+            spans = [(self.next, end, 0, count)]
         else:
             split = capacity - self.next
-            self.rows[self.next :].copy_(rows[:split])
-            self.rows[: count - split].copy_(rows[split:])
-            self.steps[self.next :] = [step] * split
-            self.steps[: count - split] = [step] * (count - split)
+            spans = [(self.next, capacity, 0, split), (0, count - split, split, count)]
+        for start, stop, first, last in spans:
+            self.rows[start:stop].copy_(rows[first:last])
+            self.steps[start:stop] = [step] * (stop - start)
+            if labels is not None:
+                # The labels may be on the host while the rows are on a GPU (a model that moves
+                # its input itself): queued without waiting, like the rows.
+                self.labels[start:stop].copy_(labels[first:last], non_blocking=True)
+            elif any(self.labelled[start:stop]):  # a script without labels launches nothing here
+                self.labels[start:stop].fill_(-1)
+            self.labelled[start:stop] = [labels is not None] * (stop - start)
         self.next = end % capacity
         self.filled = min(capacity, self.filled + count)
 
@@ -84,6 +103,21 @@ def _as_rows(x: torch.Tensor, dim: int, ndim: int) -> torch.Tensor | None:
     return moved.reshape(-1, moved.shape[-1])
 
 
+def _row_labels(x: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None, dim: int, ndim: int) -> torch.Tensor | None:
+    """``labels`` when they name ``x``'s rows one to one: one per row, and ``x``'s leading axis
+    (the batch the labels came with) is not the reduced one, so its rows are in batch order."""
+    if labels is None or labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        return None
+    count = labels.shape[0]
+    reduced = x.dim() + (dim - ndim if dim >= 0 else dim)
+    if reduced == 0 or x.shape[0] != count or rows.shape[0] != count:
+        return None
+    # Labels on another accelerator than the rows could only be copied by waiting for it.
+    if labels.device != rows.device and labels.device.type != "cpu":
+        return None
+    return labels
+
+
 class ProjectionMaps:
     """Per-site rings of recent rows, and their 2-D PCA when one is due."""
 
@@ -94,15 +128,29 @@ class ProjectionMaps:
         self._probes: dict[tuple[int, torch.device], torch.Tensor] = {}
         """Fixed random directions per width and device, drawn once from a private generator."""
 
-    def observe(self, step: int, site: str, x1: Any, x2: Any, dim: int, *, force: bool = False) -> Projection | None:
-        """Remember this call's rows; the map of the site when one is due (or ``force``)."""
+    def observe(
+        self,
+        step: int,
+        site: str,
+        x1: Any,
+        x2: Any,
+        dim: int,
+        *,
+        force: bool = False,
+        labels: Sequence[torch.Tensor | None] = (None, None),
+    ) -> Projection | None:
+        """Remember this call's rows, with the labels of each argument's rows where known (one
+        per row of its leading axis: the batch's labels); the map of the site when one is due
+        (or ``force``)."""
         try:
             with torch.no_grad():
-                return self._observe(step, site, x1, x2, dim, force)
+                return self._observe(step, site, x1, x2, dim, force, labels)
         except Exception:  # noqa: BLE001 - a map is a picture: never worth breaking the script
             return None
 
-    def _observe(self, step: int, site: str, x1: Any, x2: Any, dim: int, force: bool) -> Projection | None:
+    def _observe(
+        self, step: int, site: str, x1: Any, x2: Any, dim: int, force: bool, labels: Sequence[torch.Tensor | None]
+    ) -> Projection | None:
         if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)):
             return None
         ndim = max(x1.dim(), x2.dim())
@@ -129,12 +177,13 @@ class ProjectionMaps:
         while len(self._sites) >= MAX_SITES:
             del self._sites[next(iter(self._sites))]
         self._sites[site] = entry
-        for side, r in enumerate(usable):
+        for side, (x, r, side_labels) in enumerate(zip((x1, x2), usable, labels)):
             ring = entry.rings[side]
             if ring is None:
                 ring = entry.rings[side] = _Ring(torch.empty(self.rows_per_side, width, device=device, dtype=torch.float32))
             data = r.detach()[:per_call]
-            ring.add(data.abs() if data.is_complex() else data, step)
+            row_labels = _row_labels(x, r, side_labels, dim, ndim)
+            ring.add(data.abs() if data.is_complex() else data, step, row_labels[:per_call] if row_labels is not None else None)
         if not force and step - entry.last_map < self.every:
             return None
         entry.last_map = step
@@ -144,6 +193,7 @@ class ProjectionMaps:
         rings = [r for r in entry.rings if r is not None]
         points = torch.cat([r.rows[: r.filled] for r in rings])
         sides = [side for side, r in enumerate(rings) for _ in range(r.filled)]
+        labelled = any(any(r.labelled[: r.filled]) for r in rings)
         oldest = min(min(r.steps[: r.filled]) for r in rings)
         omega = self._probes.get((width, points.device))
         if omega is None:
@@ -174,12 +224,18 @@ class ProjectionMaps:
             # RMS distance from the mean = √d · RMS per-channel std: the collapse code's measure.
             spread = (total / max(n, 1)).sqrt()
             summary = torch.cat([explained, spread[None], coords.abs().max()[None]])
+            parts = [coords.T.reshape(-1).double().round(decimals=DIGITS), summary.double()]
+            if labelled:
+                # In the same transfer as the coordinates (exact as doubles below 2**53).
+                parts.append(torch.cat([r.labels[: r.filled] for r in rings]).double())
             # Rounded here, not in Python: the host only copies the numbers it sends.
-            fetched = torch.cat([coords.T.reshape(-1).double().round(decimals=DIGITS), summary.double()]).tolist()
+            fetched = torch.cat(parts).tolist()
         xs, ys = fetched[:n], fetched[n : 2 * n]
-        ex0, ex1, spread_v, extent = fetched[2 * n :]
+        ex0, ex1, spread_v, extent = fetched[2 * n : 2 * n + 4]
         if not all(math.isfinite(v) for v in (ex0, ex1, spread_v, extent)):
             return None
+        # A negative label is no class (-1 for unlabelled data, -100 for ignored targets).
+        label = [int(v) if v >= 0 else -1 for v in fetched[2 * n + 4 :]] if labelled else []
         return Projection(
             step=step,
             first_step=oldest,
@@ -190,4 +246,5 @@ class ProjectionMaps:
             spread=spread_v,
             extent=extent,
             dim_size=width,
+            label=label if any(v >= 0 for v in label) else None,
         )

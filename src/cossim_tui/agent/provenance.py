@@ -6,9 +6,11 @@ and one flag check; torch's global module hooks would cost more, and would turn 
 path torch takes for every module call of the script when no hook is registered. For each
 recorded call we keep, for the last ``KEEP`` calls, where its output's memory lives (a weak
 reference to the storage, so a ``.detach()`` or a view of the output is recognised too) and a
-weak reference to its first tensor input. Nothing is kept alive and no value is read: the
-work per outermost call is a few dict operations, and a lookup happens only at an intercepted
-cosine call.
+weak reference to its first tensor input. When that input is data of the DataLoader's last
+batch and the batch has labels, the record keeps the labels too, so that a vector carries the
+labels of the batch it was made from even when it is used as a stale partner steps later.
+Nothing else is kept alive and no value is read: the work per outermost call is a few dict
+operations, and a lookup happens only at an intercepted cosine call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import functools
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,9 @@ class MadeBy:
     module: weakref.ref
     input: weakref.ref | None
     """The first tensor argument of the call (``image1`` in ``model(image1)``)."""
+    labels: torch.Tensor | None = None
+    """The labels of the input's rows, when the input was a labelled DataLoader batch (a strong
+    reference: a few integers, which must outlive the batch for a stale partner's sake)."""
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -60,9 +66,11 @@ class _Inside(threading.local):
 class Provenance:
     """Records outermost module calls; answers "who made this tensor?"."""
 
-    def __init__(self, current_step: Any) -> None:
+    def __init__(self, current_step: Any, labels_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> None:
         self._current_step = current_step
         """A callable giving the number of calls intercepted so far (CONTRACT ``made_by.step``)."""
+        self._labels_of = labels_of
+        """The labels of a module's input's rows, if any (``TrainingContext.labels_of``)."""
         self._calls = 0
         self._by_storage: OrderedDict[tuple[int, int], tuple[weakref.ref, MadeBy]] = OrderedDict()
         self._original_call: Any = None
@@ -100,8 +108,9 @@ class Provenance:
         call = ModuleCall(module=type(module).__name__, call=self._calls, step=step)
         self._calls += 1
         source = _first_tensor(args, kwargs)
+        labels = self._labels_of(source) if source is not None and self._labels_of is not None else None
         try:
-            made = MadeBy(call, weakref.ref(module), weakref.ref(source) if source is not None else None)
+            made = MadeBy(call, weakref.ref(module), weakref.ref(source) if source is not None else None, labels)
             self._by_storage[key] = (weakref.ref(output.untyped_storage()), made)
         except TypeError:
             return

@@ -47,7 +47,7 @@ class HelpScreen(ModalScreen[None]):
             ("l", "back to the live step after viewing an earlier one (n, c, r also return)"),
             ("[ ] ← →", "while paused: the previous / next kept step; past the newest is the live step"),
             ("g", "history plot: similarity and norms per step, findings marked (g again: back)"),
-            ("e", "embedding map: PCA of the recent vectors of both sides (e again: back)"),
+            ("e", "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)"),
             ("s", "save an SVG screenshot of the screen"),
             ("tab", "move between the findings and the output"),
             ("?", "this help (? or escape closes it)"),
