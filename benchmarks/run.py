@@ -13,7 +13,9 @@ many there were. The budget follows, and ``ok`` or ``OVER``.
 2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
    forward/backward/step work, under ``check`` and under ``python``.
 3. Per intercepted call: ``F.cosine_similarity`` through the installed interceptor (capture,
-   evidence, judging and encoding the message) vs the original function, in this process.
+   evidence, judging and encoding the message) vs the original function, in this process, with
+   ``check``'s settings (no pictures); and, for reference, with the TUI's while the script runs
+   freely (pictures for one step in every ``PICTURE_INTERVAL``).
 4. Step latency: ``n`` pressed in the real app (Pilot, real child) until the status says
    ``paused at step N+1``, until the first frame that shows step N+1 is handed to the
    terminal (the budget), and until the app is idle again.
@@ -200,7 +202,13 @@ def figure_per_call(reps: int) -> None:
     from cossim_tui.agent.controller import Controller
     from cossim_tui.protocol import AgentConfig
 
-    controller = Controller(_Discard(), AgentConfig(mode="run", break_on=["never"]))  # type: ignore[arg-type]
+    # What `check` asks of the agent (no pictures: nothing shows them); and what the TUI asks
+    # while the script runs freely (`r`): pictures for one step in every PICTURE_INTERVAL.
+    configs = {
+        "check": AgentConfig(mode="run", break_on=["never"], pictures="none"),
+        "TUI running freely": AgentConfig(mode="run", break_on=["never"], pictures="paced"),
+    }
+    controller = Controller(_Discard(), configs["check"])  # type: ignore[arg-type]
     controller.install()
     outbox = getattr(controller, "_outbox", None)  # (absent before messages were sent from a thread)
     flush = outbox.flush if outbox is not None else (lambda: None)
@@ -210,34 +218,40 @@ def figure_per_call(reps: int) -> None:
     for shape, calls, budget in (((8, 64), 200, None), ((256, 4096), 4, 3.0)):
         # Distinct pairs, more than the evidence window, so no call looks like a recycled partner.
         pool = [(torch.randn(*shape), torch.randn(*shape)) for _ in range(12)]
-        for a, b in pool[:3]:  # first calls parse the call site and warm the caches
-            intercepted(a, b, dim=-1)
-        added, ratios, cpu_added = [], [], []
-        for rep in range(reps):
-            timings, cpu = {}, {}
-            for name in ("bare", "intercepted") if rep % 2 == 0 else ("intercepted", "bare"):
-                function = bare if name == "bare" else intercepted
-                flush()
-                start, start_cpu = time.perf_counter(), time.process_time()
-                for i in range(calls):
-                    a, b = pool[i % len(pool)]
-                    function(a, b, dim=-1)
-                if name == "intercepted":
-                    flush()  # queued messages are encoded (on the outbox's thread) too
-                timings[name] = (time.perf_counter() - start) / calls
-                cpu[name] = (time.process_time() - start_cpu) / calls
-            added.append(timings["intercepted"] - timings["bare"])
-            ratios.append(timings["intercepted"] / timings["bare"])
-            cpu_added.append(cpu["intercepted"] - cpu["bare"])
-        label = f"{shape[0]}×{shape[1]} float32"
-        if budget is None:
-            report(f"{label}: added per call", added, _us, 200e-6)
-            report(f"{label}: added CPU time per call (all threads)", cpu_added, _us)
-            report(f"{label}: ratio (for reference)", ratios, _x)
-        else:
-            report(f"{label}: added per call (for reference)", added, _ms)
-            report(f"{label}: added CPU time per call (all threads)", cpu_added, _ms)
-            report(f"{label}: ratio intercepted / bare", ratios, _x, budget)
+        for config_name, config in configs.items():
+            controller.config = config
+            for a, b in pool[:3]:  # first calls parse the call site and warm the caches
+                intercepted(a, b, dim=-1)
+            added, ratios, cpu_added = [], [], []
+            for rep in range(reps):
+                timings, cpu = {}, {}
+                for name in ("bare", "intercepted") if rep % 2 == 0 else ("intercepted", "bare"):
+                    function = bare if name == "bare" else intercepted
+                    flush()
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    for i in range(calls):
+                        a, b = pool[i % len(pool)]
+                        function(a, b, dim=-1)
+                    if name == "intercepted":
+                        flush()  # queued messages are encoded (on the outbox's thread) too
+                    timings[name] = (time.perf_counter() - start) / calls
+                    cpu[name] = (time.process_time() - start_cpu) / calls
+                added.append(timings["intercepted"] - timings["bare"])
+                ratios.append(timings["intercepted"] / timings["bare"])
+                cpu_added.append(cpu["intercepted"] - cpu["bare"])
+            label = f"{shape[0]}×{shape[1]} float32, {config_name}"
+            if config_name != "check":
+                # For reference: the budgets are check's; the TUI's pictures are on top.
+                report(f"{label}: added per call", added, _us if budget is None else _ms)
+                report(f"{label}: ratio", ratios, _x)
+            elif budget is None:
+                report(f"{label}: added per call", added, _us, 200e-6)
+                report(f"{label}: added CPU time per call (all threads)", cpu_added, _us)
+                report(f"{label}: ratio (for reference)", ratios, _x)
+            else:
+                report(f"{label}: added per call (for reference)", added, _ms)
+                report(f"{label}: added CPU time per call (all threads)", cpu_added, _ms)
+                report(f"{label}: ratio intercepted / bare", ratios, _x, budget)
     flush()
     note(f"({controller.steps} calls captured, {controller.connection.sent} messages encoded)")
 

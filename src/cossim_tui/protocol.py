@@ -365,6 +365,16 @@ class AgentConfig:
     ignore: list[str] = field(default_factory=list)
     max_steps: int | None = None
     watch: list[str] = field(default_factory=list)
+    pictures: Literal["every-step", "paced", "none"] = "every-step"
+    """Which steps carry the pictures (value strips, input images, embedding maps), which cost
+    more than the rest of a step: ``every-step`` (what an agent did before this setting);
+    ``paced``, every step the script stops at and, while it runs freely, at most one step
+    every ``PICTURE_INTERVAL`` seconds (what a screen can show); ``none`` (nobody will see them:
+    ``check`` without ``--record``)."""
+
+
+PICTURE_INTERVAL = 0.08
+"""Seconds between two pictured steps while the script runs freely with ``pictures="paced"``."""
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -413,6 +423,8 @@ _CODES = {"f64": "d", "i64": "q", "u8": "B"}
 
 
 def _packed(values: list) -> Any:
+    if type(values[0]) is not list and len(values) < PACKED:
+        return values  # a few numbers: decimals (what the loop below would decide, sooner)
     shape = [len(values)]
     flat: list = values
     while flat and type(flat[0]) is list:
@@ -431,15 +443,160 @@ def _packed(values: list) -> Any:
     return values
 
 
+def _numbers(value: Any) -> Any:
+    """A field that holds (nested lists of) numbers: packed when long enough (see ``PACKED``)."""
+    if type(value) is list and value and type(value[0]) in (float, int, list):
+        return _packed(value)
+    return value
+
+
 def _fields_of(value: Any) -> dict[str, Any]:
-    """``json.dumps``'s ``default``: a record's fields; the encoder (in C) does the rest."""
+    """``json.dumps``'s ``default``: a record's fields; the encoder (in C) does the rest.
+
+    Only for a record ``encode`` did not expect (one inside a dict); the others go through
+    their class's encoder, which writes the same."""
     body = {}
     for name in _field_names(type(value)):
-        field_value = getattr(value, name)
-        if type(field_value) is list and field_value and type(field_value[0]) in (float, int, list):
-            field_value = _packed(field_value)
-        body[name] = field_value
+        body[name] = _numbers(getattr(value, name))
     return body
+
+
+# What ``encode`` writes is exactly what ``json.dumps(fields, separators=(",", ":"))`` would,
+# for a record's fields in their order (``_fields_of``), but written by code made once per
+# class from its annotations, as ``dataclasses`` writes ``__init__``: one format string per
+# record with its keys already in it, each value turned to JSON by the cheapest function that
+# gives the same text for its type (``float.__repr__``, ``int.__repr__``, the json module's own
+# string escaper), and anything unexpected by the json module itself. A step's dozen records
+# and hundred keys cost the generic encoder more than its numbers.
+
+_WRITERS: dict[type, Callable[[Any], str]] = {}
+_ascii = json.encoder.encode_basestring_ascii
+
+
+def _record_json(value: Any) -> str:
+    """A record as ``encode`` writes it; anything else as the json module does."""
+    write = _WRITERS.get(type(value))
+    if write is not None:
+        return write(value)
+    if value is None:
+        return "null"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _writer(type(value))(value)
+    return _JSON.encode(value)
+
+
+_ONLY_INTS, _ONLY_FLOATS = {int}, {float}
+
+
+def _numbers_json(value: Any) -> str:
+    """A list of numbers (or nested lists of them): packed when long enough (``_packed``)."""
+    if type(value) is not list:
+        return "null" if value is None else _JSON.encode(value)
+    if not value:
+        return "[]"
+    if len(value) < PACKED:
+        kinds = set(map(type, value))
+        if kinds == _ONLY_INTS:  # (a shape, strides)
+            return "[" + ",".join(map(int.__repr__, value)) + "]"
+        if kinds == _ONLY_FLOATS:  # (a preview)
+            text = ",".join(map(float.__repr__, value))
+            if "n" not in text:  # no nan or inf, which JSON writes NaN and Infinity
+                return f"[{text}]"
+            return _JSON.encode(value)
+        if list not in kinds:
+            return _JSON.encode(value)
+    packed = _packed(value)
+    if packed is not value:
+        (code, data), (_, shape) = packed.items()
+        return '{"%s":"%s","shape":[%s]}' % (code, data, ",".join(map(int.__repr__, shape)))
+    return _JSON.encode(value)
+
+
+def _strings_json(value: Any) -> str:
+    """A list of strings (a finding's evidence, a call's source lines)."""
+    if type(value) is list and all(type(item) is str for item in value):
+        return "[" + ",".join(map(_ascii, value)) + "]"
+    return _JSON.encode(value)
+
+
+def _mapping_json(value: Any) -> str:
+    """A dict of numbers by name (a step's training context)."""
+    if type(value) is not dict:
+        return _JSON.encode(value)
+    parts = []
+    for key, number in value.items():
+        kind = type(number)
+        if type(key) is not str or not (kind is int or (kind is float and number - number == 0.0)):
+            return _JSON.encode(value)
+        parts.append(f"{_ascii(key)}:{int.__repr__(number) if kind is int else float.__repr__(number)}")
+    return "{" + ",".join(parts) + "}"
+
+
+def _writer(cls: type) -> Callable[[Any], str]:
+    """The JSON text of a ``cls`` record (see above); messages end with their ``kind``."""
+    write = _WRITERS.get(cls)
+    if write is None:
+        write = _WRITERS[cls] = _make_writer(cls)
+    return write
+
+
+def _make_writer(cls: type) -> Callable[[Any], str]:
+    hints = _hints(cls)
+    keys, values = [], []
+    for name in _field_names(cls):
+        keys.append(f"{_ascii(name)}:%s")
+        values.append(_value_json(hints.get(name, Any), f"value.{name}"))
+    if issubclass(cls, Message):
+        keys.append('"kind":%s')
+        values.append("_ascii(value.kind)")
+    template = "{" + ",".join(keys) + "}"
+    body = f"{template!r} % ({', '.join(values)},)" if values else repr(template)
+    source = f"def write_{cls.__name__}(value):\n    return {body}\n"
+    namespace: dict[str, Any] = {
+        "_ascii": _ascii, "_record_json": _record_json, "_numbers_json": _numbers_json, "_strings_json": _strings_json,
+        "_mapping_json": _mapping_json, "_JSON": _JSON,
+        "_float": float.__repr__, "_int": int.__repr__,
+    }
+    exec(source, namespace)  # noqa: S102 - our own source, made from field names and types
+    return namespace[f"write_{cls.__name__}"]
+
+
+def _value_json(tp: Any, read: str) -> str:
+    """A Python expression for the JSON text of the value ``read`` gives, a field of type ``tp``."""
+    options = [tp]
+    nullable = False
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        options = [option for option in typing.get_args(tp) if option is not type(None)]
+        nullable = len(options) < len(typing.get_args(tp))
+    option = options[0] if len(options) == 1 else Any
+    origin = typing.get_origin(option)
+    v = f"(v := {read})"
+    if dataclasses.is_dataclass(option):
+        return f"_record_json({read})"
+    if origin is list:
+        (item,) = typing.get_args(option) or (Any,)
+        if dataclasses.is_dataclass(item):
+            return f"('[' + ','.join([_record_json(item) for item in v]) + ']' if type({v}) is list else _JSON.encode(v))"
+        if item is str:
+            return f"_strings_json({read})"
+        return f"_numbers_json({read})"
+    if option is str or (origin is Literal and all(type(a) is str for a in typing.get_args(option))):
+        expression = f"(_ascii(v) if type({v}) is str else _JSON.encode(v))"
+    elif option is int:
+        expression = f"(_int(v) if type({v}) is int else _JSON.encode(v))"
+    elif option is float:
+        # v - v is 0 for a finite float; NaN and infinities are the json module's to write.
+        expression = f"(_float(v) if type({v}) is float and v - v == 0.0 else _JSON.encode(v))"
+    elif option is bool:
+        expression = f"('true' if {v} is True else 'false' if v is False else _JSON.encode(v))"
+    elif origin is dict:
+        return f"_mapping_json({read})"
+    else:
+        return f"_JSON.encode({read})"
+    if nullable:
+        # (v is bound inside the expression, so the None test reads the field itself.)
+        return f"('null' if {read} is None else {expression})"
+    return expression
 
 
 def _unpacked(value: dict, leaf: type, depth: int) -> list:
@@ -470,10 +627,13 @@ def _unpacked(value: dict, leaf: type, depth: int) -> list:
     return flat
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=_fields_of)
+"""``json.dumps(..., separators=(",", ":"), default=_fields_of)``, made once: what the writers
+hand what they do not expect, and what decides what they write."""
+
+
 def encode(message: Message) -> bytes:
-    body = _fields_of(message)
-    body["kind"] = message.kind
-    data = json.dumps(body, separators=(",", ":"), default=_fields_of).encode()
+    data = _writer(type(message))(message).encode()
     if len(data) > MAX_FRAME:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte limit")
     return _HEADER.pack(len(data)) + data

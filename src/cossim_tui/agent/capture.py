@@ -1,8 +1,10 @@
 """Summarises the two tensors of a cosine call, where they live, into small protocol records.
 
-Statistics are computed on the tensors' own device with a few fused reductions (mean, then
-the norm of the deviations; amin/amax; row norms) and queued on a ``HostTransfer``, which the
-caller fetches once for the whole call (evidence and context queue theirs on the same one).
+Statistics are computed on the tensors' own device with a few fused reductions (the sum, then
+the norm of the deviations from the mean; amin/amax; row norms) and queued on a ``HostTransfer``,
+which the caller fetches once for the whole call (evidence and context queue theirs on the same
+one); the host finishes them (divisions, and the min/mean/max of a few rows' norms), since on a
+small tensor each device op costs more than its arithmetic.
 Two small arguments of one shape are stacked and summarised together, in float64; large ones
 in float32 (float64 stays float64). Only when the first pass shows a NaN, an infinity or an
 overflow does a second pass count them and redo the statistics over the finite values.
@@ -38,6 +40,11 @@ SMALL = 1 << 15
 """Up to this many elements a tensor is summarised in float64 (cheap, and nothing overflows)."""
 COS_ON_HOST = 64
 """A similarity with at most this many values is fetched whole and summarised on the host."""
+NORMS_ON_HOST = 64
+"""So are the norms of an argument of at most this many rows: three reductions fewer on the device."""
+SAMPLE = 64
+"""Evenly spaced values of each argument, in the order of its rows, fetched with its preview:
+``evidence`` fingerprints an argument by them (and by its statistics)."""
 
 
 def reduced_dim(dim: int, ndim: int) -> int:
@@ -87,26 +94,93 @@ def working_dtype(x: torch.Tensor, numel: int) -> torch.dtype:
     return torch.float32
 
 
-@dataclass
 class ArgValues:
-    """One argument's values as contiguous (rows, d) in the working dtype, and the rows' norms.
+    """One argument's values as contiguous (rows, d) in the working dtype, and the rows' norms
+    as (rows, 1).
 
-    Made once per argument; ``evidence`` reuses them rather than reading the tensor again.
+    Made once per argument; ``evidence`` reuses them rather than reading the tensor again. When
+    capture stacked both arguments, they are taken out of the stack only if someone asks.
     """
 
-    values: torch.Tensor
-    norms: torch.Tensor
-    sampled: bool
-    stats_at: tuple[int, int, int]
-    """(slot, offset, stride) where mean, std, min, max, min/mean/max norm come back on the transfer."""
-    preview_at: tuple[int, int, int]
-    """(slot, offset, count) of the preview."""
+    __slots__ = (
+        "_stack", "_index", "_values", "_norms", "rows", "width", "dtype", "sampled", "stats_at", "preview_at", "sample_at", "_first_pass"
+    )
+
+    def __init__(
+        self, values: torch.Tensor, norms: torch.Tensor, sampled: bool, stats_at: tuple[int, int], index: int | None = None
+    ) -> None:
+        if index is None:
+            self._stack, self._values, self._norms = None, values, norms
+        else:
+            self._stack, self._values, self._norms = (values, norms), None, None
+        self._index = index
+        self.rows, self.width, self.dtype = values.shape[-2], values.shape[-1], values.dtype
+        self.sampled = sampled
+        self.stats_at = stats_at
+        """(slot, offset) where ``_stats_of``'s figures for this argument come back on the transfer."""
+        slot, offset = stats_at
+        preview, count = min(PREVIEW, self.width), self.rows * self.width
+        self.preview_at = (slot, offset + _stats_width(self.rows), preview)
+        """(slot, offset, count) of the preview."""
+        self.sample_at = (slot, offset + _stats_width(self.rows) + preview, min(count, SAMPLE))
+        """(slot, offset, count) of ``SAMPLE`` evenly spaced values (all of them when fewer)."""
+        self._first_pass: list[float] | None = None
+
+    @property
+    def values(self) -> torch.Tensor:
+        if self._values is None:
+            self._values = self._stack[0][self._index]  # type: ignore[index]
+        return self._values
+
+    @property
+    def norms(self) -> torch.Tensor:
+        if self._norms is None:
+            self._norms = self._stack[1][self._index]  # type: ignore[index]
+        return self._norms
+
+    def first_pass(self, transfer: HostTransfer) -> list[float]:
+        """mean, std, min, max, min/mean/max norm, as fetched (the host does the divisions)."""
+        if self._first_pass is None:
+            slot, offset = self.stats_at
+            fetched, rows = transfer[slot], self.rows
+            total, deviation, low, high = fetched[offset : offset + 4]
+            if rows <= NORMS_ON_HOST:
+                norms = fetched[offset + 4 : offset + 4 + rows]
+                nmin, nmean, nmax = min(norms), sum(norms) / rows, max(norms)
+                if nmean != nmean:  # a NaN norm: min and max say nothing either
+                    nmin = nmax = nmean
+            else:
+                nmin, nsum, nmax = fetched[offset + 4 : offset + 7]
+                nmean = nsum / rows
+            count = rows * self.width
+            self._first_pass = [total / count, deviation / math.sqrt(max(count - 1, 1)), low, high, nmin, nmean, nmax]
+        return self._first_pass
 
 
-_STATS = 7
+def _stats_width(rows: int) -> int:
+    """How many figures ``_stats_of`` queues per argument before its preview."""
+    return 4 + (rows if rows <= NORMS_ON_HOST else 3)
 
 
-@dataclass
+_PICKS: dict[tuple[int, int, int, Any], torch.Tensor] = {}
+
+
+def _picks(k: int, count: int, preview: int, device: Any) -> torch.Tensor:
+    """Where the preview (the first values) and the sample are in each of k contiguous arguments
+    of ``count`` values: picked by one ``take``, whose result is contiguous (a ``cat`` of strided
+    pieces copies them one by one). Made on the host once per size, never read back."""
+    key = (k, count, preview, device)
+    index = _PICKS.get(key)
+    if index is None:
+        step = max(1, count // SAMPLE)
+        positions = list(range(preview)) + list(range(0, min(count, step * SAMPLE), step))  # min(count, SAMPLE) of them
+        index = _PICKS[key] = torch.tensor([a * count + p for a in range(k) for p in positions], dtype=torch.int64, device=device)
+        if len(_PICKS) > 64:
+            _PICKS.pop(next(iter(_PICKS)))
+    return index
+
+
+@dataclass(slots=True)
 class _Pending:
     """What one argument's first pass queued on the transfer."""
 
@@ -203,19 +277,28 @@ def _values(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     return values, sampled
 
 
-def _stats_of(values: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
-    """mean, std, min, max, min/mean/max norm of each of a stack of k (rows, d) values: (7, k).
+def _stats_of(values: torch.Tensor, norms: torch.Tensor, preview: int) -> torch.Tensor:
+    """Of each of a stack of k (rows, d) values and their (k, rows, 1) norms, (k, 1, m): the sum,
+    the norm of the deviations from the mean, min, max, the norms (their min, sum and max above
+    ``NORMS_ON_HOST`` rows), and the first ``preview`` values. ``ArgValues.first_pass`` divides
+    and summarises on the host: exact there, and no device op.
 
     One argument or two stacked, the reductions are the same, so equal values always give
     bit-equal figures (evidence compares them across steps)."""
-    count = values[0].numel()
-    # Two passes (mean, then the norm of the deviations): as stable as std_mean's Welford
+    k, rows, width = values.shape
+    count = rows * width
+    flat = values.view(k, 1, count)
+    # Two passes (the mean, then the norm of the deviations): as stable as std_mean's Welford
     # update and, on the CPU, some 20 times faster on large tensors.
-    mean = values.mean(dim=(1, 2), keepdim=True)
-    std = torch.linalg.vector_norm(values - mean, dim=(1, 2)) / math.sqrt(max(count - 1, 1))
-    return torch.stack(
-        [mean.view(-1), std, values.amin(dim=(1, 2)), values.amax(dim=(1, 2)), norms.amin(dim=1), norms.mean(dim=1), norms.amax(dim=1)]
-    )
+    total = flat.sum(dim=2, keepdim=True)
+    deviation = torch.linalg.vector_norm(torch.sub(flat, total, alpha=1.0 / count), dim=2, keepdim=True)
+    pieces = [total, deviation, flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)]
+    if rows <= NORMS_ON_HOST:
+        pieces.append(norms.view(k, 1, rows))
+    else:
+        pieces += [norms.amin(dim=(1, 2), keepdim=True), norms.sum(dim=(1, 2), keepdim=True), norms.amax(dim=(1, 2), keepdim=True)]
+    pieces.append(values.take(_picks(k, count, preview, values.device)).view(k, 1, -1))
+    return torch.cat(pieces, dim=2)
 
 
 def _queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str) -> _Pending:
@@ -227,10 +310,10 @@ def _queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str) -> _Pendin
     values, sampled = _values(x, dim)
     described["sampled"] = sampled
     described["rows"] = values.shape[0]
-    norms = torch.linalg.vector_norm(values, dim=-1)
-    slot = transfer.vector(_stats_of(values.unsqueeze(0), norms.unsqueeze(0)))
-    preview = transfer.vector(values[0, :PREVIEW])
-    pending.arg = ArgValues(values, norms, sampled, (slot, 0, 1), (preview, 0, min(PREVIEW, values.shape[1])))
+    norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
+    preview = min(PREVIEW, values.shape[1])
+    slot = transfer.vector(_stats_of(values.unsqueeze(0), norms.unsqueeze(0), preview))
+    pending.arg = ArgValues(values, norms, sampled, (slot, 0))
     return pending
 
 
@@ -238,11 +321,11 @@ def _finish_stats(pending: _Pending, transfer: HostTransfer) -> TensorSummary:
     kwargs = pending.summary_kwargs
     if pending.arg is None:
         return TensorSummary(**kwargs)
-    slot, offset, stride = pending.arg.stats_at
-    mean, std, low, high, nmin, nmean, nmax = transfer[slot][offset : offset + _STATS * stride : stride]
+    first = pending.arg.first_pass(transfer)
+    mean, std, low, high, nmin, nmean, nmax = first
     slot, offset, count = pending.arg.preview_at
     kwargs["preview"] = transfer[slot][offset : offset + count]
-    if all(math.isfinite(v) for v in (mean, std, low, high, nmin, nmean, nmax)):
+    if all(map(math.isfinite, first)):
         kwargs["stats"] = ValueStats(min=low, max=high, mean=mean, std=std)
         kwargs["norm"] = Spread(min=nmin, mean=nmean, max=nmax)
         return TensorSummary(**kwargs)
@@ -320,10 +403,6 @@ class PairCapture:
     cos: Similarity | None
 
 
-def _angle(c: float) -> float:
-    return math.degrees(math.acos(min(1.0, max(-1.0, c))))
-
-
 class PendingPair:
     """One call's summaries, queued on a transfer; ``finish()`` once it has been fetched."""
 
@@ -338,21 +417,28 @@ class PendingPair:
         self.in_range = -max(ndim, 1) <= dim < max(ndim, 1)
         self.d = reduced_dim(dim, ndim) if self.in_range else -1
         self.stacked: tuple[torch.Tensor, torch.Tensor] | None = None
-        """Both arguments' values and norms as one (2, rows, d) and (2, rows), when small and alike."""
+        """Both arguments' values and norms as one (2, rows, d) and (2, rows, 1), when small and alike."""
         self.compare_slot: int | None = None
         self.exact_only = False
-        with torch.no_grad():
-            if both_tensors and self._stackable():
-                self.pending = self._queue_stacked(exprs)
-            else:
-                self.pending = [_queue_stats(x, self.d, transfer, expr) for x, expr in zip((x1, x2), exprs)]
-                if both_tensors:
-                    self.compare_slot = self._queue_comparison()
-            if not self.in_range:
-                for p in self.pending:
-                    if not p.summary_kwargs.get("note"):
-                        p.summary_kwargs["note"] = f"dim {dim} is out of range for {ndim} dims; summarised over the last dim"
-            self.cos_slots = self._queue_similarity()
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                self._queue(exprs)
+        else:  # the agent's capture is under no_grad already
+            self._queue(exprs)
+
+    def _queue(self, exprs: tuple[str, str]) -> None:
+        x1, x2 = self.x1, self.x2
+        if self.both_tensors and self._stackable():
+            self.pending = self._queue_stacked(exprs)
+        else:
+            self.pending = [_queue_stats(x, self.d, self.transfer, expr) for x, expr in zip((x1, x2), exprs)]
+            if self.both_tensors:
+                self.compare_slot = self._queue_comparison()
+        if not self.in_range:
+            for p in self.pending:
+                if not p.summary_kwargs.get("note"):
+                    p.summary_kwargs["note"] = f"dim {self.dim} is out of range for {self.ndim} dims; summarised over the last dim"
+        self.cos_slots = self._queue_similarity()
 
     def _stackable(self) -> bool:
         x1, x2 = self.x1, self.x2
@@ -372,25 +458,22 @@ class PendingPair:
         x1, x2 = self.x1, self.x2
         pending = [_Pending(_describe(x, expr)) for x, expr in zip((x1, x2), exprs)]
         d = self.d
-        values = torch.stack((_rows(x1.detach(), d), _rows(x2.detach(), d))).to(torch.float64)
-        norms = torch.linalg.vector_norm(values, dim=-1)
+        # (Under no_grad: the stack records no autograd history, so no detach is needed.)
+        values = torch.stack((_rows(x1, d), _rows(x2, d))).to(torch.float64)
+        norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
         self.stacked = (values, norms)
         rows, width = values.shape[1], values.shape[2]
         preview = min(PREVIEW, width)
-        parts = [_stats_of(values, norms).view(-1), values[:, 0, :preview].reshape(-1)]
+        slot = self.transfer.vector(_stats_of(values, norms, preview))
         if x1 is not x2:
             # Equal values ⇔ the largest difference is 0, unless it is NaN (checked in finish).
             # min and max of the difference: one pass (the largest |difference| is one of them).
-            parts.append(torch.stack(torch.aminmax(values[0] - values[1])))
-        slot = self.transfer.vector(torch.cat(parts))
-        if x1 is not x2:
-            self.compare_slot = slot
-            self.compare_offset = 2 * (_STATS + preview)
+            self.compare_slot = self.transfer.vector(torch.stack(torch.aminmax(values.diff(dim=0))))
+            self.compare_offset = 0
+        stride = _stats_width(rows) + preview + min(rows * width, SAMPLE)
         for index, p in enumerate(pending):
             p.summary_kwargs["rows"] = rows
-            p.arg = ArgValues(
-                values[index], norms[index], False, (slot, index, 2), (slot, 2 * _STATS + index * preview, preview)
-            )
+            p.arg = ArgValues(values, norms, False, (slot, index * stride), index)
         return pending
 
     @property
@@ -435,7 +518,8 @@ class PendingPair:
         result = self.result
         if not (isinstance(result, torch.Tensor) and result.numel() > 0 and result.layout == torch.strided and result.device.type != "meta"):
             return {}
-        similarity = result.detach()
+        # (Read under no_grad: no detach needed, and the values are the result's own.)
+        similarity = result
         if similarity.is_complex():
             similarity = similarity.real
         if similarity.numel() <= COS_ON_HOST:
@@ -459,10 +543,7 @@ class PendingPair:
     def first_pass(self, index: int) -> list[float] | None:
         """mean, std, min, max, min/mean/max norm of one argument, as fetched."""
         arg = self.pending[index].arg
-        if arg is None:
-            return None
-        slot, offset, stride = arg.stats_at
-        return self.transfer[slot][offset : offset + _STATS * stride : stride]
+        return arg.first_pass(self.transfer) if arg is not None else None
 
     def finish(self) -> PairCapture:
         x1, x2, transfer = self.x1, self.x2, self.transfer
@@ -509,7 +590,8 @@ class PendingPair:
                 low = mean = high = amin = amean = amax = math.nan
             else:
                 low, high, mean = min(values), max(values), math.fsum(values) / len(values)
-                angles = [_angle(v) for v in values]
+                degrees, acos = math.degrees, math.acos
+                angles = [degrees(acos(1.0 if v > 1.0 else -1.0 if v < -1.0 else v)) for v in values]
                 amin, amean, amax = min(angles), math.fsum(angles) / len(angles), max(angles)
             return Similarity(
                 count=len(values), min=low, mean=mean, max=high, first=values[:FIRST_ROWS],

@@ -10,6 +10,7 @@ closes, the debugger is gone, and the script and its workers end rather than run
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import signal
@@ -27,6 +28,25 @@ from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.outbox import Outbox
 from cossim_tui.diagnostics.judge import Judge
 from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured, TensorSummary
+
+
+class _CaptureTools:
+    """The modules a capture uses, imported once: they import torch, which only the script may
+    import first, so not at the top of this module."""
+
+    def __init__(self) -> None:
+        import torch
+
+        from cossim_tui.agent.capture import queue_pair
+        from cossim_tui.agent.evidence import EvidenceCollector
+        from cossim_tui.agent.projection import ProjectionMaps
+        from cossim_tui.agent.provenance import PendingIdenticalInputs
+        from cossim_tui.agent.strips import queue_value_strips
+        from cossim_tui.agent.transfer import HostTransfer
+
+        self.no_grad = torch.no_grad
+        self.queue_pair, self.EvidenceCollector, self.ProjectionMaps = queue_pair, EvidenceCollector, ProjectionMaps
+        self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
 
 
 class Controller:
@@ -53,10 +73,17 @@ class Controller:
         waits for the screen."""
         self._ended = False
         self._sites: dict[source.SiteInfo, CallSite] = {}
+        self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, source.SiteInfo, tuple[str, str]]] = {}
+        """The call site and argument names of each call instruction (code object id, offset),
+        with the code object kept to check that the id is still its own: one look-up per call."""
+        self._tools: Any = None
+        """The capture's modules, imported at the first call (torch is the script's to import)."""
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
         self.thumbnails: Any = None
+        self._pictured_at = -math.inf
+        """When (``time.monotonic``) the last step that got pictures while running freely was made."""
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
 
     # -- messages out ---------------------------------------------------------------------
@@ -119,8 +146,9 @@ class Controller:
         with self._lock:
             step = self.steps
             self.steps += 1
+            pictures = self._pictures_due()
             try:
-                message = self._capture(step, function, names, x1, x2, dim, eps, result, error, frame)
+                message = self._capture(step, function, names, x1, x2, dim, eps, result, error, frame, pictures)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
                 message = self._capture_failed(step, function, names, frame, exc)
             message.label = label
@@ -128,6 +156,8 @@ class Controller:
             if not stop and self.mode == "continue" and self.condition.text:
                 stop = self._condition_holds(message, frame, result)
             message.paused = stop
+            if stop and not pictures and self.config.pictures != "none":
+                self._picture_stop(message, x1, x2, dim)
             if stop:
                 # Waiting starts before the step goes out: a Resume that answers it at once
                 # must find the script waiting, not be lost before it waits.
@@ -139,6 +169,22 @@ class Controller:
                 self._wait_for_command()
             if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                 self._stop_script()
+
+    def _place(self, frame: types.FrameType | None, names: tuple[str, str]) -> tuple[CallSite, tuple[str, str]]:
+        """The call site of ``frame``'s current instruction, and the names of its two arguments."""
+        if frame is None:
+            return self._call_site(None)[0], ("arg0", "arg1")
+        code = frame.f_code
+        key = (id(code), frame.f_lasti, names)
+        known = self._places.get(key)
+        if known is not None and known[0] is code:
+            return known[1], known[3]
+        site, info = self._call_site(frame)
+        exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
+        if len(self._places) >= 4096:  # code made on the fly, call after call: start again
+            self._places.clear()
+        self._places[key] = (code, site, info, exprs)  # type: ignore[assignment]
+        return site, exprs
 
     def _call_site(self, frame: types.FrameType | None) -> tuple[CallSite, source.SiteInfo | None]:
         if frame is None:
@@ -170,52 +216,66 @@ class Controller:
         result: Any,
         error: BaseException | None,
         frame: types.FrameType | None,
+        pictures: bool = True,
     ) -> StepCaptured:
-        from cossim_tui.agent.capture import queue_pair
-        from cossim_tui.agent.evidence import EvidenceCollector
-        from cossim_tui.agent.projection import ProjectionMaps
-        from cossim_tui.agent.provenance import PendingIdenticalInputs
-        from cossim_tui.agent.strips import queue_value_strips
-        from cossim_tui.agent.transfer import HostTransfer
-
+        tools = self._tools
+        if tools is None:
+            tools = self._tools = _CaptureTools()
         if self.evidence is None:
-            self.evidence = EvidenceCollector()
+            self.evidence = tools.EvidenceCollector()
         if self.projections is None:
-            self.projections = ProjectionMaps()
-        site, info = self._call_site(frame)
-        exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
+            self.projections = tools.ProjectionMaps()
+        site, exprs = self._place(frame, names)
+        # One no_grad for the whole capture (the modules skip theirs when grad is off already).
+        with tools.no_grad():
+            return self._capture_pair(step, function, x1, x2, dim, eps, result, error, pictures, site, exprs)
+
+    def _capture_pair(
+        self, step: int, function: str, x1: Any, x2: Any, dim: Any, eps: Any, result: Any, error: BaseException | None,
+        pictures: bool, site: CallSite, exprs: tuple[str, str],
+    ) -> StepCaptured:
+        tools, label = self._tools, site.label
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         # Everything read from the tensors is queued on one transfer and fetched once: on a GPU
         # that is the call's only wait for the device.
-        transfer = HostTransfer()
-        pending_pair = queue_pair(x1, x2, dim_value, result, exprs, transfer)
+        transfer = tools.HostTransfer()
+        pending_pair = tools.queue_pair(x1, x2, dim_value, result, exprs, transfer)
         made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
         fresh = tuple(m is not None and m.call.step == step for m in made)
         pending_evidence = self.evidence.queue(
-            step, site.label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, transfer, fresh  # type: ignore[arg-type]
+            step, label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, transfer, fresh  # type: ignore[arg-type]
         )
-        pending_inputs = PendingIdenticalInputs(made[0], made[1], transfer)
+        pending_inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        images = [self._queue_input_image(made_one, transfer) for made_one in made]
-        strips = queue_value_strips(x1, x2, dim_value, transfer)
+        if pictures:
+            images = [self._queue_input_image(made_one, transfer) for made_one in made]
+            strips = tools.queue_value_strips(x1, x2, dim_value, transfer)
         transfer.fetch()
         pair = pending_pair.finish()
-        for summary, made_one, x, image in zip(pair.args, made, (x1, x2), images):
+        for summary, made_one, x in zip(pair.args, made, (x1, x2)):
             summary.made_by = made_one.call if made_one is not None else None
-            summary.input_image = image()
             summary.from_loader = self.context is not None and self.context.from_loader(x)
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
         evidence = pending_evidence.finish(equal_pair)
         evidence.identical_inputs = pending_inputs.finish(transfer)
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
-        findings = self.judge.judge(step, site.label, pair.args, pair.relation, pair.cos, evidence, error_text)
-        for finding in findings:
-            finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
-        for summary, strip in zip(pair.args, strips()):
-            summary.strip = strip
+        findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
+        if self._muted:
+            for finding in findings:
+                finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
+        if pictures:
+            for summary, image, strip in zip(pair.args, images, strips()):
+                summary.input_image = image()
+                summary.strip = strip
         # The map is due every few steps, and always where the script will stop (someone is looking).
-        projection = self.projections.observe(step, site.label, x1, x2, dim_value, force=self._should_stop(findings))
+        # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
+        projection = None
+        if pictures or self._should_stop(findings):
+            labels = [m.labels if m is not None else None for m in made]
+            projection = self.projections.observe(
+                step, site.label, x1, x2, dim_value, force=self._should_stop(findings), labels=labels
+            )
         return StepCaptured(
             step=step,
             function=function,
@@ -230,6 +290,43 @@ class Controller:
             wall_time=time.time(),
             projection=projection,
         )
+
+    def _pictures_due(self) -> bool:
+        """Whether this step gets its pictures (``AgentConfig.pictures``): with ``paced``, a step
+        the script will stop at does (known here when stepping or asked to pause; a stop decided
+        by a finding gets them in ``_picture_stop``), and while it runs freely one step in each
+        ``PICTURE_INTERVAL``: the screen cannot show more, and they cost more than the rest."""
+        wanted = self.config.pictures
+        if wanted == "every-step":
+            return True
+        if wanted == "none":
+            return False
+        if self.mode == "step" or self._pause_requested:
+            return True
+        now = time.monotonic()
+        if now - self._pictured_at < protocol.PICTURE_INTERVAL:
+            return False
+        self._pictured_at = now
+        return True
+
+    def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any) -> None:
+        """The value strips and input images of a step that stops although it was not due any:
+        a finding or the break condition decided it after the capture. They take a device→host
+        transfer of their own, on a step where the script is about to wait for the user."""
+        from cossim_tui.agent.strips import queue_value_strips
+        from cossim_tui.agent.transfer import HostTransfer
+
+        try:
+            transfer = HostTransfer()
+            made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
+            images = [self._queue_input_image(made_one, transfer) for made_one in made]
+            strips = queue_value_strips(x1, x2, dim if isinstance(dim, int) else -1, transfer)
+            transfer.fetch()
+            for summary, image, strip in zip(message.args, images, strips()):
+                summary.input_image = image()
+                summary.strip = strip
+        except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
+            return
 
     def _queue_input_image(self, made: Any, transfer: Any) -> Callable[[], protocol.Thumbnail | None]:
         """The picture of the image ``made``'s module was fed, its pixels queued on ``transfer``."""

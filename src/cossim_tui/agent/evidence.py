@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from cossim_tui.agent.capture import (
+    SAMPLE,
     SMALL,
     ArgValues,
     PendingPair,
@@ -48,7 +49,8 @@ from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence, Stale
 
 SAMPLE_ROWS = 64
 COLLAPSE_ROWS = 256
-FINGERPRINT_SAMPLE = 64
+FINGERPRINT_SAMPLE = SAMPLE
+"""Values a fingerprint holds besides the statistics (capture fetches them with the preview)."""
 RING_ON_HOST = 4096
 """An argument of fewer than 4 rows (and at most this many values) feeds its site's ring from
 the host: its rows come back with the transfer, so scoring the ring needs no device."""
@@ -56,9 +58,10 @@ USABLE_SPREAD = 1e-6
 """Below this collapse score the fused statistics are not trusted (a vector repeated n times
 is one sample, not a collapsed batch): the reference functions decide."""
 _NAN_SENTINEL = -1.2345678901234567e300
+_BATCH_UNITS = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     """One argument of an earlier step, remembered without keeping it alive."""
 
@@ -199,41 +202,49 @@ def common_mode_drop(rows: torch.Tensor) -> float | None:
 # --------------------------------------------------------------------------------------
 
 
-def _queue_batch_statistics(values: torch.Tensor, unit: torch.Tensor, transfer: HostTransfer) -> int:
-    """Per argument: the collapse spread, |Σ u|, |Σ u_c| and the Gram norm of the centred unit
-    rows of the first ``SAMPLE_ROWS`` rows (``common_mode`` from these in ``_batch_figures``)."""
-    n = unit.shape[1]
-    unit_sum = unit.sum(dim=1)
-    # Per-channel variance from the sums: far cheaper than var() across rows, and exact enough
-    # for unit vectors in float64 (the collapse threshold is 0.1; below 1e-6 the reference decides).
-    squares = torch.addcmul((unit * unit).sum(dim=1), unit_sum, unit_sum, value=-1.0 / n)
-    spread = squares.clamp_min(0).sqrt().mean(dim=-1) / math.sqrt(max(n - 1, 1))
-    head, unit_head = (values, unit) if n <= SAMPLE_ROWS else (values[:, :SAMPLE_ROWS], unit[:, :SAMPLE_ROWS])
-    centred = head - head.mean(dim=1, keepdim=True)
-    centred_unit = centred / torch.linalg.vector_norm(centred, dim=-1, keepdim=True)
-    rows = centred_unit.shape[1]
+def _batch_statistics(values: torch.Tensor, norms: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Of each of a stack of k (n, d) values with their (k, n, 1) norms, four figures, each
+    (k, 1, 1): the spread of the unit rows summed over the channels (Σ_c ‖u_c − ū_c‖), and of
+    the first ``SAMPLE_ROWS`` rows |Σ u|, |Σ u_c| (the centred rows, normalised) and the
+    Frobenius norm of the u_c's Gram matrix (``_batch_figures`` makes the collapse score and
+    ``common_mode`` of these on the host); and the unit rows."""
+    n = values.shape[1]
+    unit = values / norms
+    unit_sum = unit.sum(dim=1, keepdim=True)
+    # Per channel, the norm of the unit rows' deviations from their mean: std across rows, up to
+    # the host's division, without var()'s slow reduction across rows. (vector_norm across rows
+    # is one op, but its generic kernel is some ten times slower than a sum on large batches.)
+    deviations = torch.sub(unit, unit_sum, alpha=1.0 / n)
+    if values.numel() <= SMALL:
+        spread = torch.linalg.vector_norm(deviations, dim=1, keepdim=True).sum(dim=2, keepdim=True)
+    else:
+        spread = deviations.square_().sum(dim=1, keepdim=True).sqrt_().sum(dim=2, keepdim=True)
+    if n <= SAMPLE_ROWS:
+        head, head_sum = values, unit_sum
+    else:
+        head, head_sum = values[:, :SAMPLE_ROWS], unit[:, :SAMPLE_ROWS].sum(dim=1, keepdim=True)
+    rows = head.shape[1]
+    centred = torch.sub(head, head.sum(dim=1, keepdim=True), alpha=1.0 / rows)
+    centred_unit = centred / torch.linalg.vector_norm(centred, dim=2, keepdim=True)
     if values.shape[0] * rows * rows * values.shape[2] <= SMALL:
         # Elementwise for small batches: a BLAS call may wait on its worker threads.
-        gram = (centred_unit.unsqueeze(2) * centred_unit.unsqueeze(1)).sum(dim=-1)
+        gram = (centred_unit.unsqueeze(2) * centred_unit.unsqueeze(1)).sum(dim=3)
     else:
         gram = centred_unit @ centred_unit.mT
-    return transfer.vector(
-        torch.stack(
-            [
-                spread,
-                torch.linalg.vector_norm(unit_sum if n <= SAMPLE_ROWS else unit_head.sum(dim=1), dim=-1),
-                torch.linalg.vector_norm(centred_unit.sum(dim=1), dim=-1),
-                torch.linalg.vector_norm(gram, dim=(1, 2)),
-            ]
-        )
-    )
+    figures = [
+        spread,
+        torch.linalg.vector_norm(head_sum, dim=2, keepdim=True),
+        torch.linalg.vector_norm(centred_unit.sum(dim=1, keepdim=True), dim=2, keepdim=True),
+        torch.linalg.vector_norm(gram, dim=(1, 2), keepdim=True),
+    ]
+    return figures, unit
 
 
 def _batch_figures(fetched: list[float], n: int, d: int) -> tuple[float, tuple[float, float] | None] | None:
     """collapse score and (drop, noise) of one argument from its four fused figures; ``None``
     when they cannot be trusted (the reference functions must decide)."""
     spread, unit_sum, centred_sum, gram = fetched
-    score = math.sqrt(d) * spread
+    score = math.sqrt(d) * spread / d / math.sqrt(max(n - 1, 1))
     if not math.isfinite(score) or score < USABLE_SPREAD:
         return None
     if not (math.isfinite(centred_sum) and math.isfinite(gram)):
@@ -381,20 +392,22 @@ def _storage_ref(x: torch.Tensor) -> weakref.ref | None:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _ArgPlan:
     """What was queued for one argument."""
 
     x: torch.Tensor
     values: ArgValues | None
     """Capture's rows, when the batch figures can use them (a float tensor, the dim its own)."""
-    sample_slot: int | None = None
+    sample_at: tuple[int, int, int] | None = None
+    """(slot, offset, count) of the fingerprint's sample of values."""
     stats_slot: int | None = None
     """Mean, std, min and max of the tensor in its own order, when capture's rows are not."""
-    figures_slot: tuple[int, int] | None = None
-    """(slot, position among the arguments batched together)."""
+    figures_at: tuple[int, int] | None = None
+    """(slot, offset) of the four batch figures (``_batch_statistics``)."""
     host_rows_slot: int | None = None
     unit: torch.Tensor | None = None
+    """The unit rows the batch figures were made of, when they were."""
 
 
 class PendingEvidence:
@@ -422,16 +435,19 @@ class PendingEvidence:
         self.active = isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
         if not self.active:
             return
-        with torch.no_grad():
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                self._queue(x1, x2)
+        else:  # the agent's capture is under no_grad already
             self._queue(x1, x2)
 
     def _queue(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        dim, transfer = self.dim, self.transfer
+        dim, transfer, pair = self.dim, self.transfer, self.pair
         # torch reads dim against the broadcast shape (its rank is the larger one).
         ndim = max(x1.dim(), x2.dim(), 1)
         self.d = reduced_dim(dim, ndim) if -ndim <= dim < ndim else None
         plans = []
-        for x, values in zip((x1, x2), self.pair.args):
+        for x, values in zip((x1, x2), pair.args):
             usable = (
                 self.d is not None
                 and values is not None
@@ -439,26 +455,67 @@ class PendingEvidence:
                 and x.dim() > 0
                 and -self.d <= x.dim()
             )
-            plan = _ArgPlan(x, values if usable else None)
+            plans.append(_ArgPlan(x, values if usable else None))
+        self.plans = plans
+        self.stacked_unit: torch.Tensor | None = None
+        """Both arguments' unit rows as one (2, n, d), when the batch figures were made together."""
+        stacked = pair.stacked
+        first, second = plans
+        if (
+            stacked is not None
+            and first.values is not None
+            and second.values is not None
+            and pair.d == -1  # capture's rows are the tensors in their own order
+            and stacked[0].shape[1] >= 4
+            and stacked[0].shape[2] >= 2
+            and _fingerprintable(x1)
+            and _fingerprintable(x2)
+        ):
+            self._queue_stacked(*stacked)
+        else:
+            self._queue_each()
+        self._queue_precision(x1, x2)
+
+    def _queue_stacked(self, values: torch.Tensor, norms: torch.Tensor) -> None:
+        """Both arguments as capture stacked them: their batch figures in one queued vector (their
+        fingerprints' samples came with capture's)."""
+        if values.shape[1] > COLLAPSE_ROWS:
+            figures, unit = _batch_statistics(values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS])
+        else:
+            figures, unit = _batch_statistics(values, norms)
+        self.stacked_unit = unit
+        slot = self.transfer.vector(torch.cat(figures, dim=2))
+        for index, plan in enumerate(self.plans):
+            plan.sample_at = plan.values.sample_at  # type: ignore[union-attr]
+            plan.figures_at = (slot, 4 * index)
+
+    def _queue_each(self) -> None:
+        transfer, plans = self.transfer, self.plans
+        for plan in plans:
+            x, values = plan.x, plan.values
             if values is not None and _fingerprintable(x):
                 if self.pair.d == -1 or x.dim() <= 1 or -self.pair.d > x.dim():
-                    # Capture's rows are the tensor in its own order: their statistics serve.
-                    flat = values.values.view(-1)
-                else:
-                    # Rows along another dim are the values reordered: fingerprint the tensor
-                    # in its own order, so that it is recognised at a site with another dim.
-                    flat = x.detach().reshape(-1).to(working_dtype(x, x.numel())).contiguous()
-                    std, mean = torch.std_mean(flat)
-                    low, high = torch.aminmax(flat)
-                    plan.stats_slot = transfer.scalars(mean, std, low, high)
+                    # Capture's rows are the tensor in its own order: their statistics and
+                    # sample serve.
+                    plan.sample_at = values.sample_at
+                    continue
+                # Rows along another dim are the values reordered: fingerprint the tensor in
+                # its own order, so that it is recognised at a site with another dim.
+                flat = x.detach().reshape(-1).to(working_dtype(x, x.numel())).contiguous()
+                std, mean = torch.std_mean(flat)
+                low, high = torch.aminmax(flat)
+                plan.stats_slot = transfer.scalars(mean, std, low, high)
                 step = max(1, flat.shape[0] // FINGERPRINT_SAMPLE)
-                plan.sample_slot = transfer.vector(flat[: step * FINGERPRINT_SAMPLE : step])
-            plans.append(plan)
-        self.plans = plans
+                sample = flat[: step * FINGERPRINT_SAMPLE : step]
+                plan.sample_at = (transfer.vector(sample), 0, sample.shape[0])
 
         # Collapse and common mode of each argument with ≥ 4 rows: both at once when they can be.
-        batched = [p for p in plans if p.values is not None and p.values.values.shape[0] >= 4 and p.values.values.shape[1] >= 2]
-        if len(batched) == 2 and batched[0].values.values.shape == batched[1].values.values.shape and batched[0].values.values.numel() <= SMALL:
+        batched = [p for p in plans if p.values is not None and p.values.rows >= 4 and p.values.width >= 2]
+        if (
+            len(batched) == 2
+            and (batched[0].values.rows, batched[0].values.width) == (batched[1].values.rows, batched[1].values.width)
+            and batched[0].values.rows * batched[0].values.width <= SMALL
+        ):
             first, second = batched[0].values, batched[1].values
             if first.values.dtype == second.values.dtype and first.values.device == second.values.device:
                 groups = [batched]
@@ -476,24 +533,27 @@ class PendingEvidence:
                 values, norms = group[0].values.values.unsqueeze(0), group[0].values.norms.unsqueeze(0)
             if values.shape[1] > COLLAPSE_ROWS:
                 values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
-            unit = values / norms.unsqueeze(-1)
-            slot = _queue_batch_statistics(values, unit, transfer)
+            figures, unit = _batch_statistics(values, norms)
+            slot = transfer.vector(torch.cat(figures, dim=2))
             for position, plan in enumerate(group):
-                plan.figures_slot = (slot, position)
+                plan.figures_at = (slot, 4 * position)
                 plan.unit = unit[position]
 
         # Arguments of fewer than 4 rows feed the site's ring from the host.
         for plan in plans:
             values = plan.values
-            if values is None or values.values.shape[0] >= 4:
+            if values is None or values.rows >= 4:
                 continue
             if values.values.numel() <= RING_ON_HOST:
                 plan.host_rows_slot = transfer.vector(values.values)
 
+    def _queue_precision(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        transfer, plans = self.transfer, self.plans
         self.precision_slot = None
         self.exact_slot = None
         first, second = plans
         similarity_on_host = self.pair.cos_slots.get("all") is not None
+        rows = first.values.rows if first.values is not None else 0
         if (
             similarity_on_host
             and first.values is not None
@@ -501,19 +561,23 @@ class PendingEvidence:
             and x1.shape == x2.shape
             and self.d == -1
             and isinstance(self.result, torch.Tensor)
-            and self.result.numel() == first.values.values.shape[0]
-            and first.values.values.dtype == second.values.values.dtype == torch.float64
+            and self.result.numel() == rows
+            and first.values.dtype == second.values.dtype == torch.float64
         ):
             # The float64 recomputation from the unit rows already at hand, compared on the host.
-            units = []
-            for plan in (first, second):
-                unit = plan.unit
-                if unit is None or unit.shape[0] != plan.values.values.shape[0]:
-                    unit = plan.values.values / plan.values.norms.unsqueeze(-1)
-                units.append(unit)
-            self.exact_slot = transfer.vector((units[0] * units[1]).sum(dim=-1))
+            if self.stacked_unit is not None and self.stacked_unit.shape[1] == rows:
+                products = self.stacked_unit.prod(dim=0)
+            else:
+                units = []
+                for plan in (first, second):
+                    unit = plan.unit
+                    if unit is None or unit.shape[0] != rows:
+                        unit = plan.values.values / plan.values.norms
+                    units.append(unit)
+                products = units[0] * units[1]
+            self.exact_slot = transfer.vector(products.sum(dim=-1))
         else:
-            self.precision_slot = _queue_precision(x1, x2, dim, self.eps, self.result, transfer)
+            self.precision_slot = _queue_precision(x1, x2, self.dim, self.eps, self.result, transfer)
 
     # -- after the fetch ----------------------------------------------------------------
 
@@ -521,16 +585,19 @@ class PendingEvidence:
         evidence = Evidence(eps=self.eps)
         if not self.active:
             return evidence
-        with torch.no_grad():
-            return self._finish(evidence, equal_pair)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._finish(evidence, equal_pair)
+        return self._finish(evidence, equal_pair)
 
     def _fingerprint(self, index: int) -> tuple[float, ...] | None:
         plan = self.plans[index]
-        if plan.sample_slot is None:
+        if plan.sample_at is None:
             return None
         stats = self.transfer[plan.stats_slot] if plan.stats_slot is not None else self.pair.first_pass(index)
         assert stats is not None
-        values = stats[:4] + self.transfer[plan.sample_slot]
+        slot, offset, count = plan.sample_at
+        values = stats[:4] + self.transfer[slot][offset : offset + count]
         if values[0] == values[0]:  # a NaN anywhere makes the mean NaN
             return tuple(values)
         # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
@@ -541,6 +608,7 @@ class PendingEvidence:
         prints = [self._fingerprint(i) for i in range(2)]
         # Min equal to max: every value the same (NaN is never equal, as in x == x[0]).
         constant = [print_ is not None and print_[2] == print_[3] != _NAN_SENTINEL for print_ in prints]
+        self.usable = [self._usable(0), self._usable(1)]
         for index, x in enumerate(self.tensors):
             if prints[index] is None or constant[index] or self.fresh[index]:
                 continue
@@ -548,8 +616,9 @@ class PendingEvidence:
             if match is not None:
                 evidence.stale.append(match)
 
-        samples: list[torch.Tensor | None] = [None, None]
-        """Each argument's sample vectors for the ring; ``unit`` says whether already normalised."""
+        samples: list[Any] = [None, None]
+        """Each argument's sample vectors for the ring (``_BATCH_UNITS``: the unit rows its batch
+        figures were made of); ``unit`` says whether already normalised."""
         unit = [False, False]
         batch: list[float | None] = [None, None]
         measured: list[tuple[float, float]] = []
@@ -557,16 +626,14 @@ class PendingEvidence:
             if self.d is None or not self._has_rows(plan.x):
                 continue
             figures = None
-            if plan.figures_slot is not None and self._usable(index):
-                slot, position = plan.figures_slot
-                fetched = transfer[slot]
-                together = len(fetched) // 4
-                n, d = plan.unit.shape  # type: ignore[union-attr]
-                figures = _batch_figures(fetched[position::together], n, d)
+            if plan.figures_at is not None and self.usable[index]:
+                slot, offset = plan.figures_at
+                rows, width = plan.values.rows, plan.values.width  # type: ignore[union-attr]
+                figures = _batch_figures(transfer[slot][offset : offset + 4], min(rows, COLLAPSE_ROWS), width)
             if figures is not None and figures[1] is not None:
                 batch[index] = figures[0]
                 measured.append(figures[1])
-                samples[index], unit[index] = plan.unit, True
+                samples[index], unit[index] = _BATCH_UNITS, True
             elif plan.host_rows_slot is not None:
                 # Fewer than 4 rows: no batch figure; they only feed the ring, already unit.
                 samples[index], unit[index] = self._host_unit_rows(plan), True
@@ -585,11 +652,19 @@ class PendingEvidence:
 
         ring = collector._ring(self.site)
         stale_args = {m.arg for m in evidence.stale}
-        for index, rows in enumerate(samples):
-            # Only vectors of new samples count: not a recycled partner, not a copy of the anchor.
-            if rows is None or index in stale_args or (index == 1 and equal_pair):
-                continue
-            rows = rows[: ring.capacity]
+        # Only vectors of new samples count: not a recycled partner, not a copy of the anchor.
+        new = [
+            index for index, rows in enumerate(samples) if rows is not None and index not in stale_args and not (index == 1 and equal_pair)
+        ]
+        both = self.stacked_unit
+        if len(new) == 2 and both is not None and unit == [True, True] and 2 * both.shape[1] <= ring.capacity:
+            ring.push(both.view(-1, both.shape[2]))  # the first's rows, then the second's: one copy
+            new = []
+        for index in new:
+            rows = samples[index]
+            if rows is _BATCH_UNITS:
+                rows = self._unit_rows(index)
+            rows = rows[: ring.capacity]  # type: ignore[index]
             ring.push(rows if unit[index] else torch.nn.functional.normalize(rows.to(torch.float32), dim=-1))
         if all(score is None for score in batch):
             evidence.ring_collapse = ring.score()
@@ -602,13 +677,18 @@ class PendingEvidence:
                 continue
             step_seen.append(
                 _Seen(
-                    step=self.step, arg=index, expr=self.exprs[index], storage=_storage_ref(x), shape=tuple(x.shape),
-                    dtype=x.dtype, fingerprint=prints[index], had_grad=x.requires_grad,
-                    storage_offset=x.storage_offset(), strides=tuple(x.stride()),
+                    self.step, index, self.exprs[index], _storage_ref(x), tuple(x.shape), x.dtype, prints[index],
+                    x.requires_grad, x.storage_offset(), tuple(x.stride()),
                 )
             )
-        collector._seen.append((self.site, step_seen))
+        collector._remember(self.site, step_seen)
         return evidence
+
+    def _unit_rows(self, index: int) -> torch.Tensor | None:
+        """The unit rows an argument's batch figures were made of."""
+        if self.stacked_unit is not None:
+            return self.stacked_unit[index]
+        return self.plans[index].unit
 
     def _has_rows(self, x: torch.Tensor) -> bool:
         """Whether the reference would look at this argument's rows at all."""
@@ -622,14 +702,14 @@ class PendingEvidence:
     def _usable(self, index: int) -> bool:
         """Every row finite and of a norm normalisation leaves alone: all of them are samples."""
         stats = self.pair.first_pass(index)
-        return stats is not None and all(math.isfinite(v) for v in stats) and stats[4] > 1e-12
+        return stats is not None and all(map(math.isfinite, stats)) and stats[4] > 1e-12
 
     def _host_unit_rows(self, plan: _ArgPlan) -> torch.Tensor | None:
         """``sample_vectors`` of a few rows fetched to the host, L2-normalised: done in Python,
         since for a handful of values that is cheaper than any tensor op."""
         assert plan.host_rows_slot is not None and plan.values is not None
         flat = self.transfer[plan.host_rows_slot]
-        width = plan.values.values.shape[1]
+        width = plan.values.width
         rows = [flat[i : i + width] for i in range(0, len(flat), width)]
         kept = [row for row in rows if any(row) and all(map(math.isfinite, row))]
         if len(kept) > 1 and all(row == kept[0] for row in kept[1:]):
@@ -642,9 +722,8 @@ class PendingEvidence:
         if self.exact_slot is not None:
             got = self.pair.similarity_values()
             assert got is not None
-            usable = self._usable(0) and self._usable(1)
-            stats = [self.pair.first_pass(i) for i in range(2)]
-            if usable and all(s is not None and s[4] >= self.eps for s in stats):
+            usable = self.usable[0] and self.usable[1]
+            if usable and all(self.pair.first_pass(i)[4] >= self.eps for i in range(2)):  # type: ignore[index]
                 return _deviation(self.transfer[self.exact_slot], got)
             # Norms below eps (torch clamps them) or non-finite values: recompute as torch does.
             extra = HostTransfer()
@@ -666,7 +745,24 @@ class EvidenceCollector:
         self.ring_rows = ring_rows
         self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
+        self._statistics: dict[tuple[float, ...], int] = {}
+        """How many of the remembered arguments have each fingerprint's statistics (its first
+        four figures): an argument whose statistics are not here matches none of them."""
         self._rings: dict[str, _SiteRing] = {}
+
+    def _remember(self, site: str, step_seen: list[_Seen]) -> None:
+        counts = self._statistics
+        if len(self._seen) == self._seen.maxlen:
+            for seen in self._seen[0][1]:  # about to be forgotten
+                key = seen.fingerprint[:4]
+                if counts[key] == 1:
+                    del counts[key]
+                else:
+                    counts[key] -= 1
+        self._seen.append((site, step_seen))
+        for seen in step_seen:
+            key = seen.fingerprint[:4]
+            counts[key] = counts.get(key, 0) + 1
 
     def _ring(self, site: str) -> _SiteRing:
         ring = self._rings.get(site)
@@ -729,6 +825,8 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
         """
+        if print_[:4] not in self._statistics:
+            return None
         shape = tuple(x.shape)
         storage: Any = None
         graph_live: bool | None = None

@@ -26,7 +26,7 @@ class HostTransfer:
 
     def vector(self, tensor: torch.Tensor) -> int:
         """Queue a tensor's values, flattened."""
-        return self._queue(tensor.reshape(-1))
+        return self._queue(tensor if tensor.dim() == 1 else tensor.reshape(-1))
 
     def _queue(self, flat: torch.Tensor) -> int:
         if flat.is_complex():

@@ -31,7 +31,10 @@ def run_interactive(target: Target, options: argparse.Namespace) -> int:
 
 
 def _inspect(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
-    run = Run(target, AgentConfig(mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch)))
+    config = AgentConfig(
+        mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch), pictures="paced"
+    )
+    run = Run(target, config)
     try:
         source: EventSource = run if recorder is None else RecordingSource(run, recorder)
         app = InspectorApp(source, break_on=",".join(options.break_on))

@@ -1,0 +1,277 @@
+"""What the agent's per-call savings must not change: the wire writes exactly the bytes the
+generic JSON encoding of a message's fields writes (packed number lists included), the
+``pictures`` setting travels and is checked like the other settings, and the pictures are made
+where someone can see them (every step, every stop and a bounded rate, or never) and nowhere
+else."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import struct
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cossim_tui import protocol
+from cossim_tui.agent.controller import Controller
+from cossim_tui.agent.projection import EVERY
+from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
+
+# --------------------------------------------------------------------------------------
+# The wire: the writers made per class write what json.dumps of the fields writes
+# --------------------------------------------------------------------------------------
+
+
+def _reference_fields(value: Any) -> Any:
+    """A record as the generic encoder saw it: every field, a list of ≥ PACKED numbers (or a
+    rectangular nest of them) packed as little-endian base64, whatever the field's type."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _reference_fields(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if type(value) is list:
+        packed = _reference_packed(value)
+        if packed is not None:
+            return packed
+        return [_reference_fields(v) for v in value]
+    if type(value) is dict:
+        return {k: _reference_fields(v) for k, v in value.items()}
+    return value
+
+
+def _reference_packed(values: list) -> dict | None:
+    shape, flat = [len(values)], values
+    while flat and type(flat[0]) is list:
+        shape.append(len(flat[0]))
+        flat = [v for row in flat for v in row]
+    if not flat or type(flat[0]) not in (float, int) or math.prod(shape) < protocol.PACKED or len(flat) != math.prod(shape):
+        return None
+    for code, fmt in (("f64", "d"),) if type(flat[0]) is float else (("u8", "B"), ("i64", "q")):
+        try:
+            data = struct.pack(f"<{len(flat)}{fmt}", *flat)
+        except struct.error:
+            continue
+        return {code: base64.b64encode(data).decode("ascii"), "shape": shape}
+    return None
+
+
+def _reference_frame(message: protocol.Message) -> bytes:
+    body = _reference_fields(message)
+    body["kind"] = message.kind
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return struct.pack(">I", len(data)) + data
+
+
+def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> None:
+    """What the interceptor does for ``F.cosine_similarity(x1, x2, dim)`` (without patching torch
+    in this process)."""
+    result = F.cosine_similarity(x1, x2, dim=dim)
+    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
+
+
+def _captured_steps() -> list[protocol.StepCaptured]:
+    """Real steps from the agent: images, broadcasting, NaN, integers, a stale partner."""
+    sent: list[bytes] = []
+
+    class Keep:
+        def send_now(self, data: bytes) -> int:
+            sent.append(data)
+            return len(data)
+
+        def send_bytes(self, data: bytes) -> None:
+            sent.append(data)
+
+        def receive(self) -> Any:
+            threading.Event().wait()
+
+    controller = Controller(Keep(), AgentConfig(mode="run", break_on=["never"]))  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    for _ in range(3):
+        a = torch.randn(8, 64)
+        call(controller, a, torch.randn(8, 64))
+        z = conv(torch.randn(2, 3, 8, 8)).flatten(1)
+        call(controller, z, z.detach())
+        call(controller, torch.randn(3, 30), torch.randn(1, 30), dim=1)
+        call(controller, torch.randint(0, 5, (4, 9)).float(), torch.randn(4, 9), dim=0)
+        call(controller, torch.tensor([[1.0, math.nan]]), torch.randn(1, 2))
+    controller._outbox.flush()
+    return [m for m in (protocol.decode_message(frame[4:]) for frame in sent) if isinstance(m, protocol.StepCaptured)]
+
+
+STEPS = _captured_steps()
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: f"step{s.step}")
+def test_a_captured_step_is_written_as_the_generic_encoding_writes_it(step: protocol.StepCaptured) -> None:
+    assert protocol.encode(step) == _reference_frame(step)
+
+
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
+INTS = st.integers(-(2**63), 2**63 - 1)
+TEXT = st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    index=st.integers(0, len(STEPS) - 1),
+    preview=st.lists(FLOATS, max_size=12),
+    shape=st.lists(INTS, max_size=10),
+    strip=st.lists(st.floats(allow_nan=True), max_size=60),
+    expr=TEXT,
+    grad_fn=st.one_of(st.none(), TEXT),
+    norm_min=FLOATS,
+    wall_time=FLOATS,
+    context=st.dictionaries(TEXT, FLOATS, max_size=3),
+    evidence=st.lists(TEXT, max_size=3),
+)
+def test_any_valid_values_are_written_as_the_generic_encoding_writes_them(
+    index, preview, shape, strip, expr, grad_fn, norm_min, wall_time, context, evidence
+) -> None:
+    step = dataclasses.replace(STEPS[index], wall_time=wall_time, context=context)
+    first = dataclasses.replace(step.args[0], preview=preview, shape=shape, strip=strip, expr=expr, grad_fn=grad_fn)
+    if first.norm is not None:
+        first.norm = dataclasses.replace(first.norm, min=norm_min)
+    step.args = [first, *step.args[1:]]
+    step.findings = [protocol.Finding("zero-norm", "error", "m", "s", 1, evidence)]
+    assert protocol.encode(step) == _reference_frame(step)
+
+
+def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> None:
+    messages = [
+        protocol.Hello(pid=1, python="3.11", target="train.py", argv=["train.py", "--lr", "0.1"]),
+        protocol.TorchHooked(version="2.4", intercepted=["F.cosine_similarity"]),
+        protocol.ScriptEnded(status="error", exit_code=1, exception="ValueError: é"),
+        protocol.Resume(mode="continue"),
+        protocol.Pause(),
+        protocol.Mute(code="collapse", site="*"),
+        protocol.SetBreak(condition="cos.mean > 0.999"),
+        protocol.BreakChanged(condition="", error=None, step=None),
+        *STEPS[:3],
+    ]
+    assert {type(m) for m in messages} == set(protocol.MESSAGE_TYPES.values())
+    for message in messages:
+        assert protocol.encode(message) == _reference_frame(message)
+
+
+# --------------------------------------------------------------------------------------
+# The pictures setting
+# --------------------------------------------------------------------------------------
+
+
+def test_pictures_travel_with_the_config_and_default_to_every_step_for_older_launchers() -> None:
+    config = AgentConfig(mode="run", pictures="paced")
+    assert from_jsonable(AgentConfig, json.loads(json.dumps(to_jsonable(config)))) == config
+    assert from_jsonable(AgentConfig, {"mode": "run"}).pictures == "every-step"  # a launcher from before
+
+
+@pytest.mark.parametrize("value", ["sometimes", 1, None, True])
+def test_an_unknown_pictures_setting_is_refused(value: Any) -> None:
+    with pytest.raises(ProtocolError):
+        from_jsonable(AgentConfig, {"pictures": value})
+
+
+def test_check_asks_for_pictures_only_when_recording(tmp_path, monkeypatch) -> None:
+    from cossim_tui import headless
+    from cossim_tui.launcher import Target
+
+    configs: list[AgentConfig] = []
+
+    class NoRun:
+        def __init__(self, target: Target, config: AgentConfig) -> None:
+            configs.append(config)
+
+        def events(self) -> Any:
+            yield headless.ScriptExited("finished", 0, None, None)
+
+        def terminate(self) -> None:
+            pass
+
+    monkeypatch.setattr(headless, "Run", NoRun)
+    target = Target(script="train.py")
+    for record in (None, str(tmp_path / "run.jsonl")):
+        options = type("Options", (), dict(record=record, ignore=[], watch=[], max_steps=None, fail_on="error", json=None))()
+        headless.run_check(target, options)
+    assert [c.pictures for c in configs] == ["none", "paced"]
+
+
+# --------------------------------------------------------------------------------------
+# Where the agent makes pictures
+# --------------------------------------------------------------------------------------
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.steps: list[protocol.StepCaptured] = []
+
+    def send_now(self, data: bytes) -> int:
+        self.send_bytes(data)
+        return len(data)
+
+    def send_bytes(self, data: bytes) -> None:
+        message = protocol.decode_message(data[4:])
+        if isinstance(message, protocol.StepCaptured):
+            self.steps.append(message)
+
+    def receive(self) -> Any:
+        threading.Event().wait()
+
+
+def _run(pictures: str, calls: int) -> list[protocol.StepCaptured]:
+    channel = _Collect()
+    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    for _ in range(calls):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    controller._outbox.flush()
+    return channel.steps
+
+
+def _pictured(step: protocol.StepCaptured) -> bool:
+    return bool(step.args[0].strip)
+
+
+def test_without_pictures_no_step_has_strips_or_maps() -> None:
+    steps = _run("none", 40)
+    assert len(steps) == 40
+    assert not any(_pictured(s) or s.projection is not None for s in steps)
+    assert all(s.args[0].stats is not None and s.cos is not None for s in steps)  # the rest is all there
+
+
+def test_every_step_has_its_strips_as_before() -> None:
+    steps = _run("every-step", EVERY + 4)
+    assert all(_pictured(s) for s in steps)
+    assert [s.step for s in steps if s.projection is not None] == [0, EVERY]
+
+
+def test_paced_pictures_come_at_a_bounded_rate_while_running_freely() -> None:
+    started = time.monotonic()
+    steps = _run("paced", 60)
+    elapsed = time.monotonic() - started
+    pictured = [s.step for s in steps if _pictured(s)]
+    assert pictured[0] == 0
+    assert len(pictured) <= 1 + elapsed / protocol.PICTURE_INTERVAL
+    # The map is fed and drawn on the pictured steps only.
+    assert {s.step for s in steps if s.projection is not None} <= set(pictured)
+
+
+def test_paced_pictures_are_made_for_every_step_the_script_stops_at() -> None:
+    channel = _Collect()
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]
+    waits: list[int] = []
+    controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
+    x = torch.randn(8, 16)
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))  # step 0: pictured, no stop
+    call(controller, x, x)  # step 1: same-object, an error: it stops, though not due pictures
+    controller._outbox.flush()
+    first, second = channel.steps
+    assert waits == [2] and second.paused and not first.paused
+    assert _pictured(second) and second.projection is not None
