@@ -308,6 +308,31 @@ def test_identical_vectors_give_identical_strips_and_a_dead_one_looks_dead(sourc
     run(scenario)
 
 
+def test_a_free_run_step_without_strips_shows_the_latest_strips_of_its_site_and_says_whose(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            pictured = make.step1(step=1, paused=False)
+            pictured.args = [dataclasses.replace(a, strip=list(WAVE)) for a in pictured.args]
+            bare = make.step1(step=2, paused=True)  # no strips: the agent pictured step 1 only
+            source.feed(make.hello(), pictured, bare)
+            await until(pilot, lambda: "paused at step 2" in status(app))
+            left = app.query_one("#strip-left", ValueStrip)
+            assert left.summary is pictured.args[0]
+            legend = str(app.query_one("#strip-scale", Static).render())
+            assert legend.startswith("step 1 ")
+
+            own = make.step1(step=3)
+            own.args = [dataclasses.replace(a, strip=list(reversed(WAVE))) for a in own.args]
+            await pilot.press("n")
+            source.feed(own)
+            await until(pilot, lambda: "paused at step 3" in status(app))
+            assert left.summary is not None and left.summary.strip == list(reversed(WAVE))
+            assert str(app.query_one("#strip-scale", Static).render()).startswith("values ")
+
+    run(scenario)
+
+
 # --------------------------------------------------------------------------------------
 # Browsing back
 # --------------------------------------------------------------------------------------

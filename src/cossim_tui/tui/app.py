@@ -243,7 +243,7 @@ class InspectorApp(App[None]):
 
     def _follow_later(self) -> None:
         self._follow_pending = False
-        if self._undrawn:
+        if self._undrawn and self.screen_stack:  # (not while the app closes)
             self._follow()
 
     def _draw_arrived(self) -> None:
@@ -296,7 +296,10 @@ class InspectorApp(App[None]):
         findings = self.query_one(FindingsPanel)
         findings.muted = frozenset(self.muted)
         findings.findings = list(step.findings)
-        self.query_one(ValueStrips).show(step.args)
+        pictured = self._strips_for(step)
+        self.query_one(ValueStrips).show(
+            pictured.args, of_step=pictured.step if pictured is not step else None
+        )
         self._show_picture()
 
     def on_findings_panel_finding_highlighted(self, message: FindingsPanel.FindingHighlighted) -> None:
@@ -367,6 +370,8 @@ class InspectorApp(App[None]):
 
         The footer rebuilds all its keys on every refresh: tens of milliseconds, so it happens
         only when the footer would look different."""
+        if not self.screen_stack:
+            return  # the app is closing (a timer can still fire): there is no footer any more
         keys = tuple(self.check_action(binding.action, ()) for binding in self._footer_bindings)
         if keys != self._keys_shown:
             self._keys_shown = keys
@@ -455,6 +460,17 @@ class InspectorApp(App[None]):
             self.query_one(HistoryPlot).show(self.steps, self.current)
         elif self.picture == "map":
             self.query_one(EmbeddingMap).show(self._projection_for(self.current), self.current)
+
+    def _strips_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
+        """``step``, or, when it has no value strips (a step of a free run between two that
+        have them), the latest kept step of its call site before it that has them."""
+        if any(summary.strip for summary in step.args):
+            return step
+        site = step.site.label
+        for earlier in reversed(self.steps):
+            if earlier.step < step.step and earlier.site.label == site and any(s.strip for s in earlier.args):
+                return earlier
+        return step
 
     def _projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
         """The map of ``step``'s call site made at that step or, failing that, the latest kept one before it."""

@@ -6,6 +6,8 @@ vectors give two identical strips, a stale copy of the other side looks like it,
 all-zero vector is a dead, empty strip. Negative values are drawn in the theme's primary
 colour, positive ones in its error colour, zero as the panel's background. The values are the
 agent's (``TensorSummary.strip``: real elements, evenly sampled); this only colours them.
+While the script runs freely the agent gives strips to a few steps a second only; the screen
+then shows the latest strips of the call site, and the legend names their step.
 """
 
 from __future__ import annotations
@@ -102,14 +104,16 @@ class ValueStrips(Horizontal):
         yield Static(id="strip-scale")
         yield ValueStrip(1, id="strip-right")
 
-    def show(self, args: Sequence[protocol.TensorSummary]) -> None:
+    def show(self, args: Sequence[protocol.TensorSummary], *, of_step: int | None = None) -> None:
+        """Draw ``args``' strips; ``of_step`` says they are an earlier step's (a free run gives
+        only some steps their strips), and the legend then names that step."""
         scale = shared_scale(args)
         for index, strip in enumerate(self.query(ValueStrip)):
             strip.summary = args[index] if len(args) > index else None
             strip.scale = scale
         legend = (
             Content.assemble(
-                ("values ", palette.LABEL),
+                (f"step {of_step} " if of_step is not None else "values ", palette.LABEL),
                 ("−", "bold $text-primary"),
                 fmt_float(scale, 3),
                 (" · 0 · ", palette.LABEL),
