@@ -12,6 +12,7 @@ import math
 import random
 from pathlib import Path
 
+import pytest
 from rich.style import Style
 from rich.text import Text
 from textual.content import Content
@@ -26,7 +27,7 @@ from cossim_tui.tui.widgets.embedding_map import (
     SIDE_MARKS,
     EmbeddingMap,
 )
-from cossim_tui.tui.widgets.history_plot import HistoryPlot
+from cossim_tui.tui.widgets.history_plot import HistoryPlot, cos_axis
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.value_strips import ValueStrip
@@ -416,3 +417,18 @@ def test_s_saves_an_svg_screenshot_and_says_where(source, make, tmp_path: Path):
             assert svg.startswith("<svg") and "cos&#160;per&#160;step&#160;at&#160;train.py:42" in svg
 
     run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "axis"),
+    [
+        (0.9973, 1.0, (0.9, 1.0)),  # stuck at 1: a flat line at the top, not swings over the height
+        (0.5, 0.52, (0.46, 0.56)),  # a narrow range in the middle: centred
+        (-1.0, -0.99, (-1.0, -0.9)),  # stuck at -1: at the bottom
+        (0.2, 0.9, (0.2, 0.9)),  # wide enough already: as it is
+    ],
+)
+def test_the_similarity_axis_spans_at_least_a_tenth_within_minus_one_to_one(low, high, axis):
+    bottom, top = cos_axis(low, high)
+    assert (bottom, top) == pytest.approx(axis)
+    assert bottom <= low and high <= top

@@ -39,6 +39,21 @@ def theme_rgb(widget: PlotextPlot, variable: str, fallback: str = "white") -> tu
         return fallback
 
 
+MIN_COS_SPAN = 0.1
+"""The similarity axis spans at least this much: a similarity stuck at 0.998-1.000 is drawn as the
+flat line it is, at the top, not blown up into wild swings across the whole height."""
+
+
+def cos_axis(low: float, high: float) -> tuple[float, float]:
+    """The similarity axis for values from ``low`` to ``high``: at least ``MIN_COS_SPAN`` wide,
+    within [-1, 1] where the values allow."""
+    if high - low >= MIN_COS_SPAN:
+        return low, high
+    top = min((low + high) / 2 + MIN_COS_SPAN / 2, 1.0)
+    top = max(top, -1.0 + MIN_COS_SPAN, high)
+    return min(top - MIN_COS_SPAN, low), top
+
+
 class HistoryPlot(PlotextPlot):
     """``show(steps, current)``: the kept steps at ``current``'s call site, ``current`` marked."""
 
@@ -93,7 +108,8 @@ class HistoryPlot(PlotextPlot):
             plt.plot(xs, [s.cos.max for s in with_cos], color=muted, marker="braille")  # type: ignore[union-attr]
             plt.plot(xs, [s.cos.min for s in with_cos], color=muted, marker="braille")  # type: ignore[union-attr]
             plt.plot(xs, [s.cos.mean for s in with_cos], color=theme_rgb(self, "foreground", "white"), marker="hd")  # type: ignore[union-attr]
-            bottom = min(s.cos.min for s in with_cos)  # type: ignore[union-attr]
+            bottom, top = cos_axis(min(s.cos.min for s in with_cos), max(s.cos.max for s in with_cos))  # type: ignore[union-attr]
+            plt.ylim(bottom, top, yside="left")
             marked = [s for s in at_site if s.findings]
             for severity in ("info", "warning", "error"):
                 worst = [
