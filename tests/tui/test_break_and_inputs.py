@@ -153,6 +153,23 @@ def test_i_shows_both_input_pictures_side_by_side(source, make):
     run(scenario)
 
 
+def test_i_on_a_free_run_step_without_pictures_shows_the_latest_pictured_step_and_names_it(source, make):
+    async def scenario():
+        pictured = make.step1(step=1, paused=False)
+        pictured.args[0].input_image = picture(10)
+        bare = make.step1(step=2)  # the agent pictured step 1 only
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), pictured, bare)
+            await until(pilot, paused(app, 2))
+            await pilot.press("i")
+            await until(pilot, lambda: isinstance(app.screen, InputsScreen))
+            assert app.screen.step is pictured
+            assert "inputs of step 1 " in str(app.screen.query_one("#inputs-box").border_title)
+
+    run(scenario)
+
+
 def test_i_without_pictures_says_why(source, make):
     async def scenario():
         app = InspectorApp(source)

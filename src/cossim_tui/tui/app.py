@@ -74,6 +74,10 @@ KEYS_SETTLE = 0.15
 """Seconds a stepping key waits before the footer shows the keys of a running script."""
 
 
+def _has_pictures(step: protocol.StepCaptured) -> bool:
+    return any(summary.strip or summary.input_image is not None for summary in step.args)
+
+
 def _bindings(bindings: list[BindingType]) -> list[Binding]:
     return [binding for binding in bindings if isinstance(binding, Binding)]
 
@@ -296,7 +300,7 @@ class InspectorApp(App[None]):
         findings = self.query_one(FindingsPanel)
         findings.muted = frozenset(self.muted)
         findings.findings = list(step.findings)
-        pictured = self._strips_for(step)
+        pictured = self._pictured_for(step)
         self.query_one(ValueStrips).show(
             pictured.args, of_step=pictured.step if pictured is not step else None
         )
@@ -461,14 +465,15 @@ class InspectorApp(App[None]):
         elif self.picture == "map":
             self.query_one(EmbeddingMap).show(self._projection_for(self.current), self.current)
 
-    def _strips_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
-        """``step``, or, when it has no value strips (a step of a free run between two that
-        have them), the latest kept step of its call site before it that has them."""
-        if any(summary.strip for summary in step.args):
+    def _pictured_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
+        """``step``, or, when the agent made no pictures for it (value strips, input images: a
+        step of a free run between two that have them), the latest kept step of its call site
+        before it that has them."""
+        if _has_pictures(step):
             return step
         site = step.site.label
         for earlier in reversed(self.steps):
-            if earlier.step < step.step and earlier.site.label == site and any(s.strip for s in earlier.args):
+            if earlier.step < step.step and earlier.site.label == site and _has_pictures(earlier):
                 return earlier
         return step
 
@@ -520,7 +525,7 @@ class InspectorApp(App[None]):
         bar.condition_problem = problem
 
     def action_inputs(self) -> None:
-        step = self.current
+        step = self._pictured_for(self.current) if self.current is not None else None
         if not has_input_images(step):
             self.notify(
                 "no input images at this step: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive",
