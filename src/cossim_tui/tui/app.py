@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from textual import work
@@ -76,10 +77,6 @@ KEYS_SETTLE = 0.15
 
 def _has_pictures(step: protocol.StepCaptured) -> bool:
     return any(summary.strip or summary.input_image is not None for summary in step.args)
-
-
-def _bindings(bindings: list[BindingType]) -> list[Binding]:
-    return [binding for binding in bindings if isinstance(binding, Binding)]
 
 
 class InspectorApp(App[None]):
@@ -148,7 +145,7 @@ class InspectorApp(App[None]):
         """When arrived steps were last drawn (``time.monotonic``)."""
         self._follow_pending = False
         """A timer will draw the steps that arrived meanwhile (a free run between two frames)."""
-        self._footer_bindings = [binding for binding in _bindings(self.BINDINGS) if binding.show]
+        self._footer_bindings = [binding for binding in self.BINDINGS if isinstance(binding, Binding) and binding.show]
         self._keys_shown: tuple[bool | None, ...] | None = None
         """What each key in the footer could do when the footer was last refreshed."""
         self.screenshot_dir: str | None = None
@@ -467,25 +464,25 @@ class InspectorApp(App[None]):
 
     def _pictured_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
         """``step``, or, when the agent made no pictures for it (value strips, input images: a
-        step of a free run between two that have them), the latest kept step of its call site
-        before it that has them."""
-        if _has_pictures(step):
-            return step
-        site = step.site.label
-        for earlier in reversed(self.steps):
-            if earlier.step < step.step and earlier.site.label == site and _has_pictures(earlier):
-                return earlier
-        return step
+        step of a free run between two that have them), the latest kept one that has them."""
+        return self._at_or_before(step, _has_pictures) or step
 
     def _projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
         """The map of ``step``'s call site made at that step or, failing that, the latest kept one before it."""
-        if step is None or step.projection is not None:
-            return step.projection if step is not None else None
+        found = self._at_or_before(step, lambda s: s.projection is not None) if step is not None else None
+        return found.projection if found is not None else None
+
+    def _at_or_before(
+        self, step: protocol.StepCaptured, holds: Callable[[protocol.StepCaptured], bool]
+    ) -> protocol.StepCaptured | None:
+        """``step`` if ``holds(step)``, else the latest kept step of its call site before it for
+        which it holds: the agent makes maps and pictures for some steps only."""
+        if holds(step):
+            return step
         site = step.site.label
-        for earlier in reversed(self.steps):
-            if earlier.step < step.step and earlier.site.label == site and earlier.projection is not None:
-                return earlier.projection
-        return None
+        return next(
+            (s for s in reversed(self.steps) if s.step < step.step and s.site.label == site and holds(s)), None
+        )
 
     def action_save_screenshot(self) -> None:
         try:
