@@ -73,17 +73,18 @@ class Controller:
         waits for the screen."""
         self._ended = False
         self._sites: dict[source.SiteInfo, CallSite] = {}
-        self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, source.SiteInfo, tuple[str, str]]] = {}
+        self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, tuple[str, str]]] = {}
         """The call site and argument names of each call instruction (code object id, offset),
-        with the code object kept to check that the id is still its own: one look-up per call."""
+        with the code object kept alive so that its id stays its own: one look-up per call."""
         self._tools: Any = None
         """The capture's modules, imported at the first call (torch is the script's to import)."""
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
         self.thumbnails: Any = None
-        self._pictured_at = -math.inf
-        """When (``time.monotonic``) the last step that got pictures while running freely was made."""
+        self._pictured_at: dict[str, float] = {}
+        """Per call site, when (``time.monotonic``) its last step that got pictures while running
+        freely was made: per site, so that one site's calls cannot take every turn."""
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
 
     # -- messages out ---------------------------------------------------------------------
@@ -146,9 +147,11 @@ class Controller:
         with self._lock:
             step = self.steps
             self.steps += 1
-            pictures = self._pictures_due()
+            pictures = False
             try:
-                message = self._capture(step, function, names, x1, x2, dim, eps, result, error, frame, pictures)
+                site, exprs = self._place(frame, names)
+                pictures = self._pictures_due(site.label)
+                message = self._capture(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
                 message = self._capture_failed(step, function, names, frame, exc)
             message.label = label
@@ -177,13 +180,14 @@ class Controller:
         code = frame.f_code
         key = (id(code), frame.f_lasti, names)
         known = self._places.get(key)
-        if known is not None and known[0] is code:
-            return known[1], known[3]
+        if known is not None:
+            return known[1], known[2]
         site, info = self._call_site(frame)
         exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
         if len(self._places) >= 4096:  # code made on the fly, call after call: start again
             self._places.clear()
-        self._places[key] = (code, site, info, exprs)  # type: ignore[assignment]
+        # The entry holds the code object, so its id cannot be reused while the entry exists.
+        self._places[key] = (code, site, exprs)
         return site, exprs
 
     def _call_site(self, frame: types.FrameType | None) -> tuple[CallSite, source.SiteInfo | None]:
@@ -208,15 +212,15 @@ class Controller:
         self,
         step: int,
         function: str,
-        names: tuple[str, str],
+        site: CallSite,
+        exprs: tuple[str, str],
         x1: Any,
         x2: Any,
         dim: Any,
         eps: Any,
         result: Any,
         error: BaseException | None,
-        frame: types.FrameType | None,
-        pictures: bool = True,
+        pictures: bool,
     ) -> StepCaptured:
         tools = self._tools
         if tools is None:
@@ -225,7 +229,6 @@ class Controller:
             self.evidence = tools.EvidenceCollector()
         if self.projections is None:
             self.projections = tools.ProjectionMaps()
-        site, exprs = self._place(frame, names)
         # One no_grad for the whole capture (the modules skip theirs when grad is off already).
         with tools.no_grad():
             return self._capture_pair(step, function, x1, x2, dim, eps, result, error, pictures, site, exprs)
@@ -291,11 +294,12 @@ class Controller:
             projection=projection,
         )
 
-    def _pictures_due(self) -> bool:
+    def _pictures_due(self, site: str) -> bool:
         """Whether this step gets its pictures (``AgentConfig.pictures``): with ``paced``, a step
         the script will stop at does (known here when stepping or asked to pause; a stop decided
         by a finding gets them in ``_picture_stop``), and while it runs freely one step in each
-        ``PICTURE_INTERVAL``: the screen cannot show more, and they cost more than the rest."""
+        ``PICTURE_INTERVAL`` at each call site: the screen cannot show more, and they cost more
+        than the rest."""
         wanted = self.config.pictures
         if wanted == "every-step":
             return True
@@ -304,9 +308,11 @@ class Controller:
         if self.mode == "step" or self._pause_requested:
             return True
         now = time.monotonic()
-        if now - self._pictured_at < protocol.PICTURE_INTERVAL:
+        if now - self._pictured_at.get(site, -math.inf) < protocol.PICTURE_INTERVAL:
             return False
-        self._pictured_at = now
+        if len(self._pictured_at) >= 4096:  # sites made on the fly: start again
+            self._pictured_at.clear()
+        self._pictured_at[site] = now
         return True
 
     def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any) -> None:
