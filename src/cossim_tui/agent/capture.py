@@ -18,6 +18,7 @@ argument that cannot be summarised (sparse, meta, not a tensor) gets a ``note`` 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -162,22 +163,14 @@ def _stats_width(rows: int) -> int:
     return 4 + (rows if rows <= NORMS_ON_HOST else 3)
 
 
-_PICKS: dict[tuple[int, int, int, Any], torch.Tensor] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _picks(k: int, count: int, preview: int, device: Any) -> torch.Tensor:
     """Where the preview (the first values) and the sample are in each of k contiguous arguments
     of ``count`` values: picked by one ``take``, whose result is contiguous (a ``cat`` of strided
     pieces copies them one by one). Made on the host once per size, never read back."""
-    key = (k, count, preview, device)
-    index = _PICKS.get(key)
-    if index is None:
-        step = max(1, count // SAMPLE)
-        positions = list(range(preview)) + list(range(0, min(count, step * SAMPLE), step))  # min(count, SAMPLE) of them
-        index = _PICKS[key] = torch.tensor([a * count + p for a in range(k) for p in positions], dtype=torch.int64, device=device)
-        if len(_PICKS) > 64:
-            _PICKS.pop(next(iter(_PICKS)))
-    return index
+    step = max(1, count // SAMPLE)
+    positions = list(range(preview)) + list(range(0, min(count, step * SAMPLE), step))  # min(count, SAMPLE) of them
+    return torch.tensor([a * count + p for a in range(k) for p in positions], dtype=torch.int64, device=device)
 
 
 @dataclass(slots=True)

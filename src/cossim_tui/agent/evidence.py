@@ -25,6 +25,7 @@ not, the reference functions below recompute that argument's figures exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections import deque
@@ -301,29 +302,21 @@ def _graph_freed(node: Any) -> bool:
     return False
 
 
-_PICKS: dict[tuple[tuple[int, ...], Any], tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def _picks(leading: tuple[int, ...], device: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Up to ``SAMPLE_ROWS`` evenly spaced rows of a result of shape ``leading``: their flat
     indices and their index in each dim (made on the host once per shape, never read back)."""
-    key = (leading, device)
-    found = _PICKS.get(key)
-    if found is None:
-        total = math.prod(leading)
-        flat = torch.linspace(0, total - 1, min(total, SAMPLE_ROWS)).long().unique().tolist()
-        per_dim = []
-        for index in flat:
-            coordinates = []
-            for size in reversed(leading):
-                index, rest = divmod(index, size)
-                coordinates.append(rest)
-            per_dim.append(coordinates[::-1])
-        columns = tuple(torch.tensor([c[k] for c in per_dim], device=device) for k in range(len(leading)))
-        found = _PICKS[key] = (torch.tensor(flat, device=device), columns)
-        if len(_PICKS) > 64:
-            _PICKS.pop(next(iter(_PICKS)))
-    return found
+    total = math.prod(leading)
+    flat = torch.linspace(0, total - 1, min(total, SAMPLE_ROWS)).long().unique().tolist()
+    per_dim = []
+    for index in flat:
+        coordinates = []
+        for size in reversed(leading):
+            index, rest = divmod(index, size)
+            coordinates.append(rest)
+        per_dim.append(coordinates[::-1])
+    columns = tuple(torch.tensor([c[k] for c in per_dim], device=device) for k in range(len(leading)))
+    return torch.tensor(flat, device=device), columns
 
 
 def _queue_precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, result: Any, transfer: HostTransfer) -> int | None:
@@ -681,7 +674,7 @@ class PendingEvidence:
                     x.requires_grad, x.storage_offset(), tuple(x.stride()),
                 )
             )
-        collector._remember(self.site, step_seen)
+        collector._seen.append((self.site, step_seen))
         return evidence
 
     def _unit_rows(self, index: int) -> torch.Tensor | None:
@@ -745,24 +738,7 @@ class EvidenceCollector:
         self.ring_rows = ring_rows
         self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
-        self._statistics: dict[tuple[float, ...], int] = {}
-        """How many of the remembered arguments have each fingerprint's statistics (its first
-        four figures): an argument whose statistics are not here matches none of them."""
         self._rings: dict[str, _SiteRing] = {}
-
-    def _remember(self, site: str, step_seen: list[_Seen]) -> None:
-        counts = self._statistics
-        if len(self._seen) == self._seen.maxlen:
-            for seen in self._seen[0][1]:  # about to be forgotten
-                key = seen.fingerprint[:4]
-                if counts[key] == 1:
-                    del counts[key]
-                else:
-                    counts[key] -= 1
-        self._seen.append((site, step_seen))
-        for seen in step_seen:
-            key = seen.fingerprint[:4]
-            counts[key] = counts.get(key, 0) + 1
 
     def _ring(self, site: str) -> _SiteRing:
         ring = self._rings.get(site)
@@ -825,8 +801,6 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
         """
-        if print_[:4] not in self._statistics:
-            return None
         shape = tuple(x.shape)
         storage: Any = None
         graph_live: bool | None = None
