@@ -251,9 +251,7 @@ class Controller:
         )
         pending_inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        if pictures:
-            images = [self._queue_input_image(made_one, transfer) for made_one in made]
-            strips = tools.queue_value_strips(x1, x2, dim_value, transfer)
+        finish_pictures = self._queue_pictures(made, x1, x2, dim_value, transfer) if pictures else None
         transfer.fetch()
         pair = pending_pair.finish()
         for summary, made_one, x in zip(pair.args, made, (x1, x2)):
@@ -267,18 +265,15 @@ class Controller:
         if self._muted:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
-        if pictures:
-            for summary, image, strip in zip(pair.args, images, strips()):
-                summary.input_image = image()
-                summary.strip = strip
+        if finish_pictures is not None:
+            finish_pictures(pair.args)
         # The map is due every few steps, and always where the script will stop (someone is looking).
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
-        if pictures or self._should_stop(findings):
+        stops = self._should_stop(findings)
+        if pictures or stops:
             labels = [m.labels if m is not None else None for m in made]
-            projection = self.projections.observe(
-                step, site.label, x1, x2, dim_value, force=self._should_stop(findings), labels=labels
-            )
+            projection = self.projections.observe(step, label, x1, x2, dim_value, force=stops, labels=labels)
         return StepCaptured(
             step=step,
             function=function,
@@ -315,22 +310,33 @@ class Controller:
         self._pictured_at[site] = now
         return True
 
+    def _queue_pictures(
+        self, made: list[Any], x1: Any, x2: Any, dim: int, transfer: Any
+    ) -> Callable[[list[TensorSummary]], None]:
+        """Queue both arguments' value strips and input images on ``transfer``; what it returns
+        puts them on the summaries once the transfer has been fetched."""
+        images = [self._queue_input_image(made_one, transfer) for made_one in made]
+        strips = self._tools.queue_value_strips(x1, x2, dim, transfer)
+
+        def finish(summaries: list[TensorSummary]) -> None:
+            for summary, image, strip in zip(summaries, images, strips()):
+                summary.input_image = image()
+                summary.strip = strip
+
+        return finish
+
     def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any) -> None:
         """The value strips and input images of a step that stops although it was not due any:
         a finding or the break condition decided it after the capture. They take a device→host
         transfer of their own, on a step where the script is about to wait for the user."""
-        from cossim_tui.agent.strips import queue_value_strips
-        from cossim_tui.agent.transfer import HostTransfer
-
         try:
-            transfer = HostTransfer()
+            tools = self._tools
             made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
-            images = [self._queue_input_image(made_one, transfer) for made_one in made]
-            strips = queue_value_strips(x1, x2, dim if isinstance(dim, int) else -1, transfer)
-            transfer.fetch()
-            for summary, image, strip in zip(message.args, images, strips()):
-                summary.input_image = image()
-                summary.strip = strip
+            with tools.no_grad():
+                transfer = tools.HostTransfer()
+                finish = self._queue_pictures(made, x1, x2, dim if isinstance(dim, int) else -1, transfer)
+                transfer.fetch()
+                finish(message.args)
         except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
             return
 
