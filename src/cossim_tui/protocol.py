@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import math
+import operator
 import socket
 import struct
 import threading
@@ -420,6 +421,28 @@ PACKED = 8
 pixel rows) travels as ``{"f64"|"i64"|"u8": base64 of little-endian values, "shape": [...]}``:
 exact, and several times cheaper to write and read than each number in decimal."""
 _CODES = {"f64": "d", "i64": "q", "u8": "B"}
+_base64 = binascii.b2a_base64  # (what base64.b64encode calls, without its Python frame)
+
+
+def _pack(flat: list, count: int) -> tuple[str, bytes] | None:
+    """The ``count`` numbers of ``flat`` as a packed code and its bytes; ``None`` when they do
+    not pack: a float among integers, a string anywhere (struct checks every value).
+
+    ``bytes`` takes exactly what struct's "B" takes (integers 0 to 255, or ``__index__``),
+    in a fraction of the time: a map's point sides and a thumbnail's pixels are such bytes."""
+    if type(flat[0]) is float:
+        try:
+            return "f64", struct.pack(f"<{count}d", *flat)
+        except struct.error:
+            return None
+    try:
+        return "u8", bytes(flat)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return "i64", struct.pack(f"<{count}q", *flat)
+    except struct.error:
+        return None
 
 
 def _packed(values: list) -> Any:
@@ -433,14 +456,11 @@ def _packed(values: list) -> Any:
     count = math.prod(shape)
     if count < PACKED or len(flat) != count or not flat:
         return values
-    # struct checks every value: a float for "B"/"q", or a string anywhere, raises struct.error.
-    for code in ("f64",) if type(flat[0]) is float else ("u8", "i64"):
-        try:
-            data = struct.pack(f"<{count}{_CODES[code]}", *flat)
-        except struct.error:
-            continue
-        return {code: base64.b64encode(data).decode("ascii"), "shape": shape}
-    return values
+    packed = _pack(flat, count)
+    if packed is None:
+        return values
+    code, data = packed
+    return {code: _base64(data, newline=False).decode("ascii"), "shape": shape}
 
 
 def _numbers(value: Any) -> Any:
@@ -463,11 +483,17 @@ def _fields_of(value: Any) -> dict[str, Any]:
 
 # What ``encode`` writes is exactly what ``json.dumps(fields, separators=(",", ":"))`` would,
 # for a record's fields in their order (``_fields_of``), but written by code made once per
-# class from its annotations, as ``dataclasses`` writes ``__init__``: one format string per
-# record with its keys already in it, each value turned to JSON by the cheapest function that
-# gives the same text for its type (``float.__repr__``, ``int.__repr__``, the json module's own
-# string escaper), and anything unexpected by the json module itself. A step's dozen records
-# and hundred keys cost the generic encoder more than its numbers.
+# class from its annotations, as ``dataclasses`` writes ``__init__``: one f-string per record
+# with its keys already in it, each value turned to JSON by the cheapest code that gives the
+# same text for its type, and anything unexpected by the json module itself. A step's dozen
+# records and hundred keys cost the generic encoder more than its numbers.
+#
+# Most of what is left is writing floats: ``repr``, the shortest text that reads back the
+# same, takes about 40% of a step's encoding. So when a record's plain fields hold what their
+# annotations say, and its floats are finite, its numbers are written by the f-string itself
+# (``{x!r}``), with no call each; only when one does not (a NaN, an int where a float is
+# expected) is each value checked on its own. Nested records call their class's writer
+# directly, and a call site, the same object at every call made there, is written once.
 
 _WRITERS: dict[type, Callable[[Any], str]] = {}
 _ascii = json.encoder.encode_basestring_ascii
@@ -492,9 +518,10 @@ def _numbers_json(value: Any) -> str:
     """A list of numbers (or nested lists of them): packed when long enough (``_packed``)."""
     if type(value) is not list:
         return "null" if value is None else _JSON.encode(value)
-    if not value:
+    count = len(value)
+    if not count:
         return "[]"
-    if len(value) < PACKED:
+    if count < PACKED:
         kinds = set(map(type, value))
         if kinds == _ONLY_INTS:  # (a shape, strides)
             return "[" + ",".join(map(int.__repr__, value)) + "]"
@@ -505,6 +532,12 @@ def _numbers_json(value: Any) -> str:
             return _JSON.encode(value)
         if list not in kinds:
             return _JSON.encode(value)
+    elif type(value[0]) is not list:  # a vector (a strip, a map's coordinates): what _packed does
+        packed = _pack(value, count)
+        if packed is None:
+            return _JSON.encode(value)
+        code, data = packed
+        return f'{{"{code}":"{_base64(data, newline=False).decode("ascii")}","shape":[{count}]}}'
     packed = _packed(value)
     if packed is not value:
         (code, data), (_, shape) = packed.items()
@@ -512,10 +545,41 @@ def _numbers_json(value: Any) -> str:
     return _JSON.encode(value)
 
 
+def _floats_json(value: Any) -> str:
+    """A field of floats: what ``_numbers_json`` writes, sooner for the usual few finite floats
+    (``float.__repr__`` refuses anything else, and json writes a float subclass with it too)."""
+    if type(value) is list and len(value) < PACKED:
+        if not value:  # (a step without pictures has no strips)
+            return "[]"
+        try:
+            text = ",".join(map(float.__repr__, value))
+        except TypeError:
+            return _numbers_json(value)
+        if "n" not in text:  # no nan or inf, which JSON writes NaN and Infinity
+            return f"[{text}]"
+    return _numbers_json(value)
+
+
+def _ints_json(value: Any) -> str:
+    """A field of integers (a shape, strides, a span): what ``_numbers_json`` writes, sooner for
+    the usual few. ``repr`` writes a list of exact ints as json does, but for its spaces."""
+    if type(value) is list and len(value) < PACKED:
+        for item in value:
+            if type(item) is not int:  # (a bool, which json writes true)
+                return _numbers_json(value)
+        return repr(value).replace(" ", "")
+    return _numbers_json(value)
+
+
 def _strings_json(value: Any) -> str:
-    """A list of strings (a finding's evidence, a call's source lines)."""
-    if type(value) is list and all(type(item) is str for item in value):
-        return "[" + ",".join(map(_ascii, value)) + "]"
+    """A list of strings (a finding's evidence, a call's source lines).
+
+    The escaper refuses anything but a string, and json escapes a str subclass with it too."""
+    if type(value) is list:
+        try:
+            return "[" + ",".join(map(_ascii, value)) + "]"
+        except TypeError:
+            pass
     return _JSON.encode(value)
 
 
@@ -532,37 +596,110 @@ def _mapping_json(value: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _writer(cls: type) -> Callable[[Any], str]:
-    """The JSON text of a ``cls`` record (see above); messages end with their ``kind``."""
+_SITE_TEXTS: dict[int, tuple[CallSite, tuple, str]] = {}
+"""The text last written for each ``CallSite`` object (by ``id``), with that object and the
+values it was written from."""
+_site_fields = operator.attrgetter(*_field_names(CallSite))
+_UNCHANGING = (str, int)
+
+
+def _site_json(site: Any) -> str:
+    """A call site as ``encode`` writes it, written once per site: the agent sends the same
+    ``CallSite`` (its source lines included) with every call made there.
+
+    A kept text is reused only for that very object holding the very same values (strings
+    and integers, which cannot change, kept alive with the text so that no other object takes
+    their ids): a site changed since, or another site, even an equal one, is written anew."""
+    if type(site) is not CallSite:
+        return _record_json(site)
+    lines = site.lines
+    if type(lines) is not list:
+        return _writer(CallSite)(site)
+    fields = _site_fields(site)
+    values = (*fields, *lines)
+    kept = _SITE_TEXTS.get(id(site))
+    if kept is not None and kept[0] is site and len(kept[1]) == len(values) and all(map(operator.is_, kept[1], values)):
+        return kept[2]
+    text = _writer(CallSite)(site)
+    if all(type(v) in _UNCHANGING or v is lines for v in fields) and all(type(line) is str for line in lines):
+        if len(_SITE_TEXTS) >= 64:  # (sites made for calls whose frame was unknown, say)
+            _SITE_TEXTS.clear()
+        _SITE_TEXTS[id(site)] = (site, values, text)
+    return text
+
+
+_REMEMBERED: dict[type, Callable[[Any], str]] = {CallSite: _site_json}
+"""Records whose text is kept from one message to the next, and the function that keeps it."""
+
+
+def _writer(cls: type, building: frozenset[type] = frozenset()) -> Callable[[Any], str]:
+    """The JSON text of a ``cls`` record (see above); messages end with their ``kind``.
+
+    ``building``: the classes whose writers are being made around this one; a record that
+    holds one of them looks it up when it writes it."""
     write = _WRITERS.get(cls)
     if write is None:
-        write = _WRITERS[cls] = _make_writer(cls)
+        write = _WRITERS[cls] = _make_writer(cls, building)
     return write
 
 
-def _make_writer(cls: type) -> Callable[[Any], str]:
+def _make_writer(cls: type, building: frozenset[type]) -> Callable[[Any], str]:
     hints = _hints(cls)
-    keys, values = [], []
-    for name in _field_names(cls):
-        keys.append(f"{_ascii(name)}:%s")
-        values.append(_value_json(hints.get(name, Any), f"value.{name}"))
+    fields = [(name, hints.get(name, Any)) for name in _field_names(cls)]
     if issubclass(cls, Message):
-        keys.append('"kind":%s')
-        values.append("_ascii(value.kind)")
-    template = "{" + ",".join(keys) + "}"
-    body = f"{template!r} % ({', '.join(values)},)" if values else repr(template)
-    source = f"def write_{cls.__name__}(value):\n    return {body}\n"
+        fields.append(("kind", str))
     namespace: dict[str, Any] = {
-        "_ascii": _ascii, "_record_json": _record_json, "_numbers_json": _numbers_json, "_strings_json": _strings_json,
-        "_mapping_json": _mapping_json, "_JSON": _JSON,
-        "_float": float.__repr__, "_int": int.__repr__,
+        "_ascii": _ascii, "_record_json": _record_json, "_numbers_json": _numbers_json, "_floats_json": _floats_json,
+        "_ints_json": _ints_json, "_strings_json": _strings_json, "_mapping_json": _mapping_json,
+        "_JSON": _JSON, "_float": float.__repr__, "_int": int.__repr__,
     }
+    # Each field is read once into f<i>. Then, when the plain fields hold what they should
+    # (``guards``), the fast return; else every field is checked on its own (t<i>).
+    loads, guards, finite, fast, fast_parts, checked, parts = [], [], [], [], [], [], []
+    for i, (name, tp) in enumerate(fields):
+        value, text, key = f"f{i}", f"t{i}", _ascii(name)
+        plain, expression = _value_json(tp, value, namespace, building | {cls})
+        loads.append(f"{value} = value.{name}")
+        checked.append(f"{text} = {expression}")
+        parts.append(f"{key}:{{{text}}}")
+        if plain is float or plain is int:
+            guards.append(f"type({value}) is {plain.__name__}")
+            fast_parts.append(f"{key}:{{{value}!r}}")
+            if plain is float:
+                finite.append(value)
+        elif plain is str:
+            guards.append(f"type({value}) is str")
+            fast_parts.append(f"{key}:{{_ascii({value})}}")
+        elif plain is bool:
+            guards.append(f"({value} is True or {value} is False)")
+            fast.append(f"{text} = 'true' if {value} else 'false'")
+            fast_parts.append(f"{key}:{{{text}}}")
+        else:
+            fast.append(f"{text} = {expression}")
+            fast_parts.append(f"{key}:{{{text}}}")
+    if finite:
+        # 0 times a finite float is 0; times an infinity or a NaN it is NaN.
+        guards.append(f"0.0 * {' * '.join(finite)} == 0.0")
+    lines = loads
+    if guards:  # (else the fields are all checked on their own anyway)
+        lines += [f"if {' and '.join(guards)}:", *(f"    {line}" for line in fast), f"    return f{_template(fast_parts)!r}"]
+    lines += [*checked, f"return f{_template(parts)!r}"]
+    source = f"def write_{cls.__name__}(value):\n" + "".join(f"    {line}\n" for line in lines)
     exec(source, namespace)  # noqa: S102 - our own source, made from field names and types
     return namespace[f"write_{cls.__name__}"]
 
 
-def _value_json(tp: Any, read: str) -> str:
-    """A Python expression for the JSON text of the value ``read`` gives, a field of type ``tp``."""
+def _template(parts: list[str]) -> str:
+    """The f-string (without its ``f``) of a record whose ``key:{value}`` parts these are."""
+    return "{{" + ",".join(parts) + "}}"
+
+
+def _value_json(tp: Any, v: str, namespace: dict[str, Any], building: frozenset[type]) -> tuple[type | None, str]:
+    """A Python expression for the JSON text of the local ``v``, a field of type ``tp``, and the
+    type it is written fastest for (float, int, str or bool) when ``tp`` is that type alone.
+
+    A record's writer is made now and put in ``namespace`` (unless it is being made around
+    this one: then it is looked up when needed)."""
     options = [tp]
     nullable = False
     if typing.get_origin(tp) in (Union, types.UnionType):
@@ -570,33 +707,51 @@ def _value_json(tp: Any, read: str) -> str:
         nullable = len(options) < len(typing.get_args(tp))
     option = options[0] if len(options) == 1 else Any
     origin = typing.get_origin(option)
-    v = f"(v := {read})"
     if dataclasses.is_dataclass(option):
-        return f"_record_json({read})"
+        if option in _REMEMBERED:
+            remembered = namespace[_REMEMBERED[option].__name__] = _REMEMBERED[option]
+            return None, f"{remembered.__name__}({v})"
+        record = _record_writer(option, v, namespace, building)
+        return None, f"('null' if {v} is None else {record})" if nullable else record
     if origin is list:
         (item,) = typing.get_args(option) or (Any,)
         if dataclasses.is_dataclass(item):
-            return f"('[' + ','.join([_record_json(item) for item in v]) + ']' if type({v}) is list else _JSON.encode(v))"
+            record = _record_writer(item, "item", namespace, building)
+            return None, f"(('[' + ','.join([{record} for item in {v}]) + ']' if {v} else '[]') if type({v}) is list else _JSON.encode({v}))"
         if item is str:
-            return f"_strings_json({read})"
-        return f"_numbers_json({read})"
+            return None, f"_strings_json({v})"
+        if item is float:
+            return None, f"_floats_json({v})"
+        if item is int:
+            return None, f"_ints_json({v})"
+        return None, f"_numbers_json({v})"
+    plain: type | None
     if option is str or (origin is Literal and all(type(a) is str for a in typing.get_args(option))):
-        expression = f"(_ascii(v) if type({v}) is str else _JSON.encode(v))"
+        plain, expression = str, f"(_ascii({v}) if type({v}) is str else _JSON.encode({v}))"
     elif option is int:
-        expression = f"(_int(v) if type({v}) is int else _JSON.encode(v))"
+        plain, expression = int, f"(_int({v}) if type({v}) is int else _JSON.encode({v}))"
     elif option is float:
         # v - v is 0 for a finite float; NaN and infinities are the json module's to write.
-        expression = f"(_float(v) if type({v}) is float and v - v == 0.0 else _JSON.encode(v))"
+        plain, expression = float, f"(_float({v}) if type({v}) is float and {v} - {v} == 0.0 else _JSON.encode({v}))"
     elif option is bool:
-        expression = f"('true' if {v} is True else 'false' if v is False else _JSON.encode(v))"
+        plain, expression = bool, f"('true' if {v} is True else 'false' if {v} is False else _JSON.encode({v}))"
     elif origin is dict:
-        return f"_mapping_json({read})"
+        return None, f"_mapping_json({v})"
     else:
-        return f"_JSON.encode({read})"
+        return None, f"_JSON.encode({v})"
     if nullable:
-        # (v is bound inside the expression, so the None test reads the field itself.)
-        return f"('null' if {read} is None else {expression})"
-    return expression
+        return None, f"('null' if {v} is None else {expression})"
+    return plain, expression
+
+
+def _record_writer(cls: Any, v: str, namespace: dict[str, Any], building: frozenset[type]) -> str:
+    """An expression for the text of ``v``, which should be a ``cls`` record: its writer,
+    called directly when it is exactly one."""
+    if cls in building:
+        return f"_record_json({v})"
+    index = len(namespace)
+    namespace[f"_write{index}"], namespace[f"_class{index}"] = _writer(cls, building), cls
+    return f"(_write{index}({v}) if type({v}) is _class{index} else _record_json({v}))"
 
 
 def _unpacked(value: dict, leaf: type, depth: int) -> list:
@@ -633,7 +788,8 @@ hand what they do not expect, and what decides what they write."""
 
 
 def encode(message: Message) -> bytes:
-    data = _writer(type(message))(message).encode()
+    write = _WRITERS.get(type(message)) or _writer(type(message))
+    data = write(message).encode()
     if len(data) > MAX_FRAME:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte limit")
     return _HEADER.pack(len(data)) + data
