@@ -18,6 +18,7 @@ from cossim_tui.agent.evidence import (  # noqa: E402
     common_mode_drop,
     sample_vectors,
 )
+from cossim_tui.agent import evidence as evidence_module  # noqa: E402
 from cossim_tui.diagnostics.judge import Evidence  # noqa: E402
 
 SITE = "train.py:20"
@@ -159,6 +160,21 @@ def test_the_window_is_keep_steps_long() -> None:
             assert stale[0].earlier_step == 0
 
 
+def test_fingerprints_leave_with_their_steps() -> None:
+    """The look-up of fingerprints seen in the window holds exactly the window's arguments."""
+    collector = EvidenceCollector(keep_steps=3)
+    repeated = torch.randn(4, 8)
+    for step in range(20):
+        observe(collector, step, torch.randn(4, 8), repeated if step % 2 else torch.randn(4, 8))
+        window = [seen.fingerprint for _, step_seen in collector._seen for seen in step_seen]
+        assert collector._prints == {print_: window.count(print_) for print_ in window}
+    nothing_kept = EvidenceCollector(keep_steps=0)
+    anchor = torch.randn(4, 8)
+    for step in range(3):
+        assert observe(nothing_kept, step, anchor, torch.randn(4, 8)).stale == []
+    assert nothing_kept._prints == {}
+
+
 def test_nothing_is_kept_alive() -> None:
     collector = EvidenceCollector()
     model = torch.nn.Linear(16, 8)
@@ -211,7 +227,8 @@ def test_one_vector_repeated_is_one_sample_not_a_collapsed_batch() -> None:
         evidence = observe(EvidenceCollector(), 0, repeated, keys)
         assert evidence.batch_collapse[0] is None
         assert evidence.batch_collapse[1] is not None and evidence.batch_collapse[1] > 0.7
-        assert evidence.common_mode_drop is not None and evidence.common_mode_drop < 0.3
+        # The keys' own mean cosine is about 0, so their drop cannot reach 0.3: not measured.
+        assert evidence.common_mode_drop is None or evidence.common_mode_drop < 0.3
 
 
 def test_zero_rows_have_no_direction() -> None:
@@ -275,6 +292,30 @@ def test_common_mode_of_an_offset_dominated_batch() -> None:
     evidence = observe(EvidenceCollector(), 0, rows, torch.randn(16, 32))
     assert evidence.common_mode_drop == pytest.approx(drop)
     assert evidence.common_mode_noise == pytest.approx(noise)
+
+
+def test_the_drop_is_measured_only_where_it_could_reach_the_threshold() -> None:
+    """The drop is at most the rows' own mean cosine (n unit vectors have one of at least
+    -1/(n-1)): rows that point every which way are not centred at all."""
+    for n in (4, 8, 64):
+        rows = torch.randn(n, 32)
+        assert observe(EvidenceCollector(), 0, rows, torch.randn(n, 32)).common_mode_drop is None
+        drop = common_mode_drop(rows)
+        assert drop is not None and drop <= float(F.normalize(rows.double(), dim=-1).sum(dim=0).square().sum() - n) / (n * (n - 1)) + 1e-12
+
+
+@pytest.mark.parametrize("upfront", [False, True])
+def test_the_centred_figures_agree_whether_fetched_with_the_rest_or_where_they_matter(upfront, monkeypatch) -> None:
+    """On a GPU they come with the one transfer; on the CPU they are made only where they matter."""
+    monkeypatch.setattr(evidence_module, "_centred_upfront", lambda values: upfront)
+    rows = 3.0 * torch.randn(1, 32) + torch.randn(16, 32)
+    drop, noise = common_mode(rows)  # type: ignore[misc]
+    for partner in (torch.randn(16, 32), torch.randn(16, 32, dtype=torch.float64)):  # stacked, and each alone
+        evidence = observe(EvidenceCollector(), 0, rows, partner)
+        assert evidence.common_mode_drop == pytest.approx(drop)
+        assert evidence.common_mode_noise == pytest.approx(noise)
+    independent = observe(EvidenceCollector(), 0, torch.randn(16, 32), torch.randn(16, 32))
+    assert independent.common_mode_drop is None
 
 
 def test_common_mode_needs_4_rows() -> None:

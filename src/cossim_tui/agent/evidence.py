@@ -29,6 +29,7 @@ import functools
 import math
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ from cossim_tui.agent.capture import (
     working_dtype,
 )
 from cossim_tui.agent.transfer import HostTransfer
-from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence, StaleMatch
+from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, COMMON_MODE_DROP, Evidence, StaleMatch
 
 SAMPLE_ROWS = 64
 COLLAPSE_ROWS = 256
@@ -79,45 +80,47 @@ class _Seen:
 
 
 class _SiteRing:
-    """The last ``capacity`` unit rows of new vectors at one call site, in one tensor."""
+    """The last ``capacity`` unit rows of new vectors at one call site.
+
+    A push keeps the pushed tensor (the agent's own unit rows, never the script's tensors) rather
+    than copying it: the ring is read only at a site whose steps have no batch of their own to
+    score, and there the pieces are joined into one tensor when it is read."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._buffer: torch.Tensor | None = None
+        self._pieces: deque[torch.Tensor] = deque()
         self._filled = 0
-        self._next = 0
+        """Rows in ``_pieces``: the last ``capacity`` of them are the ring's."""
 
     @property
     def rows(self) -> torch.Tensor:
-        if self._buffer is None:
+        if not self._pieces:
             return torch.empty(0, 0)
-        return self._buffer[: self._filled]
+        if len(self._pieces) > 1 or self._filled > self.capacity:
+            device = self._pieces[-1].device
+            joined = torch.cat([piece.to(device=device, dtype=torch.float64) for piece in self._pieces])[-self.capacity :]
+            self._pieces = deque([joined])
+            self._filled = joined.shape[0]
+        return self._pieces[0]
 
     def push(self, unit: torch.Tensor) -> None:
-        """Append rows (at most ``capacity``), overwriting the oldest."""
-        count, width = unit.shape
-        if count == 0:
+        """Append rows, forgetting the oldest beyond ``capacity``."""
+        count = unit.shape[0]
+        if count == 0 or self.capacity == 0:
             return
-        buffer = self._buffer
-        if buffer is not None and buffer.shape[1] != width:
+        if self._pieces and self._pieces[-1].shape[1] != unit.shape[1]:
             # Vectors of another size at the same site: what came before says nothing about them.
-            buffer = None
-        if buffer is None:
-            self._filled, self._next = 0, 0
-            buffer = self._buffer = torch.empty(self.capacity, width, dtype=torch.float32, device=unit.device)
-        if unit.device != buffer.device:
-            unit = unit.to(buffer.device)
-        first = min(count, self.capacity - self._next)
-        buffer[self._next : self._next + first] = unit[:first]
-        if first < count:
-            buffer[: count - first] = unit[first:]
-        self._next = (self._next + count) % self.capacity
-        self._filled = min(self.capacity, self._filled + count)
+            self._pieces.clear()
+            self._filled = 0
+        self._pieces.append(unit)
+        self._filled += count
+        while self._filled - self._pieces[0].shape[0] >= self.capacity:
+            self._filled -= self._pieces.popleft().shape[0]
 
     def score(self) -> float | None:
         """``collapse_score`` of the rows, which are unit already: from per-channel sums, which
         is far cheaper than ``std`` across rows."""
-        if self._filled < 4 or self._buffer is None or self._buffer.shape[1] < 2:
+        if min(self._filled, self.capacity) < 4 or self._pieces[-1].shape[1] < 2:
             return None
         rows = self.rows.to(torch.float64)
         n, width = rows.shape
@@ -204,11 +207,11 @@ def common_mode_drop(rows: torch.Tensor) -> float | None:
 
 
 def _batch_statistics(values: torch.Tensor, norms: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Of each of a stack of k (n, d) values with their (k, n, 1) norms, four figures, each
-    (k, 1, 1): the spread of the unit rows summed over the channels (Σ_c ‖u_c − ū_c‖), and of
-    the first ``SAMPLE_ROWS`` rows |Σ u|, |Σ u_c| (the centred rows, normalised) and the
-    Frobenius norm of the u_c's Gram matrix (``_batch_figures`` makes the collapse score and
-    ``common_mode`` of these on the host); and the unit rows."""
+    """Of each of a stack of k (n, d) values with their (k, n, 1) norms, two figures, each
+    (k, 1, 1): the spread of the unit rows summed over the channels (Σ_c ‖u_c − ū_c‖), and
+    |Σ u| over the first ``SAMPLE_ROWS`` rows (``_batch_figures`` makes the collapse score and
+    the rows' mean cosine of these on the host); and the unit rows. ``_centred_statistics``
+    has the two figures the common-mode drop needs besides."""
     n = values.shape[1]
     unit = values / norms
     unit_sum = unit.sum(dim=1, keepdim=True)
@@ -220,10 +223,14 @@ def _batch_statistics(values: torch.Tensor, norms: torch.Tensor) -> tuple[list[t
         spread = torch.linalg.vector_norm(deviations, dim=1, keepdim=True).sum(dim=2, keepdim=True)
     else:
         spread = deviations.square_().sum(dim=1, keepdim=True).sqrt_().sum(dim=2, keepdim=True)
-    if n <= SAMPLE_ROWS:
-        head, head_sum = values, unit_sum
-    else:
-        head, head_sum = values[:, :SAMPLE_ROWS], unit[:, :SAMPLE_ROWS].sum(dim=1, keepdim=True)
+    head_sum = unit_sum if n <= SAMPLE_ROWS else unit[:, :SAMPLE_ROWS].sum(dim=1, keepdim=True)
+    return [spread, torch.linalg.vector_norm(head_sum, dim=2, keepdim=True)], unit
+
+
+def _centred_statistics(values: torch.Tensor) -> list[torch.Tensor]:
+    """Of each of a stack of k (n, d) values, of its first ``SAMPLE_ROWS`` rows centred on their
+    mean and normalised: |Σ u_c| and the Frobenius norm of their Gram matrix, each (k, 1, 1)."""
+    head = values if values.shape[1] <= SAMPLE_ROWS else values[:, :SAMPLE_ROWS]
     rows = head.shape[1]
     centred = torch.sub(head, head.sum(dim=1, keepdim=True), alpha=1.0 / rows)
     centred_unit = centred / torch.linalg.vector_norm(centred, dim=2, keepdim=True)
@@ -232,27 +239,34 @@ def _batch_statistics(values: torch.Tensor, norms: torch.Tensor) -> tuple[list[t
         gram = (centred_unit.unsqueeze(2) * centred_unit.unsqueeze(1)).sum(dim=3)
     else:
         gram = centred_unit @ centred_unit.mT
-    figures = [
-        spread,
-        torch.linalg.vector_norm(head_sum, dim=2, keepdim=True),
+    return [
         torch.linalg.vector_norm(centred_unit.sum(dim=1, keepdim=True), dim=2, keepdim=True),
         torch.linalg.vector_norm(gram, dim=(1, 2), keepdim=True),
     ]
-    return figures, unit
 
 
-def _batch_figures(fetched: list[float], n: int, d: int) -> tuple[float, tuple[float, float] | None] | None:
-    """collapse score and (drop, noise) of one argument from its four fused figures; ``None``
-    when they cannot be trusted (the reference functions must decide)."""
-    spread, unit_sum, centred_sum, gram = fetched
+def _batch_figures(
+    fetched: list[float], n: int, d: int, centred: Callable[[], list[float]]
+) -> tuple[float, tuple[float, float] | None] | None:
+    """collapse score and (drop, noise) of one argument from its fused figures (``centred`` gives
+    the two of ``_centred_statistics`` when they were not fetched with the others), (drop,
+    noise) ``None`` where the drop cannot reach the judge's threshold; ``None`` when the
+    figures cannot be trusted (the reference functions must decide)."""
+    spread, unit_sum = fetched[0], fetched[1]
     score = math.sqrt(d) * spread / d / math.sqrt(max(n - 1, 1))
     if not math.isfinite(score) or score < USABLE_SPREAD:
         return None
-    if not (math.isfinite(centred_sum) and math.isfinite(gram)):
-        return score, None
     n = min(n, SAMPLE_ROWS)
     pairs = n * (n - 1)
     before = (unit_sum * unit_sum - n) / pairs
+    if not before > COMMON_MODE_DROP:
+        # n unit vectors have a mean cosine of at least -1/(n-1), so the drop below is at most
+        # the rows' own mean cosine: it cannot reach the judge's threshold, and the centred
+        # rows are not worth making.
+        return score, None
+    centred_sum, gram = fetched[2:4] if len(fetched) == 4 else centred()
+    if not (math.isfinite(centred_sum) and math.isfinite(gram)):
+        return None
     after = (centred_sum * centred_sum - n) / pairs
     drop = before - (after + 1.0 / (n - 1))
     # Off-diagonal entries of the Gram matrix of unit rows: their sum and sum of squares.
@@ -323,7 +337,7 @@ def _queue_precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, r
     """The largest |result − float64 recomputation| over at most ``SAMPLE_ROWS`` rows, queued."""
     if not isinstance(result, torch.Tensor) or result.numel() == 0 or result.layout != torch.strided:
         return None
-    if not (x1.is_floating_point() and x2.is_floating_point()) or result.device.type == "meta":
+    if not (x1.is_floating_point() and x2.is_floating_point()) or result.is_meta:
         return None
     shape = broadcast_shape(x1.shape, x2.shape)  # torch.broadcast_shapes imports sympy on first use
     if shape is None or len(shape) == 0:
@@ -372,7 +386,7 @@ def _fingerprintable(x: Any) -> bool:
     return (
         isinstance(x, torch.Tensor)
         and x.layout == torch.strided
-        and x.device.type != "meta"
+        and not x.is_meta
         and x.numel() > 1
         and not x.dtype.is_complex  # rare; not worth a second fingerprint path
     )
@@ -396,11 +410,26 @@ class _ArgPlan:
     """(slot, offset, count) of the fingerprint's sample of values."""
     stats_slot: int | None = None
     """Mean, std, min and max of the tensor in its own order, when capture's rows are not."""
-    figures_at: tuple[int, int] | None = None
-    """(slot, offset) of the four batch figures (``_batch_statistics``)."""
+    figures_at: tuple[int, int, int] | None = None
+    """(slot, offset, count) of the batch figures (``_batch_statistics``, then
+    ``_centred_statistics`` where they were queued too)."""
+    batch: tuple[torch.Tensor, int] | None = None
+    """The (k, n, d) stack the batch figures were made of, and this argument's place in it."""
     host_rows_slot: int | None = None
     unit: torch.Tensor | None = None
     """The unit rows the batch figures were made of, when they were."""
+
+
+def _centred_upfront(values: torch.Tensor) -> bool:
+    """Whether the centred figures are queued with the others rather than made where they matter:
+    off the CPU, reading them back later would wait for the device a second time."""
+    return not values.is_cpu
+
+
+def _centred_figures(plan: _ArgPlan) -> list[float]:
+    """``_centred_statistics`` of one argument, read back at once (on the CPU that costs nothing)."""
+    values, position = plan.batch  # type: ignore[misc]
+    return torch.cat(_centred_statistics(values[position : position + 1]), dim=2).view(-1).tolist()
 
 
 class PendingEvidence:
@@ -472,15 +501,24 @@ class PendingEvidence:
     def _queue_stacked(self, values: torch.Tensor, norms: torch.Tensor) -> None:
         """Both arguments as capture stacked them: their batch figures in one queued vector (their
         fingerprints' samples came with capture's)."""
-        if values.shape[1] > COLLAPSE_ROWS:
-            figures, unit = _batch_statistics(values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS])
-        else:
-            figures, unit = _batch_statistics(values, norms)
-        self.stacked_unit = unit
-        slot = self.transfer.vector(torch.cat(figures, dim=2))
-        for index, plan in enumerate(self.plans):
+        self.stacked_unit = self._queue_figures(self.plans, values, norms)
+        for plan in self.plans:
             plan.sample_at = plan.values.sample_at  # type: ignore[union-attr]
-            plan.figures_at = (slot, 4 * index)
+
+    def _queue_figures(self, group: list[_ArgPlan], values: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+        """The batch figures of a group of arguments stacked as (k, n, d) in one queued vector;
+        returns their unit rows."""
+        if values.shape[1] > COLLAPSE_ROWS:
+            values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
+        figures, unit = _batch_statistics(values, norms)
+        if _centred_upfront(values):
+            figures += _centred_statistics(values)
+        slot = self.transfer.vector(torch.cat(figures, dim=2))
+        count = len(figures)
+        for position, plan in enumerate(group):
+            plan.figures_at = (slot, count * position, count)
+            plan.batch = (values, position)
+        return unit
 
     def _queue_each(self) -> None:
         transfer, plans = self.transfer, self.plans
@@ -524,12 +562,8 @@ class PendingEvidence:
                 norms = torch.stack([p.values.norms for p in group])
             else:
                 values, norms = group[0].values.values.unsqueeze(0), group[0].values.norms.unsqueeze(0)
-            if values.shape[1] > COLLAPSE_ROWS:
-                values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
-            figures, unit = _batch_statistics(values, norms)
-            slot = transfer.vector(torch.cat(figures, dim=2))
+            unit = self._queue_figures(group, values, norms)
             for position, plan in enumerate(group):
-                plan.figures_at = (slot, 4 * position)
                 plan.unit = unit[position]
 
         # Arguments of fewer than 4 rows feed the site's ring from the host.
@@ -620,12 +654,15 @@ class PendingEvidence:
                 continue
             figures = None
             if plan.figures_at is not None and self.usable[index]:
-                slot, offset = plan.figures_at
+                slot, offset, count = plan.figures_at
                 rows, width = plan.values.rows, plan.values.width  # type: ignore[union-attr]
-                figures = _batch_figures(transfer[slot][offset : offset + 4], min(rows, COLLAPSE_ROWS), width)
-            if figures is not None and figures[1] is not None:
+                figures = _batch_figures(
+                    transfer[slot][offset : offset + count], min(rows, COLLAPSE_ROWS), width, functools.partial(_centred_figures, plan)
+                )
+            if figures is not None:
                 batch[index] = figures[0]
-                measured.append(figures[1])
+                if figures[1] is not None:
+                    measured.append(figures[1])
                 samples[index], unit[index] = _BATCH_UNITS, True
             elif plan.host_rows_slot is not None:
                 # Fewer than 4 rows: no batch figure; they only feed the ring, already unit.
@@ -651,7 +688,7 @@ class PendingEvidence:
         ]
         both = self.stacked_unit
         if len(new) == 2 and both is not None and unit == [True, True] and 2 * both.shape[1] <= ring.capacity:
-            ring.push(both.view(-1, both.shape[2]))  # the first's rows, then the second's: one copy
+            ring.push(both.view(-1, both.shape[2]))  # the first's rows, then the second's
             new = []
         for index in new:
             rows = samples[index]
@@ -674,7 +711,7 @@ class PendingEvidence:
                     x.requires_grad, x.storage_offset(), tuple(x.stride()),
                 )
             )
-        collector._seen.append((self.site, step_seen))
+        collector._remember(self.site, step_seen)
         return evidence
 
     def _unit_rows(self, index: int) -> torch.Tensor | None:
@@ -685,7 +722,7 @@ class PendingEvidence:
 
     def _has_rows(self, x: torch.Tensor) -> bool:
         """Whether the reference would look at this argument's rows at all."""
-        if x.layout != torch.strided or x.device.type == "meta" or x.numel() == 0 or x.dim() == 0:
+        if x.layout != torch.strided or x.is_meta or x.numel() == 0 or x.dim() == 0:
             return False
         if x.is_complex() or not x.is_floating_point():
             return False
@@ -738,6 +775,9 @@ class EvidenceCollector:
         self.ring_rows = ring_rows
         self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
+        self._prints: dict[tuple[float, ...], int] = {}
+        """How many arguments in ``_seen`` have each fingerprint: most arguments were never seen
+        before, and one look-up says so."""
         self._rings: dict[str, _SiteRing] = {}
 
     def _ring(self, site: str) -> _SiteRing:
@@ -788,6 +828,21 @@ class EvidenceCollector:
         transfer.fetch()
         return pending.finish(equal_pair)
 
+    def _remember(self, site: str, step_seen: list[_Seen]) -> None:
+        if self.keep_steps <= 0:
+            return
+        prints = self._prints
+        if len(self._seen) == self.keep_steps:
+            for seen in self._seen[0][1]:
+                left = prints[seen.fingerprint] - 1
+                if left:
+                    prints[seen.fingerprint] = left
+                else:
+                    del prints[seen.fingerprint]
+        self._seen.append((site, step_seen))
+        for seen in step_seen:
+            prints[seen.fingerprint] = prints.get(seen.fingerprint, 0) + 1
+
     def _stale_match(self, index: int, x: torch.Tensor, print_: tuple[float, ...], site: str) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
 
@@ -801,6 +856,8 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
         """
+        if print_ not in self._prints:
+            return None
         shape = tuple(x.shape)
         storage: Any = None
         graph_live: bool | None = None
