@@ -140,11 +140,11 @@ class ArgValues:
         return self._norms
 
     def first_pass(self, transfer: HostTransfer) -> list[float]:
-        """mean, std, min, max, min/mean/max norm, as fetched (the host does the divisions)."""
+        """mean, std, min, max, min/mean/max norm, as fetched (the host does what is left)."""
         if self._first_pass is None:
             slot, offset = self.stats_at
             fetched, rows = transfer[slot], self.rows
-            total, deviation, low, high = fetched[offset : offset + 4]
+            mean, std, low, high = fetched[offset : offset + 4]
             if rows <= NORMS_ON_HOST:
                 norms = fetched[offset + 4 : offset + 4 + rows]
                 nmin, nmean, nmax = min(norms), sum(norms) / rows, max(norms)
@@ -154,7 +154,9 @@ class ArgValues:
                 nmin, nsum, nmax = fetched[offset + 4 : offset + 7]
                 nmean = nsum / rows
             count = rows * self.width
-            self._first_pass = [total / count, deviation / math.sqrt(max(count - 1, 1)), low, high, nmin, nmean, nmax]
+            if count > SMALL:  # the sum and the norm of the deviations (see _stats_of)
+                mean, std = mean / count, std / math.sqrt(count - 1)
+            self._first_pass = [mean, std, low, high, nmin, nmean, nmax]
         return self._first_pass
 
 
@@ -182,7 +184,7 @@ class _Pending:
 
 
 def storage_info(x: torch.Tensor) -> StorageInfo | None:
-    if x.layout != torch.strided or x.device.type == "meta":
+    if x.layout != torch.strided or x.is_meta:
         return None
     try:
         start_address = x.data_ptr()
@@ -248,7 +250,7 @@ def _summarisable(x: Any, described: dict[str, Any]) -> bool:
         return False
     if x.layout != torch.strided:
         described["note"] = f"{described['layout']} tensor: values not summarised"
-    elif x.device.type == "meta":
+    elif x.is_meta:
         described["note"] = "meta tensor: it has no values"
     elif x.numel() == 0:
         described["note"] = "empty tensor"
@@ -271,21 +273,27 @@ def _values(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
 
 
 def _stats_of(values: torch.Tensor, norms: torch.Tensor, preview: int) -> torch.Tensor:
-    """Of each of a stack of k (rows, d) values and their (k, rows, 1) norms, (k, 1, m): the sum,
-    the norm of the deviations from the mean, min, max, the norms (their min, sum and max above
-    ``NORMS_ON_HOST`` rows), and the first ``preview`` values. ``ArgValues.first_pass`` divides
-    and summarises on the host: exact there, and no device op.
+    """Of each of a stack of k (rows, d) values and their (k, rows, 1) norms, (k, 1, m): the mean
+    and std (up to ``SMALL`` values; above, the sum and the norm of the deviations from the
+    mean), min, max, the norms (their min, sum and max above ``NORMS_ON_HOST`` rows), and the
+    first ``preview`` values. ``ArgValues.first_pass`` divides and summarises on the host: exact
+    there, and no device op.
 
     One argument or two stacked, the reductions are the same, so equal values always give
     bit-equal figures (evidence compares them across steps)."""
     k, rows, width = values.shape
     count = rows * width
     flat = values.view(k, 1, count)
-    # Two passes (the mean, then the norm of the deviations): as stable as std_mean's Welford
-    # update and, on the CPU, some 20 times faster on large tensors.
-    total = flat.sum(dim=2, keepdim=True)
-    deviation = torch.linalg.vector_norm(torch.sub(flat, total, alpha=1.0 / count), dim=2, keepdim=True)
-    pieces = [total, deviation, flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)]
+    if count <= SMALL:
+        # One op: the two a large tensor takes cost more than the arithmetic here.
+        std, mean = torch.std_mean(flat, dim=2, keepdim=True, correction=1 if count > 1 else 0)
+        pieces = [mean, std]
+    else:
+        # Two passes (the mean, then the norm of the deviations): as stable as std_mean's
+        # Welford update and, on the CPU, some 20 times faster on large tensors.
+        total = flat.sum(dim=2, keepdim=True)
+        pieces = [total, torch.linalg.vector_norm(torch.sub(flat, total, alpha=1.0 / count), dim=2, keepdim=True)]
+    pieces += [flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)]
     if rows <= NORMS_ON_HOST:
         pieces.append(norms.view(k, 1, rows))
     else:
@@ -441,7 +449,7 @@ class PendingPair:
             and x1.device == x2.device
             and x1.layout == torch.strided
             and x2.layout == torch.strided
-            and x1.device.type != "meta"
+            and not x1.is_meta
             and 0 < x1.numel() <= SMALL
             and x1.is_floating_point()
         )
@@ -462,7 +470,6 @@ class PendingPair:
             # Equal values ⇔ the largest difference is 0, unless it is NaN (checked in finish).
             # min and max of the difference: one pass (the largest |difference| is one of them).
             self.compare_slot = self.transfer.vector(torch.stack(torch.aminmax(values.diff(dim=0))))
-            self.compare_offset = 0
         stride = _stats_width(rows) + preview + min(rows * width, SAMPLE)
         for index, p in enumerate(pending):
             p.summary_kwargs["rows"] = rows
@@ -482,7 +489,7 @@ class PendingPair:
             and x1.device == x2.device
             and x1.layout == torch.strided
             and x2.layout == torch.strided
-            and x1.device.type != "meta"
+            and not x1.is_meta
             and x1.numel() > 0
         )
         if not comparable:
@@ -492,7 +499,6 @@ class PendingPair:
             if x1.is_floating_point() and x2.is_floating_point():
                 # Equal values ⇔ the largest difference is 0, unless it is NaN (checked in finish).
                 # Sampled summaries do not say: then on the tensors themselves.
-                self.compare_offset = 0
                 if first is not None and second is not None and not (first.sampled or second.sampled):
                     difference = first.values - second.values
                 else:
@@ -500,7 +506,6 @@ class PendingPair:
                 return self.transfer.vector(torch.stack(torch.aminmax(difference)))
             a, b = x1.detach(), x2.detach()
             self.exact_only = True
-            self.compare_offset = 0
             dtype = torch.float64 if a.dtype in (torch.float64, torch.complex128) else torch.float32
             diff = (a.to(dtype) - b.to(dtype)).abs().max()
             return self.transfer.scalars(torch.ne(a, b).any().to(diff.dtype), diff)
@@ -509,7 +514,7 @@ class PendingPair:
 
     def _queue_similarity(self) -> dict[str, int]:
         result = self.result
-        if not (isinstance(result, torch.Tensor) and result.numel() > 0 and result.layout == torch.strided and result.device.type != "meta"):
+        if not (isinstance(result, torch.Tensor) and result.numel() > 0 and result.layout == torch.strided and not result.is_meta):
             return {}
         # (Read under no_grad: no detach needed, and the values are the result's own.)
         similarity = result
@@ -554,7 +559,7 @@ class PendingPair:
                     unequal_v, diff_value = transfer[self.compare_slot]
                     equal = unequal_v == 0.0
                 else:
-                    low, high = transfer[self.compare_slot][self.compare_offset : self.compare_offset + 2]
+                    low, high = transfer[self.compare_slot]
                     diff_value = max(-low, high) if low == low and high == high else math.nan
                     if math.isnan(diff_value):  # NaN or ±inf somewhere: only an exact comparison says
                         with torch.no_grad():

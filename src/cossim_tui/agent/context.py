@@ -197,7 +197,7 @@ def _labelled_data(tensors: list[torch.Tensor]) -> dict[int, tuple[weakref.ref, 
         return {}
     labelled: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
     for index, tensor in enumerate(tensors):
-        if tensor.dim() == 0 or not tensor.is_floating_point() or tensor.device.type == "meta":
+        if tensor.dim() == 0 or not tensor.is_floating_point() or tensor.is_meta:
             continue
         after = [i for i in candidates if i > index]
         labels = tensors[after[0] if after else candidates[-1]]

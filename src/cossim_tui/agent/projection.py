@@ -162,7 +162,7 @@ class ProjectionMaps:
             for r in rows
             if r is not None
             and r.layout == torch.strided
-            and r.device.type != "meta"
+            and not r.is_meta
             and r.numel() > 0
             and r.shape[-1] > 1
             and (r.is_floating_point() or r.is_complex())

@@ -50,7 +50,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def _storage_key(x: torch.Tensor) -> tuple[int, int] | None:
-    if x.layout != torch.strided or x.device.type == "meta":
+    if x.layout != torch.strided or x.is_meta:
         return None
     try:
         return x.untyped_storage().data_ptr(), x.storage_offset()

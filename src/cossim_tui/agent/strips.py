@@ -21,7 +21,7 @@ STRIP = 48
 
 
 def _first_vector(x: Any, dim: int, ndim: int) -> torch.Tensor | None:
-    if not isinstance(x, torch.Tensor) or x.layout != torch.strided or x.device.type == "meta" or x.numel() == 0:
+    if not isinstance(x, torch.Tensor) or x.layout != torch.strided or x.is_meta or x.numel() == 0:
         return None
     d = dim - ndim if dim >= 0 else dim
     if x.dim() == 0 or -d > x.dim():

@@ -35,7 +35,7 @@ def is_image_batch(x: Any) -> bool:
         and x.shape[2] > 0
         and x.shape[3] > 0
         and x.layout == torch.strided
-        and x.device.type != "meta"
+        and not x.is_meta
     )
 
 

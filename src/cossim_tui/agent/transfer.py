@@ -22,13 +22,11 @@ class HostTransfer:
 
     def scalars(self, *values: torch.Tensor) -> int:
         """Queue 0-d tensors (one device); their values come back as one list, in order."""
-        return self._queue(torch.stack(values))
+        return self.vector(torch.stack(values))
 
     def vector(self, tensor: torch.Tensor) -> int:
         """Queue a tensor's values, flattened."""
-        return self._queue(tensor if tensor.dim() == 1 else tensor.reshape(-1))
-
-    def _queue(self, flat: torch.Tensor) -> int:
+        flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
         if flat.is_complex():
             flat = flat.abs()
         self._parts.append(flat)
@@ -37,16 +35,16 @@ class HostTransfer:
 
     def fetch(self) -> None:
         """One transfer per device holding queued values (``cat`` promotes mixed dtypes exactly)."""
-        values: list[list[float]] = [[] for _ in self._parts]
+        parts, sizes = self._parts, self._sizes
+        values: list[list[float]] = [[] for _ in parts]
         by_device: dict[Any, list[int]] = {}
-        for index, part in enumerate(self._parts):
+        for index, part in enumerate(parts):
             by_device.setdefault(part.device, []).append(index)
         for indices in by_device.values():
-            parts = [self._parts[i] for i in indices]
-            flat = (torch.cat(parts) if len(parts) > 1 else parts[0]).tolist()
+            flat = (torch.cat([parts[i] for i in indices]) if len(indices) > 1 else parts[indices[0]]).tolist()
             position = 0
             for i in indices:
-                size = self._sizes[i]
+                size = sizes[i]
                 values[i] = flat[position : position + size]
                 position += size
         self._values = values
