@@ -287,3 +287,17 @@ def test_paced_pictures_are_made_for_every_step_the_script_stops_at() -> None:
     first, second = channel.steps
     assert waits == [2] and second.paused and not first.paused
     assert _pictured(second) and second.projection is not None
+
+
+def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> None:
+    channel = _Collect()
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures="paced"))  # type: ignore[arg-type]
+    waits: list[int] = []
+    controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
+    assert controller.condition.set("step == 1") is None
+    for _ in range(2):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    controller._outbox.flush()
+    first, second = channel.steps
+    assert waits == [2] and second.paused and second.break_condition is not None
+    assert _pictured(second) and second.projection is not None and second.projection.step == 1

@@ -326,17 +326,24 @@ class Controller:
         return finish
 
     def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any) -> None:
-        """The value strips and input images of a step that stops although it was not due any:
-        a finding or the break condition decided it after the capture. They take a device→host
-        transfer of their own, on a step where the script is about to wait for the user."""
+        """The value strips, input images and map of a step that stops although it was not due
+        any: a finding or the break condition decided it after the capture. They take a
+        device→host transfer of their own, on a step where the script is about to wait for the
+        user."""
         try:
             tools = self._tools
+            dim_value = dim if isinstance(dim, int) else -1
             made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
             with tools.no_grad():
                 transfer = tools.HostTransfer()
-                finish = self._queue_pictures(made, x1, x2, dim if isinstance(dim, int) else -1, transfer)
+                finish = self._queue_pictures(made, x1, x2, dim_value, transfer)
                 transfer.fetch()
                 finish(message.args)
+            if message.projection is None and self.projections is not None:
+                labels = [m.labels if m is not None else None for m in made]
+                message.projection = self.projections.observe(
+                    message.step, message.site.label, x1, x2, dim_value, force=True, labels=labels
+                )
         except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
             return
 
