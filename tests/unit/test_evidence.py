@@ -266,6 +266,24 @@ def test_the_ring_skips_stale_partners_and_copies() -> None:
     assert len(ring) == 4 + 1  # four fresh rows and the partner once (at step 0, before it was stale)
 
 
+@pytest.mark.parametrize("on_device", [False, True])
+def test_few_rows_feed_the_ring_alike_on_the_cpu_and_from_a_device(on_device, monkeypatch) -> None:
+    """On the CPU the unit rows are made with the capture; from a device, on the host, so that
+    scoring the ring never waits for the device."""
+    monkeypatch.setattr(evidence_module, "_on_device", lambda values: on_device)
+    torch.manual_seed(0)
+    rows = [torch.randn(2, 16) for _ in range(6)]
+    collector = EvidenceCollector()
+    for step, x in enumerate(rows):
+        partner = torch.zeros(2, 16) if step == 5 else x.flip(0) * 2  # zero rows: no direction
+        evidence = observe(collector, step, x, partner)
+    ring = collector._rings[SITE].rows
+    assert ring.device.type == "cpu" and ring.shape == (2 * 6 + 2 * 5, 16)
+    expected = torch.cat([F.normalize(torch.cat([x, x.flip(0)]), dim=-1) for x in rows[:5]] + [F.normalize(rows[5], dim=-1)])
+    assert torch.allclose(ring.double(), expected.double(), atol=1e-6)
+    assert evidence.ring_collapse == pytest.approx(collapse_score(expected), abs=1e-6)
+
+
 def test_the_ring_is_bounded() -> None:
     collector = EvidenceCollector(ring_rows=16)
     for step in range(10):
@@ -307,7 +325,7 @@ def test_the_drop_is_measured_only_where_it_could_reach_the_threshold() -> None:
 @pytest.mark.parametrize("upfront", [False, True])
 def test_the_centred_figures_agree_whether_fetched_with_the_rest_or_where_they_matter(upfront, monkeypatch) -> None:
     """On a GPU they come with the one transfer; on the CPU they are made only where they matter."""
-    monkeypatch.setattr(evidence_module, "_centred_upfront", lambda values: upfront)
+    monkeypatch.setattr(evidence_module, "_on_device", lambda values: upfront)
     rows = 3.0 * torch.randn(1, 32) + torch.randn(16, 32)
     drop, noise = common_mode(rows)  # type: ignore[misc]
     for partner in (torch.randn(16, 32), torch.randn(16, 32, dtype=torch.float64)):  # stacked, and each alone

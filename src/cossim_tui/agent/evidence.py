@@ -9,11 +9,12 @@ This module answers them with bounded work and bounded memory:
   storage (so nothing is kept alive) and a value fingerprint (their statistics and a strided
   sample); a fingerprint match is confirmed exactly whenever the earlier storage still lives;
 - each call site keeps a ring of at most ``ring_rows`` L2-normalised rows for the collapse
-  score across steps, in one preallocated tensor; it is scored only when no argument has a
-  batch of its own to score (the judge uses it only then). Arguments of fewer than 4 rows
-  come back to the host with the transfer, so such a site's ring lives on the host;
+  score across steps; it is scored only when no argument has a batch of its own to score
+  (the judge uses it only then). Arguments of fewer than 4 rows come back to the host with
+  the transfer, and off the CPU such a site's ring lives on the host;
 - precision and common-mode checks use at most ``SAMPLE_ROWS`` rows, and a large argument's
-  rows are the evenly spaced ones ``capture`` sampled.
+  rows are the evenly spaced ones ``capture`` sampled; the common-mode drop is measured only
+  where it could reach the judge's threshold.
 
 It works on the rows ``capture`` already made (``ArgValues``) and queues what it needs on the
 same ``HostTransfer``, so a call costs one device→host transfer. The collapse and common-mode
@@ -54,8 +55,9 @@ COLLAPSE_ROWS = 256
 FINGERPRINT_SAMPLE = SAMPLE
 """Values a fingerprint holds besides the statistics (capture fetches them with the preview)."""
 RING_ON_HOST = 4096
-"""An argument of fewer than 4 rows (and at most this many values) feeds its site's ring from
-the host: its rows come back with the transfer, so scoring the ring needs no device."""
+"""An argument of fewer than 4 rows (and at most this many values) feeds its site's ring: its
+rows come back with the transfer, and off the CPU the ring is made of them on the host, so
+scoring it needs no device."""
 USABLE_SPREAD = 1e-6
 """Below this collapse score the fused statistics are not trusted (a vector repeated n times
 is one sample, not a collapsed batch): the reference functions decide."""
@@ -420,9 +422,10 @@ class _ArgPlan:
     """The unit rows the batch figures were made of, when they were."""
 
 
-def _centred_upfront(values: torch.Tensor) -> bool:
-    """Whether the centred figures are queued with the others rather than made where they matter:
-    off the CPU, reading them back later would wait for the device a second time."""
+def _on_device(values: torch.Tensor) -> bool:
+    """Whether reading ``values`` back would wait for a device. Then everything is queued on the
+    one transfer, even figures that matter only sometimes (the centred ones), and the ring of a
+    site with few rows lives on the host; on the CPU a figure is made only where it matters."""
     return not values.is_cpu
 
 
@@ -511,7 +514,7 @@ class PendingEvidence:
         if values.shape[1] > COLLAPSE_ROWS:
             values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
         figures, unit = _batch_statistics(values, norms)
-        if _centred_upfront(values):
+        if _on_device(values):
             figures += _centred_statistics(values)
         slot = self.transfer.vector(torch.cat(figures, dim=2))
         count = len(figures)
@@ -566,13 +569,21 @@ class PendingEvidence:
             for position, plan in enumerate(group):
                 plan.unit = unit[position]
 
-        # Arguments of fewer than 4 rows feed the site's ring from the host.
-        for plan in plans:
+        # Arguments of fewer than 4 rows feed the site's ring: their rows come back with the
+        # transfer, to be looked at on the host. On the CPU their unit rows are made here (both
+        # at once when capture stacked them); on a device, on the host from the rows fetched,
+        # so that the ring lives on the host and scoring it never waits for the device.
+        few = [p for p in plans if p.values is not None and p.values.rows < 4 and p.values.values.numel() <= RING_ON_HOST]
+        if len(few) == 2 and self.pair.stacked is not None and not _on_device(self.pair.stacked[0]):
+            values, norms = self.pair.stacked
+            unit = values / norms
+            for index, plan in enumerate(few):
+                plan.unit = unit[index]
+        for plan in few:
             values = plan.values
-            if values is None or values.rows >= 4:
-                continue
-            if values.values.numel() <= RING_ON_HOST:
-                plan.host_rows_slot = transfer.vector(values.values)
+            if plan.unit is None and not _on_device(values.values):
+                plan.unit = values.values / values.norms
+            plan.host_rows_slot = transfer.vector(values.values)
 
     def _queue_precision(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
         transfer, plans = self.transfer, self.plans
@@ -666,7 +677,7 @@ class PendingEvidence:
                 samples[index], unit[index] = _BATCH_UNITS, True
             elif plan.host_rows_slot is not None:
                 # Fewer than 4 rows: no batch figure; they only feed the ring, already unit.
-                samples[index], unit[index] = self._host_unit_rows(plan), True
+                samples[index], unit[index] = self._few_unit_rows(plan), True
             else:
                 rows = sample_vectors(_rows(plan.x.detach(), self.d)[:COLLAPSE_ROWS])
                 samples[index] = rows
@@ -734,19 +745,22 @@ class PendingEvidence:
         stats = self.pair.first_pass(index)
         return stats is not None and all(map(math.isfinite, stats)) and stats[4] > 1e-12
 
-    def _host_unit_rows(self, plan: _ArgPlan) -> torch.Tensor | None:
-        """``sample_vectors`` of a few rows fetched to the host, L2-normalised: done in Python,
-        since for a handful of values that is cheaper than any tensor op."""
+    def _few_unit_rows(self, plan: _ArgPlan) -> torch.Tensor | None:
+        """``sample_vectors`` of an argument's few rows, L2-normalised: which rows to keep is
+        decided on the host, where the rows came back (for a handful of values that is cheaper
+        than any tensor op); on the CPU the unit rows were made with the capture."""
         assert plan.host_rows_slot is not None and plan.values is not None
         flat = self.transfer[plan.host_rows_slot]
         width = plan.values.width
         rows = [flat[i : i + width] for i in range(0, len(flat), width)]
-        kept = [row for row in rows if any(row) and all(map(math.isfinite, row))]
-        if len(kept) > 1 and all(row == kept[0] for row in kept[1:]):
+        kept = [i for i, row in enumerate(rows) if any(row) and all(map(math.isfinite, row))]
+        if len(kept) > 1 and all(rows[i] == rows[kept[0]] for i in kept[1:]):
             kept = kept[:1]  # one vector repeated is one sample
         if not kept:
             return None
-        return torch.tensor([[v / math.hypot(*row) for v in row] for row in kept], dtype=torch.float32)
+        if plan.unit is None:  # rows on a device: the ring is on the host
+            return torch.tensor([[v / math.hypot(*rows[i]) for v in rows[i]] for i in kept], dtype=torch.float32)
+        return plan.unit if len(kept) == len(rows) else plan.unit[kept]
 
     def _precision(self) -> float | None:
         if self.exact_slot is not None:
