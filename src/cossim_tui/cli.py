@@ -8,6 +8,7 @@ the file is missing or not a trace).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -132,7 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = parser.parse_args(argv[1:])
         from cossim_tui.headless import run_check
 
-        return run_check(_target(parser, options), options)
+        status = run_check(_target(parser, options), options)
+        # The process ends next, and the caller waits for its exit status. The interpreter's
+        # last garbage collections would only take apart, one by one, the modules and classes
+        # that exit frees anyway: most of its shutdown (~7 of ~10 ms). They skip frozen objects.
+        gc.freeze()
+        return status
     if argv[:1] == ["replay"]:
         options = _replay_parser().parse_args(argv[1:])
         from cossim_tui.tui.run import run_replay
