@@ -9,6 +9,7 @@ is also written to a trace as it arrives; the report and the exit status do not 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -75,8 +76,7 @@ def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | 
         for event in run.events():
             _record(recorder, event)
             if isinstance(event, OutputReceived):
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
+                _write(event.text)
             elif isinstance(event, StepCaptured):
                 builder.add(event)
             elif isinstance(event, ChannelProblem):
@@ -99,11 +99,24 @@ def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | 
         return status
     if options.json:
         write_report(options.json, builder.report(exited))
-    print(builder.summary(exited))
+    _write(builder.summary(exited) + "\n")
     if options.json:
-        print(f"  report: {options.json}")
-    print(f"  exit status {status}")
+        _write(f"  report: {options.json}\n")
+    _write(f"  exit status {status}\n")
     return status
+
+
+def _write(text: str) -> None:
+    """Write to our stdout; once its reader has gone (``check ... | head``), the rest of the output
+    goes nowhere, and the run, its report and its exit status go on as before."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As Python's documentation advises: later writes, and the flush at exit, must not fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _record(recorder: TraceWriter | None, event: RunEvent) -> None:

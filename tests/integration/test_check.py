@@ -8,6 +8,8 @@ one check that several tests then read.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,21 @@ def test_clean_script_exits_0(tmp_path):
     assert (report["status"], report["exit_code"], report["steps"]) == ("finished", 0, 3)
     assert report["argv"] == [F + "cosine_loop.py", "--count", "3"]
     assert not [f for f in report["findings"] if f["severity"] == "error"]
+
+
+def test_a_reader_that_stops_early_loses_nothing_but_the_output(tmp_path):
+    """``cossim-tui check train.py | head``: the pipe closes while the script still prints; the
+    script runs on, and the report and the exit status are as if it had been read to the end."""
+    command = [sys.executable, "-m", "cossim_tui", "check", "--json", str(tmp_path / "r.json"), F + "cosine_loop.py", "--count", "40"]
+    with subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as check:
+        assert check.stdout is not None and check.stderr is not None
+        assert check.stdout.readline() == b"before call 0\n"
+        check.stdout.close()
+        stderr = check.stderr.read().decode()
+        assert check.wait(timeout=120) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    report = load_report(tmp_path / "r.json")
+    assert (report["status"], report["steps"]) == ("finished", 40)
 
 
 @pytest.fixture(scope="module")
