@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import signal
 import sys
 import threading
 import time
-import traceback
 import types
 from collections.abc import Callable
 from typing import Any
@@ -97,7 +95,7 @@ class Controller:
         self._connected = False
 
     def hello(self, target: str, argv: list[str]) -> None:
-        self._send(protocol.Hello(pid=self.pid, python=platform.python_version(), target=target, argv=list(argv)))
+        self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=target, argv=list(argv)))
 
     def install(self) -> None:
         import cossim_tui
@@ -394,6 +392,8 @@ class Controller:
             site, _ = self._call_site(frame)
         except Exception:  # noqa: BLE001 - the step is still reported, without its source
             site, _ = self._call_site(None)
+        import traceback  # only here: a capture that fails is rare, and the script starts sooner without it
+
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         args = [
             TensorSummary(
