@@ -7,7 +7,8 @@
 Every figure is a ratio or a time taken against its baseline in the same run, the two
 alternating so that a machine that gets busier or quieter treats both alike. Each line
 gives the median over the repetitions and, in brackets, the spread (min … max) and how
-many there were. The budget follows, and ``ok`` or ``OVER``.
+many there were. The budget follows, and ``ok`` or ``OVER``. cossim_tui's bytecode is compiled
+first, as installing the package does (see ``compile_bytecode``).
 
 1. ``check`` on the demo vs plain ``python``, wall time of the whole process.
 2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
@@ -567,6 +568,25 @@ def machine() -> str:
     )
 
 
+def compile_bytecode() -> None:
+    """Make sure cossim_tui's bytecode is cached, as it is for an installed package.
+
+    pip compiles a package's bytecode when it installs it, and Python caches what it compiles on
+    a first run; with ``PYTHONDONTWRITEBYTECODE`` set (as on some CI machines) neither happens
+    for an editable install, and every process would compile the agent and the launcher from
+    source again, some 60 ms of each run that no installed copy pays. Python still reads a cache
+    that exists, so it is written here once (``__pycache__`` is ignored by git)."""
+    import compileall
+
+    import cossim_tui
+
+    package = Path(cossim_tui.__file__).parent
+    if not compileall.compile_dir(str(package), quiet=1):
+        raise SystemExit(f"could not compile {package}")
+    if sys.dont_write_bytecode:
+        note("(PYTHONDONTWRITEBYTECODE is set: cossim_tui's bytecode was compiled once, as installing it does)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers")
@@ -585,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {int(n) for n in options.only.split(",")}
     quick = options.quick
     print(f"cossim-tui benchmarks — {machine()}", flush=True)
+    compile_bytecode()
     figures: dict[int, Callable[[], None]] = {
         1: lambda: figure_check_vs_python(3 if quick else 7),
         2: lambda: figure_untouched_ops(3 if quick else 9, 100 if quick else 200),
