@@ -6,11 +6,9 @@ else."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import math
-import struct
 import sys
 import threading
 from typing import Any
@@ -25,48 +23,11 @@ from cossim_tui import protocol
 from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
 from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
+from reference_encoding import reference_frame
 
 # --------------------------------------------------------------------------------------
 # The wire: the writers made per class write what json.dumps of the fields writes
 # --------------------------------------------------------------------------------------
-
-
-def _reference_fields(value: Any) -> Any:
-    """A record as the generic encoder saw it: every field, a list of ≥ PACKED numbers (or a
-    rectangular nest of them) packed as little-endian base64, whatever the field's type."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _reference_fields(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if type(value) is list:
-        packed = _reference_packed(value)
-        if packed is not None:
-            return packed
-        return [_reference_fields(v) for v in value]
-    if type(value) is dict:
-        return {k: _reference_fields(v) for k, v in value.items()}
-    return value
-
-
-def _reference_packed(values: list) -> dict | None:
-    shape, flat = [len(values)], values
-    while flat and type(flat[0]) is list:
-        shape.append(len(flat[0]))
-        flat = [v for row in flat for v in row]
-    if not flat or type(flat[0]) not in (float, int) or math.prod(shape) < protocol.PACKED or len(flat) != math.prod(shape):
-        return None
-    for code, fmt in (("f64", "d"),) if type(flat[0]) is float else (("u8", "B"), ("i64", "q")):
-        try:
-            data = struct.pack(f"<{len(flat)}{fmt}", *flat)
-        except struct.error:
-            continue
-        return {code: base64.b64encode(data).decode("ascii"), "shape": shape}
-    return None
-
-
-def _reference_frame(message: protocol.Message) -> bytes:
-    body = _reference_fields(message)
-    body["kind"] = message.kind
-    data = json.dumps(body, separators=(",", ":")).encode()
-    return struct.pack(">I", len(data)) + data
 
 
 def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> None:
@@ -111,7 +72,7 @@ STEPS = _captured_steps()
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: f"step{s.step}")
 def test_a_captured_step_is_written_as_the_generic_encoding_writes_it(step: protocol.StepCaptured) -> None:
-    assert protocol.encode(step) == _reference_frame(step)
+    assert protocol.encode(step) == reference_frame(step)
 
 
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
@@ -141,7 +102,7 @@ def test_any_valid_values_are_written_as_the_generic_encoding_writes_them(
         first.norm = dataclasses.replace(first.norm, min=norm_min)
     step.args = [first, *step.args[1:]]
     step.findings = [protocol.Finding("zero-norm", "error", "m", "s", 1, evidence)]
-    assert protocol.encode(step) == _reference_frame(step)
+    assert protocol.encode(step) == reference_frame(step)
 
 
 def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> None:
@@ -158,7 +119,7 @@ def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> No
     ]
     assert {type(m) for m in messages} == set(protocol.MESSAGE_TYPES.values())
     for message in messages:
-        assert protocol.encode(message) == _reference_frame(message)
+        assert protocol.encode(message) == reference_frame(message)
 
 
 # --------------------------------------------------------------------------------------
@@ -299,5 +260,5 @@ def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> No
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
     controller._outbox.flush()
     first, second = channel.steps
-    assert waits == [2] and second.paused and second.break_condition is not None
+    assert not first.paused and waits == [2] and second.paused and second.break_condition is not None
     assert _pictured(second) and second.projection is not None and second.projection.step == 1

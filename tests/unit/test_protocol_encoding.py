@@ -5,12 +5,8 @@ is never the text of another site, nor of the same site before it changed."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import enum
-import json
-import math
-import struct
 from typing import Any
 
 import pytest
@@ -29,47 +25,7 @@ from cossim_tui.protocol import (
     TensorSummary,
     ValueStats,
 )
-
-# --------------------------------------------------------------------------------------
-# The reference: the generic encoding of a message's fields
-# --------------------------------------------------------------------------------------
-
-
-def _generic(value: Any) -> Any:
-    """Every field of every record; a list of at least ``PACKED`` numbers (or a rectangular nest
-    of them) packed as little-endian base64, as ``protocol.PACKED`` says."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _generic(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if type(value) is list:
-        packed = _generic_packed(value)
-        return packed if packed is not None else [_generic(v) for v in value]
-    if type(value) is dict:
-        return {k: _generic(v) for k, v in value.items()}
-    return value
-
-
-def _generic_packed(values: list) -> dict | None:
-    shape, flat = [len(values)], values
-    while flat and type(flat[0]) is list:
-        shape.append(len(flat[0]))
-        flat = [v for row in flat for v in row]
-    if not flat or type(flat[0]) not in (float, int) or math.prod(shape) < protocol.PACKED or len(flat) != math.prod(shape):
-        return None
-    for code, fmt in (("f64", "d"),) if type(flat[0]) is float else (("u8", "B"), ("i64", "q")):
-        try:
-            data = struct.pack(f"<{len(flat)}{fmt}", *flat)
-        except struct.error:
-            continue
-        return {code: base64.b64encode(data).decode("ascii"), "shape": shape}
-    return None
-
-
-def _generic_frame(message: protocol.Message) -> bytes:
-    body = _generic(message)
-    body["kind"] = message.kind
-    data = json.dumps(body, separators=(",", ":")).encode()
-    return struct.pack(">I", len(data)) + data
-
+from reference_encoding import reference_frame
 
 def _site(**changes: Any) -> CallSite:
     site = CallSite(
@@ -123,7 +79,7 @@ def _step(site: CallSite | None = None) -> StepCaptured:
 
 
 def test_a_step_is_written_as_the_generic_encoding_writes_it() -> None:
-    assert protocol.encode(_step()) == _generic_frame(_step())
+    assert protocol.encode(_step()) == reference_frame(_step())
 
 
 # --------------------------------------------------------------------------------------
@@ -170,7 +126,7 @@ def test_a_site_changed_after_it_was_written_is_written_anew(change: Any) -> Non
     assert protocol.encode(step) == before  # (now from the kept text)
     change(step.site)
     after = protocol.encode(step)
-    assert after == _generic_frame(step)
+    assert after == reference_frame(step)
     assert after != before
 
 
@@ -179,7 +135,7 @@ def test_an_equal_site_is_written_from_its_own_values() -> None:
     assert first == equal  # dataclass equality: 1 == True
     protocol.encode(_step(first))
     assert b'"line":true' in protocol.encode(_step(equal))
-    assert protocol.encode(_step(equal)) == _generic_frame(_step(equal))
+    assert protocol.encode(_step(equal)) == reference_frame(_step(equal))
     assert b'"line":1,' in protocol.encode(_step(first))
 
 
@@ -191,14 +147,14 @@ def test_a_site_holding_something_that_can_change_is_not_kept() -> None:
     step = _step(_site(path=path, function=Text("train_epoch")))
     protocol.encode(step)
     path.append("eval.py")
-    assert protocol.encode(step) == _generic_frame(step)
+    assert protocol.encode(step) == reference_frame(step)
 
 
 def test_many_sites_keep_working_past_the_kept_texts_limit() -> None:
     steps = [_step(_site(line=n)) for n in range(200)]
     for _ in range(2):
         for step in steps:
-            assert protocol.encode(step) == _generic_frame(step)
+            assert protocol.encode(step) == reference_frame(step)
 
 
 # --------------------------------------------------------------------------------------
@@ -275,7 +231,7 @@ def test_any_values_are_written_as_the_generic_encoding_writes_them(scalars: lis
         protocol.encode(step)  # (its site's text is kept; the changes below must not reuse it)
     for (where, name), value in [*scalars, *lists]:
         setattr(_record(step, where), name, value)
-    assert protocol.encode(step) == _generic_frame(step)
+    assert protocol.encode(step) == reference_frame(step)
 
 
 @pytest.mark.parametrize(
@@ -296,4 +252,4 @@ def test_long_lists_of_numbers_are_packed_as_the_generic_encoding_packs_them(num
     step = _step()
     step.args[0].shape = numbers
     step.args[1].preview = numbers
-    assert protocol.encode(step) == _generic_frame(step)
+    assert protocol.encode(step) == reference_frame(step)
