@@ -467,7 +467,7 @@ class PendingEvidence:
             self._queue(x1, x2)
 
     def _queue(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        dim, transfer, pair = self.dim, self.transfer, self.pair
+        dim, pair = self.dim, self.pair
         # torch reads dim against the broadcast shape (its rank is the larger one).
         ndim = max(x1.dim(), x2.dim(), 1)
         self.d = reduced_dim(dim, ndim) if -ndim <= dim < ndim else None
