@@ -262,3 +262,23 @@ def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> No
     first, second = channel.steps
     assert not first.paused and waits == [2] and second.paused and second.break_condition is not None
     assert _pictured(second) and second.projection is not None and second.projection.step == 1
+
+
+def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
+    """The capture makes the map of a step a finding stops at; a map that cannot be drawn (NaN
+    rows) must not send the step's rows into the map a second time."""
+    monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
+    channel = _Collect()
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]
+    controller._wait_for_command = lambda: None  # type: ignore[method-assign]
+    broken = torch.randn(8, 16)
+    broken[0, 0] = math.nan
+    observed: list[int] = []
+    for step, x in enumerate((torch.randn(8, 16), broken)):  # one call site: step 0 pictured; step 1 non-finite, an error: it stops
+        call(controller, x, torch.randn(8, 16))
+        if step == 0:  # from here on, count what the map is given
+            observe = controller.projections.observe
+            monkeypatch.setattr(controller.projections, "observe", lambda step, *a, **k: observed.append(step) or observe(step, *a, **k))
+    controller._outbox.flush()
+    assert channel.steps[1].paused and _pictured(channel.steps[1])
+    assert observed == [1]

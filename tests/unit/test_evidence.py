@@ -83,6 +83,44 @@ def test_stale_partner_by_fingerprint_when_the_earlier_tensor_is_gone() -> None:
     assert not match.same_memory and match.earlier_step == 0
 
 
+def test_a_stale_partner_is_found_whatever_the_last_bits_of_its_mean_and_std(monkeypatch) -> None:
+    """Summarised alone or in a stack, the same values can reduce to means and stds a few ulps
+    apart (on a GPU the order of a reduction depends on the layout): the match must not."""
+    from cossim_tui.agent import capture
+
+    first_pass = capture.ArgValues.first_pass
+    calls = iter(range(1_000_000))
+
+    def nudged(self, transfer):  # every other summary's mean and std one ulp up
+        figures = list(first_pass(self, transfer))
+        if next(calls) % 2:
+            figures[0], figures[1] = math.nextafter(figures[0], math.inf), math.nextafter(figures[1], math.inf)
+        return figures
+
+    monkeypatch.setattr(capture.ArgValues, "first_pass", nudged)
+    collector = EvidenceCollector()
+    anchor = torch.randn(8, 32)
+    partner = anchor.clone()
+    observe(collector, 0, anchor, torch.randn(8, 32))
+    del anchor
+    gc.collect()
+    (match,) = observe(collector, 1, torch.randn(8, 32), partner).stale
+    assert match.earlier_step == 0 and not match.same_memory
+
+
+@pytest.mark.parametrize("where", [0, 77, 127])
+def test_a_stale_partner_with_an_infinity_is_found_wherever_the_infinity_is(where) -> None:
+    collector = EvidenceCollector()
+    anchor = torch.randn(8, 16)
+    anchor.view(-1)[where] = math.inf
+    partner = anchor.clone()
+    observe(collector, 0, anchor, torch.randn(8, 16))
+    del anchor
+    gc.collect()
+    (match,) = observe(collector, 1, torch.randn(8, 16), partner).stale
+    assert match.earlier_step == 0
+
+
 def test_a_value_seen_before_that_differs_in_one_element_is_not_stale() -> None:
     collector = EvidenceCollector()
     anchor = torch.randn(4, 8)
@@ -166,7 +204,7 @@ def test_fingerprints_leave_with_their_steps() -> None:
     repeated = torch.randn(4, 8)
     for step in range(20):
         observe(collector, step, torch.randn(4, 8), repeated if step % 2 else torch.randn(4, 8))
-        window = [seen.fingerprint for _, step_seen in collector._seen for seen in step_seen]
+        window = [seen.fingerprint.key for _, step_seen in collector._seen for seen in step_seen]
         assert collector._prints == {print_: window.count(print_) for print_ in window}
     nothing_kept = EvidenceCollector(keep_steps=0)
     anchor = torch.randn(4, 8)
@@ -228,7 +266,7 @@ def test_one_vector_repeated_is_one_sample_not_a_collapsed_batch() -> None:
         assert evidence.batch_collapse[0] is None
         assert evidence.batch_collapse[1] is not None and evidence.batch_collapse[1] > 0.7
         # The keys' own mean cosine is about 0, so their drop cannot reach 0.3: not measured.
-        assert evidence.common_mode_drop is None or evidence.common_mode_drop < 0.3
+        assert evidence.common_mode_drop is None
 
 
 def test_zero_rows_have_no_direction() -> None:

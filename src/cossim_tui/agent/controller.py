@@ -154,11 +154,12 @@ class Controller:
                 message = self._capture_failed(step, function, names, frame, exc)
             message.label = label
             stop = self._should_stop(message.findings)
+            by_condition = False
             if not stop and self.mode == "continue" and self.condition.text:
-                stop = self._condition_holds(message, frame, result)
+                stop = by_condition = self._condition_holds(message, frame, result)
             message.paused = stop
             if stop and not pictures and self.config.pictures != "none":
-                self._picture_stop(message, x1, x2, dim)
+                self._picture_stop(message, x1, x2, dim, with_map=by_condition)
             if stop:
                 # Waiting starts before the step goes out: a Resume that answers it at once
                 # must find the script waiting, not be lost before it waits.
@@ -323,11 +324,11 @@ class Controller:
 
         return finish
 
-    def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any) -> None:
-        """The value strips, input images and map of a step that stops although it was not due
-        any: a finding or the break condition decided it after the capture. They take a
-        device→host transfer of their own, on a step where the script is about to wait for the
-        user."""
+    def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any, *, with_map: bool) -> None:
+        """The value strips and input images of a step that stops although it was not due any: a
+        finding or the break condition decided it after the capture; and, ``with_map``, its
+        map (the capture made the map of a step a finding stops at). They take a device→host
+        transfer of their own, on a step where the script is about to wait for the user."""
         try:
             tools = self._tools
             dim_value = dim if isinstance(dim, int) else -1
@@ -337,7 +338,7 @@ class Controller:
                 finish = self._queue_pictures(made, x1, x2, dim_value, transfer)
                 transfer.fetch()
                 finish(message.args)
-            if message.projection is None and self.projections is not None:
+            if with_map and self.projections is not None:
                 labels = [m.labels if m is not None else None for m in made]
                 message.projection = self.projections.observe(
                     message.step, message.site.label, x1, x2, dim_value, force=True, labels=labels

@@ -63,6 +63,37 @@ USABLE_SPREAD = 1e-6
 is one sample, not a collapsed batch): the reference functions decide."""
 _NAN_SENTINEL = -1.2345678901234567e300
 _BATCH_UNITS = object()
+MOMENTS_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
+"""How far apart, relative to the values' magnitude, the mean and std of equal values may come
+out, by the dtype they were reduced in: a reduction's order, and so its last bits, can differ
+between a tensor summarised alone and in a stack (on a GPU, even between the two places of
+one stack)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Print:
+    """An argument's value fingerprint: ``key``, figures that are exact copies of values (its min
+    and max, and ``FINGERPRINT_SAMPLE`` evenly spaced values; NaN as a sentinel, so that it
+    compares equal), looked up as is; and its mean and std, compared within
+    ``MOMENTS_TOLERANCE``, since how they were reduced shows in their last bits."""
+
+    key: tuple[float, ...]
+    mean: float
+    std: float
+    tolerance: float
+
+    @property
+    def constant(self) -> bool:
+        """Min equal to max: every value the same (NaN is never equal, as in x == x[0])."""
+        return self.key[0] == self.key[1] != _NAN_SENTINEL
+
+    def moments_agree(self, other: _Print) -> bool:
+        low, high = self.key[0], self.key[1]
+        scale = max(abs(low), abs(high)) if math.isfinite(low) and math.isfinite(high) else 0.0
+        return all(
+            a == b or (a != a and b != b) or abs(a - b) <= max(self.tolerance, other.tolerance) * scale
+            for a, b in ((self.mean, other.mean), (self.std, other.std))
+        )
 
 
 @dataclass(slots=True)
@@ -75,7 +106,7 @@ class _Seen:
     storage: weakref.ref | None
     shape: tuple[int, ...]
     dtype: torch.dtype
-    fingerprint: tuple[float, ...]
+    fingerprint: _Print
     had_grad: bool
     storage_offset: int
     strides: tuple[int, ...]
@@ -410,6 +441,8 @@ class _ArgPlan:
     """Capture's rows, when the batch figures can use them (a float tensor, the dim its own)."""
     sample_at: tuple[int, int, int] | None = None
     """(slot, offset, count) of the fingerprint's sample of values."""
+    reduced_in: torch.dtype | None = None
+    """The dtype the fingerprint's mean and std were reduced in."""
     stats_slot: int | None = None
     """Mean, std, min and max of the tensor in its own order, when capture's rows are not."""
     figures_at: tuple[int, int, int] | None = None
@@ -507,6 +540,7 @@ class PendingEvidence:
         self.stacked_unit = self._queue_figures(self.plans, values, norms)
         for plan in self.plans:
             plan.sample_at = plan.values.sample_at  # type: ignore[union-attr]
+            plan.reduced_in = plan.values.dtype  # type: ignore[union-attr]
 
     def _queue_figures(self, group: list[_ArgPlan], values: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
         """The batch figures of a group of arguments stacked as (k, n, d) in one queued vector;
@@ -531,7 +565,7 @@ class PendingEvidence:
                 if self.pair.d == -1 or x.dim() <= 1 or -self.pair.d > x.dim():
                     # Capture's rows are the tensor in its own order: their statistics and
                     # sample serve.
-                    plan.sample_at = values.sample_at
+                    plan.sample_at, plan.reduced_in = values.sample_at, values.dtype
                     continue
                 # Rows along another dim are the values reordered: fingerprint the tensor in
                 # its own order, so that it is recognised at a site with another dim.
@@ -541,7 +575,7 @@ class PendingEvidence:
                 plan.stats_slot = transfer.scalars(mean, std, low, high)
                 step = max(1, flat.shape[0] // FINGERPRINT_SAMPLE)
                 sample = flat[: step * FINGERPRINT_SAMPLE : step]
-                plan.sample_at = (transfer.vector(sample), 0, sample.shape[0])
+                plan.sample_at, plan.reduced_in = (transfer.vector(sample), 0, sample.shape[0]), flat.dtype
 
         # Collapse and common mode of each argument with ≥ 4 rows: both at once when they can be.
         batched = [p for p in plans if p.values is not None and p.values.rows >= 4 and p.values.width >= 2]
@@ -628,24 +662,24 @@ class PendingEvidence:
                 return self._finish(evidence, equal_pair)
         return self._finish(evidence, equal_pair)
 
-    def _fingerprint(self, index: int) -> tuple[float, ...] | None:
+    def _fingerprint(self, index: int) -> _Print | None:
         plan = self.plans[index]
         if plan.sample_at is None:
             return None
         stats = self.transfer[plan.stats_slot] if plan.stats_slot is not None else self.pair.first_pass(index)
         assert stats is not None
+        mean, std, low, high = stats[:4]
         slot, offset, count = plan.sample_at
-        values = stats[:4] + self.transfer[slot][offset : offset + count]
-        if values[0] == values[0]:  # a NaN anywhere makes the mean NaN
-            return tuple(values)
-        # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
-        return tuple(v if v == v else _NAN_SENTINEL for v in values)
+        key = [low, high, *self.transfer[slot][offset : offset + count]]
+        if mean != mean or std != std:  # a NaN or an infinity somewhere: maybe among the key's values
+            # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
+            key = [v if v == v else _NAN_SENTINEL for v in key]
+        return _Print(tuple(key), mean, std, MOMENTS_TOLERANCE.get(plan.reduced_in, MOMENTS_TOLERANCE[torch.float32]))
 
     def _finish(self, evidence: Evidence, equal_pair: bool) -> Evidence:
         collector, transfer = self.collector, self.transfer
         prints = [self._fingerprint(i) for i in range(2)]
-        # Min equal to max: every value the same (NaN is never equal, as in x == x[0]).
-        constant = [print_ is not None and print_[2] == print_[3] != _NAN_SENTINEL for print_ in prints]
+        constant = [print_ is not None and print_.constant for print_ in prints]
         self.usable = [self._usable(0), self._usable(1)]
         for index, x in enumerate(self.tensors):
             if prints[index] is None or constant[index] or self.fresh[index]:
@@ -790,8 +824,8 @@ class EvidenceCollector:
         self._seen: deque[tuple[str, list[_Seen]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
         self._prints: dict[tuple[float, ...], int] = {}
-        """How many arguments in ``_seen`` have each fingerprint: most arguments were never seen
-        before, and one look-up says so."""
+        """How many arguments in ``_seen`` have each fingerprint key: most arguments were never
+        seen before, and one look-up says so."""
         self._rings: dict[str, _SiteRing] = {}
 
     def _ring(self, site: str) -> _SiteRing:
@@ -848,16 +882,18 @@ class EvidenceCollector:
         prints = self._prints
         if len(self._seen) == self.keep_steps:
             for seen in self._seen[0][1]:
-                left = prints[seen.fingerprint] - 1
+                key = seen.fingerprint.key
+                left = prints[key] - 1
                 if left:
-                    prints[seen.fingerprint] = left
+                    prints[key] = left
                 else:
-                    del prints[seen.fingerprint]
+                    del prints[key]
         self._seen.append((site, step_seen))
         for seen in step_seen:
-            prints[seen.fingerprint] = prints.get(seen.fingerprint, 0) + 1
+            key = seen.fingerprint.key
+            prints[key] = prints.get(key, 0) + 1
 
-    def _stale_match(self, index: int, x: torch.Tensor, print_: tuple[float, ...], site: str) -> StaleMatch | None:
+    def _stale_match(self, index: int, x: torch.Tensor, print_: _Print, site: str) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
 
         Reuse within the current batch is not staleness: an anchor compared with a positive and
@@ -870,7 +906,7 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
         """
-        if print_ not in self._prints:
+        if print_.key not in self._prints:
             return None
         shape = tuple(x.shape)
         storage: Any = None
@@ -881,7 +917,9 @@ class EvidenceCollector:
             if not site_reached:
                 continue
             for seen in seen_step:
-                if seen.shape != shape or seen.dtype != x.dtype or seen.fingerprint != print_:
+                if seen.shape != shape or seen.dtype != x.dtype or seen.fingerprint.key != print_.key:
+                    continue
+                if not seen.fingerprint.moments_agree(print_):
                     continue
                 if graph_live is None:  # looked at only once a fingerprint matches
                     graph_live = x.grad_fn is not None and not _graph_freed(x.grad_fn)
