@@ -581,9 +581,9 @@ def compile_bytecode() -> None:
     import cossim_tui
 
     package = Path(cossim_tui.__file__).parent
-    if not compileall.compile_dir(str(package), quiet=1):
-        raise SystemExit(f"could not compile {package}")
-    if sys.dont_write_bytecode:
+    if not compileall.compile_dir(str(package), quiet=2):
+        note(f"(could not write cossim_tui's bytecode in {package}: its modules are compiled in every process)")
+    elif sys.dont_write_bytecode:
         note("(PYTHONDONTWRITEBYTECODE is set: cossim_tui's bytecode was compiled once, as installing it does)")
 
 
