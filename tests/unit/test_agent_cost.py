@@ -282,3 +282,90 @@ def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
     controller._outbox.flush()
     assert channel.steps[1].paused and _pictured(channel.steps[1])
     assert observed == [1]
+
+
+# --------------------------------------------------------------------------------------
+# A small pair on a device is summarised from host copies of its values
+# --------------------------------------------------------------------------------------
+
+
+def _session(monkeypatch, on_device: bool, pictures: str) -> list[protocol.StepCaptured]:
+    """One scripted session of pairs; with ``on_device``, every small pair takes the path a pair
+    on a GPU takes (its values and result copied to the host in the call's one transfer)."""
+    from cossim_tui.agent import capture
+
+    real = capture.small_pair_on_device
+    monkeypatch.setattr(
+        capture, "small_pair_on_device", (lambda x1, x2, result: real(x1, x2, result) or (x1.is_cpu and real_cpu(x1, x2, result))) if on_device else real
+    )
+
+    def real_cpu(x1, x2, result):  # the same test, as if the CPU were a device
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.Tensor, "is_cpu", property(lambda self: False))
+            return real(x1, x2, result)
+
+    channel = _Collect()
+    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    anchor = torch.randn(8, 16)
+    collapsed = torch.randn(1, 16) + 1e-3 * torch.randn(8, 16)
+    offset = 3.0 * torch.randn(1, 16) + torch.randn(8, 16)
+    broken = torch.randn(8, 16)
+    broken[2, 3] = math.nan
+    pairs = [
+        (anchor, torch.randn(8, 16)),
+        (torch.randn(8, 16), anchor.detach()),  # a stale partner, the same memory
+        (torch.randn(8, 16), anchor.clone()),  # a stale partner, equal values
+        (anchor, anchor),  # the same object
+        (collapsed, torch.randn(8, 16)),
+        (collapsed + 1e-4, torch.randn(8, 16)),
+        (collapsed - 1e-4, torch.randn(8, 16)),
+        (offset, torch.randn(8, 16)),
+        (broken, torch.randn(8, 16)),
+        (torch.randn(1, 16), torch.randn(1, 16)),  # batch size 1: the site's ring
+        (torch.randn(2, 16).half(), torch.randn(2, 16).half()),
+        (torch.zeros(4, 16), torch.randn(4, 16)),  # zero norms
+        (torch.randn(16, 8), torch.randn(16, 8)),  # reduced along dim 0 below
+    ]
+    for x1, x2 in pairs[:-1]:
+        call(controller, x1, x2)
+    call(controller, *pairs[-1], dim=0)
+    controller._outbox.flush()
+    return channel.steps
+
+
+@pytest.mark.parametrize("pictures", ["none", "every-step"])
+def test_a_small_pair_summarised_from_host_copies_reads_as_one_summarised_where_it_lives(monkeypatch, pictures) -> None:
+    here = _session(monkeypatch, on_device=False, pictures=pictures)
+    copied = _session(monkeypatch, on_device=True, pictures=pictures)
+    assert len(here) == len(copied) == 13
+    for a, b in zip(here, copied):
+        a.wall_time = b.wall_time = 0.0
+        assert [f.code for f in a.findings] == [f.code for f in b.findings], a.step
+        # The same figures, to the last bits where the order of a reduction cannot differ, and
+        # within rounding where it can.
+        assert repr(a.relation) == repr(b.relation) and repr(a.cos) == repr(b.cos), a.step  # (NaN is not == NaN)
+        for x, y in zip(a.args, b.args):
+            assert (x.shape, x.dtype, x.device, x.preview, x.nan, x.inf, x.strip) == (y.shape, y.dtype, y.device, y.preview, y.nan, y.inf, y.strip)
+            assert (x.storage.offset, x.storage.strides, x.storage.element_size) == (y.storage.offset, y.storage.strides, y.storage.element_size)
+            assert (x.stats is None) == (y.stats is None) and (x.norm is None) == (y.norm is None)
+            if x.stats is not None:
+                assert dataclasses.astuple(x.stats) == pytest.approx(dataclasses.astuple(y.stats), rel=1e-12, abs=1e-12, nan_ok=True)
+                assert dataclasses.astuple(x.norm) == pytest.approx(dataclasses.astuple(y.norm), rel=1e-12, nan_ok=True)
+        assert (a.projection is None) == (b.projection is None), a.step
+    assert [f.code for f in copied[1].findings if f.code == "stale-partner"] == ["stale-partner"]
+    assert "stale-partner" in [f.code for f in copied[2].findings]
+    assert "collapse" in [f.code for f in copied[6].findings]
+    assert "common-mode" in [f.code for f in copied[7].findings]
+
+
+def test_a_small_pair_on_a_device_is_copied_in_the_calls_one_transfer(monkeypatch) -> None:
+    """What travels: the values of both arguments and the result, once, with the rest."""
+    from cossim_tui.agent import transfer as transfer_module
+
+    fetched: list[int] = []
+    fetch = transfer_module.HostTransfer.fetch
+    monkeypatch.setattr(transfer_module.HostTransfer, "fetch", lambda self: fetched.append(len(self._copies)) or fetch(self))
+    _session(monkeypatch, on_device=True, pictures="none")
+    copies = [n for n in fetched if n]
+    assert copies == [1] * 13  # one copy in each call's transfer: every pair here is small and alike

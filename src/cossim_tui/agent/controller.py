@@ -35,7 +35,7 @@ class _CaptureTools:
     def __init__(self) -> None:
         import torch
 
-        from cossim_tui.agent.capture import queue_pair
+        from cossim_tui.agent.capture import copy_small_pair, queue_pair, small_pair_on_device
         from cossim_tui.agent.evidence import EvidenceCollector
         from cossim_tui.agent.projection import ProjectionMaps
         from cossim_tui.agent.provenance import PendingIdenticalInputs
@@ -45,6 +45,7 @@ class _CaptureTools:
         self.no_grad = torch.no_grad
         self.queue_pair, self.EvidenceCollector, self.ProjectionMaps = queue_pair, EvidenceCollector, ProjectionMaps
         self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
+        self.small_pair_on_device, self.copy_small_pair = small_pair_on_device, copy_small_pair
 
 
 class Controller:
@@ -240,18 +241,27 @@ class Controller:
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         # Everything read from the tensors is queued on one transfer and fetched once: on a GPU
-        # that is the call's only wait for the device.
+        # that is the call's only wait for the device. A small pair on a device travels whole in
+        # it, and is then summarised on the host (a second transfer, between host tensors, that
+        # waits for nothing).
         transfer = tools.HostTransfer()
-        pending_pair = tools.queue_pair(x1, x2, dim_value, result, exprs, transfer)
         made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
         fresh = tuple(m is not None and m.call.step == step for m in made)
-        pending_evidence = self.evidence.queue(
-            step, label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, transfer, fresh  # type: ignore[arg-type]
-        )
         pending_inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        finish_pictures = self._queue_pictures(made, x1, x2, dim_value, transfer) if pictures else None
-        transfer.fetch()
+        images = [self._queue_input_image(made_one, transfer) for made_one in made] if pictures else None
+        copies, values, on_host = None, (x1, x2), transfer
+        if tools.small_pair_on_device(x1, x2, result):
+            host = tools.copy_small_pair(x1, x2, result, transfer)
+            transfer.fetch()
+            copies = host()
+            values, on_host = copies[:2], tools.HostTransfer()
+        pending_pair = tools.queue_pair(x1, x2, dim_value, result, exprs, on_host, copies)
+        pending_evidence = self.evidence.queue(
+            step, label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, on_host, fresh  # type: ignore[arg-type]
+        )
+        strips = tools.queue_value_strips(*values, dim_value, on_host) if pictures else None
+        on_host.fetch()
         pair = pending_pair.finish()
         for summary, made_one, x in zip(pair.args, made, (x1, x2)):
             summary.made_by = made_one.call if made_one is not None else None
@@ -264,15 +274,17 @@ class Controller:
         if self._muted:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
-        if finish_pictures is not None:
-            finish_pictures(pair.args)
+        if images is not None and strips is not None:
+            for summary, image, strip in zip(pair.args, images, strips()):
+                summary.input_image = image()
+                summary.strip = strip
         # The map is due every few steps, and always where the script will stop (someone is looking).
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
         stops = self._should_stop(findings)
         if pictures or stops:
             labels = [m.labels if m is not None else None for m in made]
-            projection = self.projections.observe(step, label, x1, x2, dim_value, force=stops, labels=labels)
+            projection = self.projections.observe(step, label, *values, dim_value, force=stops, labels=labels)
         return StepCaptured(
             step=step,
             function=function,

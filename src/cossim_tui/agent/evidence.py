@@ -490,6 +490,11 @@ class PendingEvidence:
         self.fresh = fresh
         self.dim, self.eps, self.result, self.pair, self.transfer = dim, eps, result, pair, transfer
         self.tensors = (x1, x2)
+        copies = pair.values
+        self.values = (x1, x2) if copies is None else (copies[0], copies[1])
+        """Where the arguments' values are read: host copies where capture made them, else the
+        tensors themselves (which are always what shape, storage and autograd are read from)."""
+        self.result_values = result if copies is None else copies[2]
         self.active = isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
         if not self.active:
             return
@@ -559,7 +564,7 @@ class PendingEvidence:
 
     def _queue_each(self) -> None:
         transfer, plans = self.transfer, self.plans
-        for plan in plans:
+        for plan, read in zip(plans, self.values):
             x, values = plan.x, plan.values
             if values is not None and _fingerprintable(x):
                 if self.pair.d == -1 or x.dim() <= 1 or -self.pair.d > x.dim():
@@ -569,7 +574,7 @@ class PendingEvidence:
                     continue
                 # Rows along another dim are the values reordered: fingerprint the tensor in
                 # its own order, so that it is recognised at a site with another dim.
-                flat = x.detach().reshape(-1).to(working_dtype(x, x.numel())).contiguous()
+                flat = read.detach().reshape(-1).to(working_dtype(x, x.numel())).contiguous()
                 std, mean = torch.std_mean(flat)
                 low, high = torch.aminmax(flat)
                 plan.stats_slot = transfer.scalars(mean, std, low, high)
@@ -649,7 +654,7 @@ class PendingEvidence:
                 products = units[0] * units[1]
             self.exact_slot = transfer.vector(products.sum(dim=-1))
         else:
-            self.precision_slot = _queue_precision(x1, x2, self.dim, self.eps, self.result, transfer)
+            self.precision_slot = _queue_precision(*self.values, self.dim, self.eps, self.result_values, transfer)
 
     # -- after the fetch ----------------------------------------------------------------
 
@@ -713,7 +718,7 @@ class PendingEvidence:
                 # Fewer than 4 rows: no batch figure; they only feed the ring, already unit.
                 samples[index], unit[index] = self._few_unit_rows(plan), True
             else:
-                rows = sample_vectors(_rows(plan.x.detach(), self.d)[:COLLAPSE_ROWS])
+                rows = sample_vectors(_rows(self.values[index].detach(), self.d)[:COLLAPSE_ROWS])
                 samples[index] = rows
                 batch[index] = collapse_score(rows)
                 reference = common_mode(rows)
@@ -805,7 +810,7 @@ class PendingEvidence:
                 return _deviation(self.transfer[self.exact_slot], got)
             # Norms below eps (torch clamps them) or non-finite values: recompute as torch does.
             extra = HostTransfer()
-            slot = _queue_precision(*self.tensors, self.dim, self.eps, self.result, extra)  # type: ignore[arg-type]
+            slot = _queue_precision(*self.values, self.dim, self.eps, self.result_values, extra)  # type: ignore[arg-type]
             if slot is None:
                 return None
             extra.fetch()

@@ -5,6 +5,8 @@ device→host copy that waits for the device; a step that made a dozen of them w
 dozen round trips. So capture, evidence, provenance and the training context each *queue*
 the device values they need here, as 0-d or 1-D tensors of any real dtype, and read them
 back after one ``fetch()``: one ``cat`` and one ``tolist()`` per device (one in practice).
+A part can also come back as a host tensor (``copy``): the values of small arguments on a
+device travel that way, to be summarised on the CPU without another wait.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class HostTransfer:
         self._parts: list[torch.Tensor] = []
         self._sizes: list[int] = []
         self._values: list[list[float]] | None = None
+        self._copies: dict[int, torch.Tensor | None] = {}
+        """Slots that come back as host tensors rather than lists (``copy``)."""
 
     def scalars(self, *values: torch.Tensor) -> int:
         """Queue 0-d tensors (one device); their values come back as one list, in order."""
@@ -33,15 +37,34 @@ class HostTransfer:
         self._sizes.append(flat.shape[0])
         return len(self._parts) - 1
 
+    def copy(self, tensor: torch.Tensor) -> int:
+        """Queue a tensor whose values come back as a 1-D host tensor (``host``), in the dtype
+        its part of the transfer was promoted to: exact for any real floating dtype."""
+        slot = self.vector(tensor)
+        self._copies[slot] = None
+        return slot
+
     def fetch(self) -> None:
         """One transfer per device holding queued values (``cat`` promotes mixed dtypes exactly)."""
-        parts, sizes = self._parts, self._sizes
+        parts, sizes, copies = self._parts, self._sizes, self._copies
         values: list[list[float]] = [[] for _ in parts]
         by_device: dict[Any, list[int]] = {}
         for index, part in enumerate(parts):
             by_device.setdefault(part.device, []).append(index)
         for indices in by_device.values():
-            flat = (torch.cat([parts[i] for i in indices]) if len(indices) > 1 else parts[indices[0]]).tolist()
+            joined = torch.cat([parts[i] for i in indices]) if len(indices) > 1 else parts[indices[0]]
+            if copies and any(i in copies for i in indices):
+                host = joined.cpu()  # the one wait; the rest is read from host memory
+                position = 0
+                for i in indices:
+                    size = sizes[i]
+                    if i in copies:
+                        copies[i] = host[position : position + size]
+                    else:
+                        values[i] = host[position : position + size].tolist()
+                    position += size
+                continue
+            flat = joined.tolist()
             position = 0
             for i in indices:
                 size = sizes[i]
@@ -49,6 +72,12 @@ class HostTransfer:
                 position += size
         self._values = values
         self._parts = []
+
+    def host(self, slot: int) -> torch.Tensor:
+        """A ``copy``'s values, on the host, after ``fetch``."""
+        copied = self._copies[slot]
+        assert copied is not None, "fetch() first"
+        return copied
 
     def __getitem__(self, slot: int) -> list[float]:
         assert self._values is not None, "fetch() first"
