@@ -72,14 +72,21 @@ def test_stale_partner_through_equal_values() -> None:
     assert not match.same_memory and not match.detached
 
 
-def test_stale_partner_by_fingerprint_when_the_earlier_tensor_is_gone() -> None:
+def stale_once_the_anchor_is_gone(values: torch.Tensor) -> list:
+    """Step 0 compares an anchor holding ``values``; step 1 a copy of it, after the anchor was
+    freed: only its fingerprint can tell. The stale matches of step 1."""
     collector = EvidenceCollector()
-    anchor = torch.randn(4, 8)
-    partner = anchor.clone()
-    observe(collector, 0, anchor, torch.randn(4, 8))
+    anchor, partner = values.clone(), values.clone()
+    observe(collector, 0, anchor, torch.randn(values.shape))
+    gone = weakref.ref(anchor.untyped_storage())
     del anchor
     gc.collect()
-    (match,) = observe(collector, 1, torch.randn(4, 8), partner).stale
+    assert gone() is None
+    return observe(collector, 1, torch.randn(values.shape), partner).stale
+
+
+def test_stale_partner_by_fingerprint_when_the_earlier_tensor_is_gone() -> None:
+    (match,) = stale_once_the_anchor_is_gone(torch.randn(4, 8))
     assert not match.same_memory and match.earlier_step == 0
 
 
@@ -98,26 +105,15 @@ def test_a_stale_partner_is_found_whatever_the_last_bits_of_its_mean_and_std(mon
         return figures
 
     monkeypatch.setattr(capture.ArgValues, "first_pass", nudged)
-    collector = EvidenceCollector()
-    anchor = torch.randn(8, 32)
-    partner = anchor.clone()
-    observe(collector, 0, anchor, torch.randn(8, 32))
-    del anchor
-    gc.collect()
-    (match,) = observe(collector, 1, torch.randn(8, 32), partner).stale
+    (match,) = stale_once_the_anchor_is_gone(torch.randn(8, 32))
     assert match.earlier_step == 0 and not match.same_memory
 
 
 @pytest.mark.parametrize("where", [0, 77, 127])
 def test_a_stale_partner_with_an_infinity_is_found_wherever_the_infinity_is(where) -> None:
-    collector = EvidenceCollector()
     anchor = torch.randn(8, 16)
     anchor.view(-1)[where] = math.inf
-    partner = anchor.clone()
-    observe(collector, 0, anchor, torch.randn(8, 16))
-    del anchor
-    gc.collect()
-    (match,) = observe(collector, 1, torch.randn(8, 16), partner).stale
+    (match,) = stale_once_the_anchor_is_gone(anchor)
     assert match.earlier_step == 0
 
 
