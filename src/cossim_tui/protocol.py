@@ -16,7 +16,6 @@ import dataclasses
 import itertools
 import json
 import math
-import operator
 import socket
 import struct
 import threading
@@ -493,7 +492,7 @@ def _fields_of(value: Any) -> dict[str, Any]:
 # annotations say, and its floats are finite, its numbers are written by the f-string itself
 # (``{x!r}``), with no call each; only when one does not (a NaN, an int where a float is
 # expected) is each value checked on its own. Nested records call their class's writer
-# directly, and a call site, the same object at every call made there, is written once.
+# directly.
 
 _WRITERS: dict[type, Callable[[Any], str]] = {}
 _ascii = json.encoder.encode_basestring_ascii
@@ -596,42 +595,6 @@ def _mapping_json(value: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-_SITE_TEXTS: dict[int, tuple[CallSite, tuple, str]] = {}
-"""The text last written for each ``CallSite`` object (by ``id``), with that object and the
-values it was written from."""
-_site_fields = operator.attrgetter(*_field_names(CallSite))
-_UNCHANGING = (str, int)
-
-
-def _site_json(site: Any) -> str:
-    """A call site as ``encode`` writes it, written once per site: the agent sends the same
-    ``CallSite`` (its source lines included) with every call made there.
-
-    A kept text is reused only for that very object holding the very same values (strings
-    and integers, which cannot change, kept alive with the text so that no other object takes
-    their ids): a site changed since, or another site, even an equal one, is written anew."""
-    if type(site) is not CallSite:
-        return _record_json(site)
-    lines = site.lines
-    if type(lines) is not list:
-        return _writer(CallSite)(site)
-    fields = _site_fields(site)
-    values = (*fields, *lines)
-    kept = _SITE_TEXTS.get(id(site))
-    if kept is not None and kept[0] is site and len(kept[1]) == len(values) and all(map(operator.is_, kept[1], values)):
-        return kept[2]
-    text = _writer(CallSite)(site)
-    if all(type(v) in _UNCHANGING or v is lines for v in fields) and all(type(line) is str for line in lines):
-        if len(_SITE_TEXTS) >= 64:  # (sites made for calls whose frame was unknown, say)
-            _SITE_TEXTS.clear()
-        _SITE_TEXTS[id(site)] = (site, values, text)
-    return text
-
-
-_REMEMBERED: dict[type, Callable[[Any], str]] = {CallSite: _site_json}
-"""Records whose text is kept from one message to the next, and the function that keeps it."""
-
-
 def _writer(cls: type, building: frozenset[type] = frozenset()) -> Callable[[Any], str]:
     """The JSON text of a ``cls`` record (see above); messages end with their ``kind``.
 
@@ -708,9 +671,6 @@ def _value_json(tp: Any, v: str, namespace: dict[str, Any], building: frozenset[
     option = options[0] if len(options) == 1 else Any
     origin = typing.get_origin(option)
     if dataclasses.is_dataclass(option):
-        if option in _REMEMBERED:
-            remembered = namespace[_REMEMBERED[option].__name__] = _REMEMBERED[option]
-            return None, f"{remembered.__name__}({v})"
         record = _record_writer(option, v, namespace, building)
         return None, f"('null' if {v} is None else {record})" if nullable else record
     if origin is list:

@@ -1,7 +1,7 @@
 """What the fast writers of ``protocol.encode`` must never change: a message is written exactly as
 the generic JSON encoding of its fields writes it, whatever its fields hold (a NaN, an int where
-a float is expected, a subclass of str), and a call site's text, kept from one step to the next,
-is never the text of another site, nor of the same site before it changed."""
+a float is expected, a subclass of str), and a call site, the same object at every call made
+there, is written as it is now: never as another site, nor as itself before it changed."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_a_step_is_written_as_the_generic_encoding_writes_it() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# A call site's kept text
+# A call site, written again after it changed
 # --------------------------------------------------------------------------------------
 
 
@@ -114,7 +114,7 @@ def _changes() -> list[Any]:
 
 
 def test_every_field_of_a_site_is_changed_by_one_of_the_changes_below() -> None:
-    """A field added to ``CallSite`` gets a change here too, so its kept text is proven stale."""
+    """A field added to ``CallSite`` gets a change here too, so its text is proven to follow it."""
     changed = {param.id.split("=")[0].split(".")[0] for param in _changes()}
     assert changed == {f.name for f in dataclasses.fields(CallSite)}
 
@@ -123,7 +123,7 @@ def test_every_field_of_a_site_is_changed_by_one_of_the_changes_below() -> None:
 def test_a_site_changed_after_it_was_written_is_written_anew(change: Any) -> None:
     step = _step()
     before = protocol.encode(step)
-    assert protocol.encode(step) == before  # (now from the kept text)
+    assert protocol.encode(step) == before  # (the same object, written again)
     change(step.site)
     after = protocol.encode(step)
     assert after == reference_frame(step)
@@ -139,7 +139,7 @@ def test_an_equal_site_is_written_from_its_own_values() -> None:
     assert b'"line":1,' in protocol.encode(_step(first))
 
 
-def test_a_site_holding_something_that_can_change_is_not_kept() -> None:
+def test_a_site_holding_something_that_can_change_is_written_as_it_is_now() -> None:
     class Text(str):
         pass
 
@@ -150,7 +150,7 @@ def test_a_site_holding_something_that_can_change_is_not_kept() -> None:
     assert protocol.encode(step) == reference_frame(step)
 
 
-def test_many_sites_keep_working_past_the_kept_texts_limit() -> None:
+def test_many_sites_are_each_written_as_themselves() -> None:
     steps = [_step(_site(line=n)) for n in range(200)]
     for _ in range(2):
         for step in steps:
@@ -228,7 +228,7 @@ def _record(step: StepCaptured, where: str) -> Any:
 def test_any_values_are_written_as_the_generic_encoding_writes_them(scalars: list, lists: list, written_before: bool) -> None:
     step = _step()
     if written_before:
-        protocol.encode(step)  # (its site's text is kept; the changes below must not reuse it)
+        protocol.encode(step)  # (written once before: the changes below must show)
     for (where, name), value in [*scalars, *lists]:
         setattr(_record(step, where), name, value)
     assert protocol.encode(step) == reference_frame(step)
