@@ -249,7 +249,7 @@ class Controller:
         fresh = tuple(m is not None and m.call.step == step for m in made)
         pending_inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        images = [self._queue_input_image(made_one, transfer) for made_one in made] if pictures else None
+        images = self._queue_images(made, transfer) if pictures else None
         copies, values, on_host = None, (x1, x2), transfer
         if tools.small_pair_on_device(x1, x2, result):
             host = tools.copy_small_pair(x1, x2, result, transfer)
@@ -275,9 +275,7 @@ class Controller:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
         if images is not None and strips is not None:
-            for summary, image, strip in zip(pair.args, images, strips()):
-                summary.input_image = image()
-                summary.strip = strip
+            self._put_pictures(pair.args, images, strips)
         # The map is due every few steps, and always where the script will stop (someone is looking).
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
@@ -321,20 +319,19 @@ class Controller:
         self._pictured_at[site] = now
         return True
 
-    def _queue_pictures(
-        self, made: list[Any], x1: Any, x2: Any, dim: int, transfer: Any
-    ) -> Callable[[list[TensorSummary]], None]:
-        """Queue both arguments' value strips and input images on ``transfer``; what it returns
-        puts them on the summaries once the transfer has been fetched."""
-        images = [self._queue_input_image(made_one, transfer) for made_one in made]
-        strips = self._tools.queue_value_strips(x1, x2, dim, transfer)
+    def _queue_images(self, made: list[Any], transfer: Any) -> list[Callable[[], protocol.Thumbnail | None]]:
+        """Queue the pictures of both arguments' input images on ``transfer`` (they live where the
+        script's batch does, so they travel with the call's one transfer)."""
+        return [self._queue_input_image(made_one, transfer) for made_one in made]
 
-        def finish(summaries: list[TensorSummary]) -> None:
-            for summary, image, strip in zip(summaries, images, strips()):
-                summary.input_image = image()
-                summary.strip = strip
-
-        return finish
+    @staticmethod
+    def _put_pictures(
+        summaries: list[TensorSummary], images: list[Callable[[], protocol.Thumbnail | None]], strips: Callable[[], list[list[float]]]
+    ) -> None:
+        """Put the fetched input images and value strips on the summaries."""
+        for summary, image, strip in zip(summaries, images, strips()):
+            summary.input_image = image()
+            summary.strip = strip
 
     def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any, *, with_map: bool) -> None:
         """The value strips and input images of a step that stops although it was not due any: a
@@ -347,9 +344,10 @@ class Controller:
             made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
             with tools.no_grad():
                 transfer = tools.HostTransfer()
-                finish = self._queue_pictures(made, x1, x2, dim_value, transfer)
+                images = self._queue_images(made, transfer)
+                strips = tools.queue_value_strips(x1, x2, dim_value, transfer)
                 transfer.fetch()
-                finish(message.args)
+                self._put_pictures(message.args, images, strips)
             if with_map and self.projections is not None:
                 labels = [m.labels if m is not None else None for m in made]
                 message.projection = self.projections.observe(
