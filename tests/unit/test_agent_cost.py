@@ -277,8 +277,11 @@ def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
     for step, x in enumerate((torch.randn(8, 16), broken)):  # one call site: step 0 pictured; step 1 non-finite, an error: it stops
         call(controller, x, torch.randn(8, 16))
         if step == 0:  # from here on, count what the map is given
-            observe = controller.projections.observe
-            monkeypatch.setattr(controller.projections, "observe", lambda step, *a, **k: observed.append(step) or observe(step, *a, **k))
+            monkeypatch.setattr(
+                controller.projections,
+                "observe",
+                lambda step, *a, observe=controller.projections.observe, **k: observed.append(step) or observe(step, *a, **k),
+            )
     controller._outbox.flush()
     assert channel.steps[1].paused and _pictured(channel.steps[1])
     assert observed == [1]
