@@ -7,6 +7,10 @@ the device values they need here, as 0-d or 1-D tensors of any real dtype, and r
 back after one ``fetch()``: one ``cat`` and one ``tolist()`` per device (one in practice).
 A part can also come back as a host tensor (``copy``): the values of small arguments on a
 device travel that way, to be summarised on the CPU without another wait.
+
+On a CUDA device the transfer can also be started without waiting at all (``start``): the
+values are copied into pinned host memory behind the work the device has queued, an event
+marks where, and ``fetch()`` later waits for it, asleep and without holding the GIL.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from typing import Any
 import torch
 
 
+def runs_behind(device: torch.device) -> bool:
+    """Whether a transfer from ``device`` can be started without waiting for it (``start``)."""
+    return device.type == "cuda"
+
+
 class HostTransfer:
     def __init__(self) -> None:
         self._parts: list[torch.Tensor] = []
@@ -23,6 +32,9 @@ class HostTransfer:
         self._values: list[list[float]] | None = None
         self._copies: dict[int, torch.Tensor | None] = {}
         """Slots that come back as host tensors rather than lists (``copy``)."""
+        self._started: list[tuple[list[int], torch.Tensor, Any]] | None = None
+        """After ``start``: per device, its slots, their host tensor (maybe still being written)
+        and the event that marks the end of the copy (``None``: written already)."""
 
     def scalars(self, *values: torch.Tensor) -> int:
         """Queue 0-d tensors (one device); their values come back as one list, in order."""
@@ -44,34 +56,74 @@ class HostTransfer:
         self._copies[slot] = None
         return slot
 
-    def fetch(self) -> None:
-        """One transfer per device holding queued values (``cat`` promotes mixed dtypes exactly)."""
-        parts, sizes, copies = self._parts, self._sizes, self._copies
-        values: list[list[float]] = [[] for _ in parts]
+    def _by_device(self) -> list[list[int]]:
         by_device: dict[Any, list[int]] = {}
-        for index, part in enumerate(parts):
+        for index, part in enumerate(self._parts):
             by_device.setdefault(part.device, []).append(index)
-        for indices in by_device.values():
-            joined = torch.cat([parts[i] for i in indices]) if len(indices) > 1 else parts[indices[0]]
+        return list(by_device.values())
+
+    def _joined(self, indices: list[int]) -> torch.Tensor:
+        parts = self._parts
+        return torch.cat([parts[i] for i in indices]) if len(indices) > 1 else parts[indices[0]]
+
+    def start(self) -> None:
+        """Begin the transfer and return at once: from a CUDA device, into pinned host memory
+        behind the work queued there (the values are those the tensors hold at this
+        point of the device's stream, whatever the script does to them next); from any other,
+        now. ``fetch()`` then finishes it."""
+        started = []
+        for indices in self._by_device():
+            joined = self._joined(indices)
+            event = None
+            if joined.is_cuda:
+                host = joined.to("cpu", non_blocking=True)  # into pinned memory: nothing waits
+                event = torch.cuda.Event(blocking=True)  # whoever waits for it sleeps, not spins
+                event.record(torch.cuda.current_stream(joined.device))
+            elif joined.is_cpu:
+                host = joined.clone() if len(indices) == 1 else joined  # (a cat is a copy already)
+            else:
+                host = joined.cpu()
+            started.append((indices, host, event))
+        self._started = started
+        self._parts = []
+
+    def fetch(self) -> None:
+        """One transfer per device holding queued values (``cat`` promotes mixed dtypes exactly);
+        after ``start``, the wait for what it started."""
+        values: list[list[float]] = [[] for _ in self._sizes]
+        if self._started is not None:
+            for indices, host, event in self._started:
+                if event is not None:
+                    event.synchronize()
+                self._distribute(indices, host, values)
+            self._started = None
+            self._values = values
+            return
+        copies = self._copies
+        for indices in self._by_device():
+            joined = self._joined(indices)
             if copies and any(i in copies for i in indices):
-                host = joined.cpu()  # the one wait; the rest is read from host memory
-                position = 0
-                for i in indices:
-                    size = sizes[i]
-                    if i in copies:
-                        copies[i] = host[position : position + size]
-                    else:
-                        values[i] = host[position : position + size].tolist()
-                    position += size
+                self._distribute(indices, joined.cpu(), values)  # the one wait; the rest is read from host memory
                 continue
             flat = joined.tolist()
             position = 0
             for i in indices:
-                size = sizes[i]
+                size = self._sizes[i]
                 values[i] = flat[position : position + size]
                 position += size
         self._values = values
         self._parts = []
+
+    def _distribute(self, indices: list[int], host: torch.Tensor, values: list[list[float]]) -> None:
+        """Hand each slot its part of ``host``: a copy as a host tensor, the rest as lists."""
+        position = 0
+        for i in indices:
+            size = self._sizes[i]
+            if i in self._copies:
+                self._copies[i] = host[position : position + size]
+            else:
+                values[i] = host[position : position + size].tolist()
+            position += size
 
     def host(self, slot: int) -> torch.Tensor:
         """A ``copy``'s values, on the host, after ``fetch``."""
