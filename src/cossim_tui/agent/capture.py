@@ -303,9 +303,9 @@ def _stats_of(values: torch.Tensor, norms: torch.Tensor, preview: int) -> torch.
     return torch.cat(pieces, dim=2)
 
 
-def _queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str) -> _Pending:
+def _queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str, described: dict[str, Any] | None = None) -> _Pending:
     """First pass over one argument; ``dim`` is negative, relative to the broadcast shape."""
-    described = _describe(x, expr)
+    described = _describe(x, expr) if described is None else described
     pending = _Pending(described)
     if not _summarisable(x, described):
         return pending
@@ -411,12 +411,16 @@ class PendingPair:
     def __init__(
         self, x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
         values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        described: tuple[dict[str, Any], dict[str, Any]] | None = None,
     ) -> None:
         self.x1, self.x2, self.dim, self.result, self.transfer = x1, x2, dim, result, transfer
         self.values = values
         """Host copies of a small pair's values and of the result, where the agent made them (see
         ``small_pair_on_device``): they are read instead of the tensors' own; everything else
         (shape, storage, autograd, identity) is still read from the script's tensors."""
+        self.described = described
+        """``describe_pair`` of the tensors, where it was read at the call and the values are
+        summarised later (``values``); else it is read now."""
         both_tensors = isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)
         self.both_tensors = both_tensors
         self.shape = broadcast_shape(x1.shape, x2.shape) if both_tensors else None
@@ -440,7 +444,8 @@ class PendingPair:
         if self.both_tensors and self._stackable():
             self.pending = self._queue_stacked(exprs)
         else:
-            self.pending = [_queue_stats(x, self.d, self.transfer, expr) for x, expr in zip((x1, x2), exprs)]
+            described = self.described or (None, None)
+            self.pending = [_queue_stats(x, self.d, self.transfer, expr, known) for x, expr, known in zip((x1, x2), exprs, described)]
             if self.both_tensors:
                 self.compare_slot = self._queue_comparison()
         if not self.in_range:
@@ -465,7 +470,8 @@ class PendingPair:
     def _queue_stacked(self, exprs: tuple[str, str]) -> list[_Pending]:
         """Both arguments at once: one stack, one set of reductions, one queued vector."""
         x1, x2 = self.x1, self.x2
-        pending = [_Pending(_describe(x, expr)) for x, expr in zip((x1, x2), exprs)]
+        described = self.described or (_describe(x1, exprs[0]), _describe(x2, exprs[1]))
+        pending = [_Pending(known) for known in described]
         d = self.d
         # (Under no_grad: the stack records no autograd history, so no detach is needed.)
         v1, v2 = (x1, x2) if self.values is None else self.values[:2]
@@ -622,10 +628,19 @@ class PendingPair:
 def queue_pair(
     x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
     values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    described: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> PendingPair:
     """Queue everything ``capture_pair`` reports on ``transfer``; ``finish()`` after its fetch.
-    ``values``: host copies of the pair's values and of the result (``copy_small_pair``)."""
-    return PendingPair(x1, x2, dim, result, exprs, transfer, values)
+    ``values``: host copies of the pair's values and of the result (``copy_small_pair``);
+    ``described``: ``describe_pair`` read when they were made."""
+    return PendingPair(x1, x2, dim, result, exprs, transfer, values, described)
+
+
+def describe_pair(x1: Any, x2: Any, exprs: tuple[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a summary reads from the tensors themselves rather than from their values (shape,
+    dtype, autograd, storage), as they are now: for a pair summarised later from host copies
+    (``queue_pair``'s ``described``), by which time the script may have changed them."""
+    return _describe(x1, exprs[0]), _describe(x2, exprs[1])
 
 
 HOST_COPY_LIMIT = 2048

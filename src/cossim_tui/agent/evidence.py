@@ -349,6 +349,11 @@ def _graph_freed(node: Any) -> bool:
     return False
 
 
+def graph_live_now(x: torch.Tensor) -> bool:
+    """Whether ``x`` carries autograd history whose graph ``backward()`` has not run through yet."""
+    return x.grad_fn is not None and not _graph_freed(x.grad_fn)
+
+
 @functools.lru_cache(maxsize=64)
 def _picks(leading: tuple[int, ...], device: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Up to ``SAMPLE_ROWS`` evenly spaced rows of a result of shape ``leading``: their flat
@@ -485,9 +490,11 @@ class PendingEvidence:
         pair: PendingPair,
         transfer: HostTransfer,
         fresh: tuple[bool, bool],
+        graph_live: tuple[bool, bool] | None = None,
     ) -> None:
         self.collector, self.step, self.site, self.exprs = collector, step, site, exprs
         self.fresh = fresh
+        self.graph_live = graph_live
         self.dim, self.eps, self.result, self.pair, self.transfer = dim, eps, result, pair, transfer
         self.tensors = (x1, x2)
         copies = pair.values
@@ -689,7 +696,8 @@ class PendingEvidence:
         for index, x in enumerate(self.tensors):
             if prints[index] is None or constant[index] or self.fresh[index]:
                 continue
-            match = collector._stale_match(index, x, prints[index], self.site)
+            live = self.graph_live[index] if self.graph_live is not None else None
+            match = collector._stale_match(index, x, prints[index], self.site, live, self.values[index])
             if match is not None:
                 evidence.stale.append(match)
 
@@ -852,13 +860,16 @@ class EvidenceCollector:
         pair: PendingPair,
         transfer: HostTransfer,
         fresh: tuple[bool, bool] = (False, False),
+        graph_live: tuple[bool, bool] | None = None,
     ) -> PendingEvidence:
         """Queue this call's evidence on ``transfer`` (next to ``pair``); ``finish`` after the fetch.
 
         ``fresh[i]``: argument i is the output of a module call made since the previous
         intercepted call — recomputed now, so equal values to an earlier step are not a
-        recycled partner (a deterministic model embedding the same item again)."""
-        return PendingEvidence(self, step, site, exprs, x1, x2, dim, eps, result, pair, transfer, fresh)
+        recycled partner (a deterministic model embedding the same item again).
+        ``graph_live``: ``graph_live`` of each argument, read at the call, where this evidence
+        is queued later (a ``backward()`` in between frees the graph); else read when needed."""
+        return PendingEvidence(self, step, site, exprs, x1, x2, dim, eps, result, pair, transfer, fresh, graph_live)
 
     def observe(
         self,
@@ -898,7 +909,9 @@ class EvidenceCollector:
             key = seen.fingerprint.key
             prints[key] = prints.get(key, 0) + 1
 
-    def _stale_match(self, index: int, x: torch.Tensor, print_: _Print, site: str) -> StaleMatch | None:
+    def _stale_match(
+        self, index: int, x: torch.Tensor, print_: _Print, site: str, live: bool | None = None, values: torch.Tensor | None = None
+    ) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
 
         Reuse within the current batch is not staleness: an anchor compared with a positive and
@@ -910,6 +923,9 @@ class EvidenceCollector:
           freed, and is reported: the next backward through it will fail.)
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
+
+        ``live``: ``graph_live(x)`` as it was at the call, where that was read then; ``values``:
+        where ``x``'s values as they were at the call are read (a host copy), if not ``x``.
         """
         if print_.key not in self._prints:
             return None
@@ -927,7 +943,7 @@ class EvidenceCollector:
                 if not seen.fingerprint.moments_agree(print_):
                     continue
                 if graph_live is None:  # looked at only once a fingerprint matches
-                    graph_live = x.grad_fn is not None and not _graph_freed(x.grad_fn)
+                    graph_live = live if live is not None else graph_live_now(x)
                     try:
                         storage = x.untyped_storage()
                     except (RuntimeError, NotImplementedError):
@@ -948,7 +964,10 @@ class EvidenceCollector:
                         view = torch.empty(0, dtype=seen.dtype, device=x.device).set_(
                             earlier, seen.storage_offset, seen.shape, seen.strides
                         )
-                        equal = torch.equal(view, x.detach())
+                        read = (x if values is None else values).detach()
+                        if read.device != view.device or read.dtype != view.dtype:
+                            view = view.to(read.device, read.dtype)
+                        equal = torch.equal(view, read)
                     except RuntimeError:  # the storage was resized since: trust the fingerprint
                         equal = True
                     if not equal:
