@@ -24,6 +24,7 @@ from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
 from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
 from reference_encoding import reference_frame
+from small_pairs import as_if_on_a_device, varied_pairs
 
 # --------------------------------------------------------------------------------------
 # The wire: the writers made per class write what json.dumps of the fields writes
@@ -295,41 +296,11 @@ def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
 def _session(monkeypatch, on_device: bool, pictures: str) -> list[protocol.StepCaptured]:
     """One scripted session of pairs; with ``on_device``, every small pair takes the path a pair
     on a GPU takes (its values and result copied to the host in the call's one transfer)."""
-    from cossim_tui.agent import capture
-
-    real = capture.small_pair_on_device
-    monkeypatch.setattr(
-        capture, "small_pair_on_device", (lambda x1, x2, result: real(x1, x2, result) or (x1.is_cpu and real_cpu(x1, x2, result))) if on_device else real
-    )
-
-    def real_cpu(x1, x2, result):  # the same test, as if the CPU were a device
-        with monkeypatch.context() as patch:
-            patch.setattr(torch.Tensor, "is_cpu", property(lambda self: False))
-            return real(x1, x2, result)
-
+    if on_device:
+        as_if_on_a_device(monkeypatch)
     channel = _Collect()
     controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
-    torch.manual_seed(0)
-    anchor = torch.randn(8, 16)
-    collapsed = torch.randn(1, 16) + 1e-3 * torch.randn(8, 16)
-    offset = 3.0 * torch.randn(1, 16) + torch.randn(8, 16)
-    broken = torch.randn(8, 16)
-    broken[2, 3] = math.nan
-    pairs = [
-        (anchor, torch.randn(8, 16)),
-        (torch.randn(8, 16), anchor.detach()),  # a stale partner, the same memory
-        (torch.randn(8, 16), anchor.clone()),  # a stale partner, equal values
-        (anchor, anchor),  # the same object
-        (collapsed, torch.randn(8, 16)),
-        (collapsed + 1e-4, torch.randn(8, 16)),
-        (collapsed - 1e-4, torch.randn(8, 16)),
-        (offset, torch.randn(8, 16)),
-        (broken, torch.randn(8, 16)),
-        (torch.randn(1, 16), torch.randn(1, 16)),  # batch size 1: the site's ring
-        (torch.randn(2, 16).half(), torch.randn(2, 16).half()),
-        (torch.zeros(4, 16), torch.randn(4, 16)),  # zero norms
-        (torch.randn(16, 8), torch.randn(16, 8)),  # reduced along dim 0 below
-    ]
+    pairs = [*varied_pairs(), (torch.randn(16, 8), torch.randn(16, 8))]  # the last reduced along dim 0 below
     for x1, x2 in pairs[:-1]:
         call(controller, x1, x2)
     call(controller, *pairs[-1], dim=0)

@@ -3,13 +3,19 @@
 One ``Controller`` lives in the script's main process. For every intercepted call it asks
 ``capture`` for the summaries and ``diagnostics`` for the findings, sends one
 ``StepCaptured``, and then, if it should stop there, blocks the calling thread until the
-user says how to go on. A daemon thread receives the commands (resume, pause, mute, the break
-condition) so that ``p`` reaches a script that is running between calls. If the channel
+user says how to go on. While the script runs freely, a small pair on a CUDA device whose
+step gets no pictures is not waited for: its values are copied to the host behind the
+device's queued work, and a thread of the agent's summarises, judges and sends its step once
+they arrive, in order, while the script goes on (``_Summariser``).
+
+A daemon thread receives the commands (resume, pause, mute, the break condition) so that
+``p`` reaches a script that is running between calls. If the channel
 closes, the debugger is gone, and the script and its workers end rather than run on unseen.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import signal
@@ -35,17 +41,97 @@ class _CaptureTools:
     def __init__(self) -> None:
         import torch
 
-        from cossim_tui.agent.capture import copy_small_pair, queue_pair, small_pair_on_device
-        from cossim_tui.agent.evidence import EvidenceCollector
+        from cossim_tui.agent.capture import copy_small_pair, describe_pair, queue_pair, small_pair_on_device
+        from cossim_tui.agent.evidence import EvidenceCollector, graph_live_now
         from cossim_tui.agent.projection import ProjectionMaps
         from cossim_tui.agent.provenance import PendingIdenticalInputs
         from cossim_tui.agent.strips import queue_value_strips
-        from cossim_tui.agent.transfer import HostTransfer
+        from cossim_tui.agent.transfer import HostTransfer, runs_behind
 
         self.no_grad = torch.no_grad
         self.queue_pair, self.EvidenceCollector, self.ProjectionMaps = queue_pair, EvidenceCollector, ProjectionMaps
         self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
         self.small_pair_on_device, self.copy_small_pair = small_pair_on_device, copy_small_pair
+        self.describe_pair, self.graph_live_now, self.runs_behind = describe_pair, graph_live_now, runs_behind
+
+
+IN_FLIGHT = 8
+"""Calls that may wait for the summariser before the script waits for it in turn."""
+
+
+class _Call:
+    """One intercepted call from its capture queued to its summaries made: what was read from
+    the script's tensors at the call, and what was queued on its transfer."""
+
+    __slots__ = (
+        "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
+        "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
+        "pair", "evidence", "strips", "values",
+    )
+
+    def __init__(
+        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, result: Any,
+        error: BaseException | None, dim: int, eps: float, pictures: bool, transfer: Any,
+    ) -> None:
+        self.step, self.function, self.site, self.exprs = step, function, site, exprs
+        self.x1, self.x2, self.result, self.error, self.dim, self.eps = x1, x2, result, error, dim, eps
+        self.pictures, self.transfer = pictures, transfer
+        self.label: str | None = None
+        self.wall_time = time.time()
+        self.host: Callable[[], Any] | None = None
+        """After the fetch, host copies of a small pair on a device (``copy_small_pair``): its
+        summaries are queued on them then, not on the tensors now."""
+        self.described: Any = None
+        self.graph_live: tuple[bool, bool] | None = None
+        """Read at the call for a call summarised later (``capture.describe_pair``,
+        ``evidence.graph_live_now``); otherwise read when summarised, which is then."""
+
+
+class _Summariser:
+    """A thread that finishes calls started on their way to the host (``_send_behind``), one
+    at a time and in order: it waits for each one's values (without the GIL), then summarises
+    it, mostly while the script's thread is inside torch (a backward pass, kernel launches).
+
+    Only it touches the evidence, the judge and the encoder while it has calls; the script's
+    thread touches them only after ``drain``, under the controller's lock, which the thread
+    never takes. At most ``IN_FLIGHT`` calls wait: past that, ``put`` waits for the thread.
+    """
+
+    def __init__(self, finish: Callable[[_Call], None]) -> None:
+        self._finish = finish
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._changed = threading.Condition()
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name="cossim-tui-summariser", daemon=True)
+        self._thread.start()
+
+    def put(self, call: _Call) -> None:
+        with self._changed:
+            while len(self._calls) >= IN_FLIGHT:
+                self._changed.wait()
+            self._calls.append(call)
+            self._changed.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every call put here has been finished."""
+        with self._changed:
+            while self._calls or self._busy:
+                self._changed.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._calls:
+                    self._changed.wait()
+                call = self._calls.popleft()
+                self._busy = True
+                self._changed.notify_all()
+            try:
+                self._finish(call)  # never raises: a failure is reported as the call's step
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
 
 class Controller:
@@ -81,6 +167,8 @@ class Controller:
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
         self.thumbnails: Any = None
+        self._summariser: _Summariser | None = None
+        """Summarises the calls started by ``_send_behind``; made at the first."""
         self._pictured_at: dict[str, float] = {}
         """Per call site, when (``time.monotonic``) its last step that got pictures while running
         freely was made: per site, so that one site's calls cannot take every turn."""
@@ -122,6 +210,7 @@ class Controller:
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
         if self._ended or os.getpid() != self.pid:
             return
+        self._finish_in_flight()
         self._ended = True
         self._send(protocol.ScriptEnded(status=status, exit_code=exit_code, exception=exception))  # type: ignore[arg-type]
         self._outbox.flush()  # the process ends next: nothing queued may be lost
@@ -150,8 +239,14 @@ class Controller:
             try:
                 site, exprs = self._place(frame, names)
                 pictures = self._pictures_due(site.label)
+                if not pictures and self._send_behind(step, function, site, exprs, x1, x2, dim, eps, result, error, label):
+                    if self.config.max_steps is not None and self.steps >= self.config.max_steps:
+                        self._stop_script()
+                    return
+                self._finish_in_flight()
                 message = self._capture(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
+                self._finish_in_flight()
                 message = self._capture_failed(step, function, names, frame, exc)
             message.label = label
             stop = self._should_stop(message.findings)
@@ -222,6 +317,16 @@ class Controller:
         error: BaseException | None,
         pictures: bool,
     ) -> StepCaptured:
+        tools = self._ready_tools()
+        # One no_grad for the whole capture (the modules skip theirs when grad is off already).
+        with tools.no_grad():
+            call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
+            # Everything read from the tensors was queued on one transfer, fetched once: on a GPU
+            # that is the call's only wait for the device.
+            call.transfer.fetch()
+            return self._summarise(call, may_stop=True)
+
+    def _ready_tools(self) -> Any:
         tools = self._tools
         if tools is None:
             tools = self._tools = _CaptureTools()
@@ -229,74 +334,140 @@ class Controller:
             self.evidence = tools.EvidenceCollector()
         if self.projections is None:
             self.projections = tools.ProjectionMaps()
-        # One no_grad for the whole capture (the modules skip theirs when grad is off already).
-        with tools.no_grad():
-            return self._capture_pair(step, function, x1, x2, dim, eps, result, error, pictures, site, exprs)
+        return tools
 
-    def _capture_pair(
-        self, step: int, function: str, x1: Any, x2: Any, dim: Any, eps: Any, result: Any, error: BaseException | None,
-        pictures: bool, site: CallSite, exprs: tuple[str, str],
-    ) -> StepCaptured:
-        tools, label = self._tools, site.label
+    def _begin(
+        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
+        result: Any, error: BaseException | None, pictures: bool,
+    ) -> _Call:
+        """Read what the call's tensors say now and queue their values on the call's transfer."""
+        tools = self._tools
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
-        # Everything read from the tensors is queued on one transfer and fetched once: on a GPU
-        # that is the call's only wait for the device. A small pair on a device travels whole in
-        # it, and is then summarised on the host (a second transfer, between host tensors, that
-        # waits for nothing).
         transfer = tools.HostTransfer()
-        made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
-        fresh = tuple(m is not None and m.call.step == step for m in made)
-        pending_inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
-        context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        images = self._queue_images(made, transfer) if pictures else None
-        copies, values, on_host = None, (x1, x2), transfer
+        call = _Call(step, function, site, exprs, x1, x2, result, error, dim_value, eps_value, pictures, transfer)
+        made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
+        call.fresh = tuple(m is not None and m.call.step == step for m in made)
+        call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
+        call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
+        call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
+        call.images = self._queue_images(made, transfer) if pictures else None
         if tools.small_pair_on_device(x1, x2, result):
-            host = tools.copy_small_pair(x1, x2, result, transfer)
-            transfer.fetch()
-            copies = host()
-            values, on_host = copies[:2], tools.HostTransfer()
-        pending_pair = tools.queue_pair(x1, x2, dim_value, result, exprs, on_host, copies)
-        pending_evidence = self.evidence.queue(
-            step, label, exprs, x1, x2, dim_value, eps_value, result, pending_pair, on_host, fresh  # type: ignore[arg-type]
+            # It travels whole in the transfer, and is summarised on the host afterwards.
+            call.host = tools.copy_small_pair(x1, x2, result, transfer)
+        else:
+            self._queue_summaries(call, transfer, None)
+        return call
+
+    def _queue_summaries(self, call: _Call, transfer: Any, copies: Any) -> None:
+        """Queue the pair's summaries, evidence and value strips on ``transfer``: from the tensors,
+        or from ``copies`` of their values made on the host."""
+        tools = self._tools
+        x1, x2 = call.x1, call.x2
+        call.pair = tools.queue_pair(x1, x2, call.dim, call.result, call.exprs, transfer, copies, call.described)
+        call.evidence = self.evidence.queue(
+            call.step, call.site.label, call.exprs, x1, x2, call.dim, call.eps, call.result, call.pair, transfer,
+            call.fresh, call.graph_live,
         )
-        strips = tools.queue_value_strips(*values, dim_value, on_host) if pictures else None
-        on_host.fetch()
-        pair = pending_pair.finish()
-        for summary, made_one, x in zip(pair.args, made, (x1, x2)):
+        call.values = (x1, x2) if copies is None else copies[:2]
+        call.strips = tools.queue_value_strips(*call.values, call.dim, transfer) if call.pictures else None
+
+    def _summarise(self, call: _Call, *, may_stop: bool) -> StepCaptured:
+        """The step of a call whose transfer has been fetched: summaries, evidence, findings."""
+        tools = self._tools
+        if call.host is not None:
+            # The small pair's values are on the host now: summarised there (a second transfer,
+            # between host tensors, that waits for nothing).
+            on_host = tools.HostTransfer()
+            self._queue_summaries(call, on_host, call.host())
+            on_host.fetch()
+        step, label = call.step, call.site.label
+        pair = call.pair.finish()
+        for summary, made_one, from_loader in zip(pair.args, call.made, call.from_loader):
             summary.made_by = made_one.call if made_one is not None else None
-            summary.from_loader = self.context is not None and self.context.from_loader(x)
+            summary.from_loader = from_loader
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
-        evidence = pending_evidence.finish(equal_pair)
-        evidence.identical_inputs = pending_inputs.finish(transfer)
+        evidence = call.evidence.finish(equal_pair)
+        evidence.identical_inputs = call.inputs.finish(call.transfer)
+        error = call.error
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
         findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
         if self._muted:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
-        if images is not None and strips is not None:
-            self._put_pictures(pair.args, images, strips)
+        if call.images is not None and call.strips is not None:
+            self._put_pictures(pair.args, call.images, call.strips)
         # The map is due every few steps, and always where the script will stop (someone is looking).
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
-        stops = self._should_stop(findings)
-        if pictures or stops:
-            labels = [m.labels if m is not None else None for m in made]
-            projection = self.projections.observe(step, label, *values, dim_value, force=stops, labels=labels)
+        stops = may_stop and self._should_stop(findings)
+        if call.pictures or stops:
+            labels = [m.labels if m is not None else None for m in call.made]
+            projection = self.projections.observe(step, label, *call.values, call.dim, force=stops, labels=labels)
         return StepCaptured(
             step=step,
-            function=function,
-            site=site,
+            function=call.function,
+            site=call.site,
             args=pair.args,
             relation=pair.relation,
             cos=pair.cos,
             error=error_text,
             findings=findings,
-            context=context(),
+            context=call.context(),
             paused=False,
-            wall_time=time.time(),
+            wall_time=call.wall_time,
             projection=projection,
         )
+
+    # -- calls summarised behind the script ------------------------------------------------
+
+    def _send_behind(
+        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
+        result: Any, error: BaseException | None, label: str | None,
+    ) -> bool:
+        """Start a call's transfer and return without waiting for it, where nothing can stop at
+        this step and it gets no pictures (``check``; the TUI running freely, between the steps
+        it pictures): a small pair on a device whose copies run behind (CUDA). The
+        ``_Summariser`` makes and sends its step once its values have arrived, in order, with
+        its findings as if it had been waited for; a call captured at once waits for it first.
+
+        Waiting at the call is what costs there: the copy waits for all the work the script
+        queued on the device before it (a forward pass), the device then idles while the host
+        summarises, and the script queues nothing meanwhile. Whether ``False``: the call was not
+        started, and is captured as usual."""
+        if self.mode != "run" or self._pause_requested or error is not None:
+            return False
+        tools = self._ready_tools()
+        if not (tools.small_pair_on_device(x1, x2, result) and tools.runs_behind(x1.device)):
+            return False
+        with tools.no_grad():
+            call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
+            # Read now what a later summary cannot: the tensors may change, and a backward()
+            # frees their graph.
+            call.described = tools.describe_pair(x1, x2, exprs)
+            call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
+            call.label = label
+            call.transfer.start()
+        if self._summariser is None:
+            self._summariser = _Summariser(self._finish_one)
+        self._summariser.put(call)
+        return True
+
+    def _finish_in_flight(self) -> None:
+        """Wait until the step of every call started by ``_send_behind`` has been sent."""
+        if self._summariser is not None:
+            self._summariser.drain()
+
+    def _finish_one(self, call: _Call) -> None:
+        """Summarise a started call once its values have arrived, and send its step."""
+        try:
+            with self._tools.no_grad():
+                call.transfer.fetch()
+                message = self._summarise(call, may_stop=False)
+        except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
+            message = self._failed_step(call.step, call.function, call.site, call.exprs, exc)
+        message.label = call.label
+        self._send(message)
 
     def _pictures_due(self, site: str) -> bool:
         """Whether this step gets its pictures (``AgentConfig.pictures``): with ``paced``, a step
@@ -403,6 +574,9 @@ class Controller:
             site, _ = self._call_site(frame)
         except Exception:  # noqa: BLE001 - the step is still reported, without its source
             site, _ = self._call_site(None)
+        return self._failed_step(step, function, site, names, exc)
+
+    def _failed_step(self, step: int, function: str, site: CallSite, names: tuple[str, str], exc: Exception) -> StepCaptured:
         import traceback  # only here: a capture that fails is rare, and the script starts sooner without it
 
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -1,0 +1,283 @@
+"""Calls summarised behind the script: while it runs freely, a small pair on a CUDA device that
+gets no pictures is copied to the host without waiting, and the agent's own thread summarises,
+judges and sends its step later. What the user sees must not change: the same steps with the
+same figures and findings, in order, each as its tensors were at the call (values, storage,
+autograd graph), and none lost at the end.
+
+Without a GPU, these tests let the CPU stand in: a small CPU pair takes the host-copy path and
+its transfer is started, not fetched (``HostTransfer.start`` copies CPU values at once), and
+the summariser's wait for the values is held back where a test needs calls to stay in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cossim_tui import protocol
+from cossim_tui.agent import transfer
+from cossim_tui.agent.controller import IN_FLIGHT, Controller
+from cossim_tui.protocol import AgentConfig
+from small_pairs import as_if_on_a_device, varied_pairs
+
+
+class _Keep:
+    """A channel that decodes and keeps every message the agent sends."""
+
+    def __init__(self) -> None:
+        self.messages: list[protocol.Message] = []
+
+    def send_now(self, data: bytes) -> int:
+        self.send_bytes(data)
+        return len(data)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.messages.append(protocol.decode_message(data[4:]))
+
+    def receive(self) -> Any:
+        threading.Event().wait()
+
+    @property
+    def steps(self) -> list[protocol.StepCaptured]:
+        return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
+
+
+def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    result = F.cosine_similarity(x1, x2, dim=dim)
+    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
+    return result
+
+
+@pytest.fixture
+def cpu_as_device(monkeypatch):
+    as_if_on_a_device(monkeypatch)
+
+
+@pytest.fixture
+def behind(monkeypatch, cpu_as_device):
+    """...and its transfer is started without waiting, as on a CUDA device."""
+    monkeypatch.setattr(transfer, "runs_behind", lambda device: True)
+
+
+@pytest.fixture
+def gate(monkeypatch):
+    """Values that have not arrived until the test opens the gate: the summariser waits for
+    them, as it waits for a copy still running on a GPU."""
+    opened = threading.Event()
+    fetch = transfer.HostTransfer.fetch
+
+    def fetch_when_open(self: Any) -> None:
+        if self._started is not None:
+            assert opened.wait(10), "the gate was never opened"
+        fetch(self)
+
+    monkeypatch.setattr(transfer.HostTransfer, "fetch", fetch_when_open)
+    return opened
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _controller(channel: _Keep, pictures: str = "none", **config: Any) -> Controller:
+    return Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures, **config))  # type: ignore[arg-type]
+
+
+def _pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [
+        *varied_pairs(),
+        (torch.randn(64, 64), torch.randn(64, 64)),  # too large to copy: captured at once, in its turn
+        (torch.randn(8, 16), torch.randn(8, 16)),
+    ]
+
+
+def _session(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[protocol.Message]:
+    channel = _Keep()
+    controller = _controller(channel)
+    for x1, x2 in pairs:
+        call(controller, x1, x2)
+    controller.script_ended("finished", 0, None)
+    return channel.messages
+
+
+def _comparable(step: protocol.StepCaptured) -> str:
+    step = dataclasses.replace(step, wall_time=0.0)
+    return repr(step)
+
+
+def test_steps_summarised_behind_the_script_are_the_steps_summarised_at_the_call(monkeypatch, cpu_as_device) -> None:
+    pairs = _pairs()  # the same tensors (and so the same storage addresses) in both sessions
+    at_the_call = _session(pairs)
+    monkeypatch.setattr(transfer, "runs_behind", lambda device: True)
+    behind_the_script = _session(pairs)
+    assert [type(m).__name__ for m in behind_the_script] == [type(m).__name__ for m in at_the_call]
+    assert [m.step for m in behind_the_script if isinstance(m, protocol.StepCaptured)] == list(range(14))
+    for a, b in zip(at_the_call, behind_the_script):
+        if isinstance(a, protocol.StepCaptured):
+            assert _comparable(a) == _comparable(b), a.step
+    codes = [[f.code for f in m.findings] for m in behind_the_script if isinstance(m, protocol.StepCaptured)]
+    assert "stale-partner" in codes[1] and "stale-partner" in codes[2] and "same-object" in codes[3]
+    assert "collapse" in codes[6] and "common-mode" in codes[7] and "non-finite" in codes[8]
+
+
+def test_calls_wait_for_their_values_and_then_go_out_in_order(behind, gate) -> None:
+    channel = _Keep()
+    controller = _controller(channel)
+    for _ in range(3):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))  # returns at once: nothing arrived
+    assert channel.steps == []
+    gate.set()
+    controller._finish_in_flight()
+    assert [s.step for s in channel.steps] == [0, 1, 2]
+
+
+def test_past_in_flight_calls_the_script_waits_for_the_summariser(behind, gate) -> None:
+    channel = _Keep()
+    controller = _controller(channel)
+    made: list[int] = []
+
+    def script() -> None:
+        for step in range(IN_FLIGHT + 3):
+            call(controller, torch.randn(8, 16), torch.randn(8, 16))
+            made.append(step)
+
+    thread = threading.Thread(target=script)
+    thread.start()
+    # One call is being summarised (waiting for its values), IN_FLIGHT wait their turn, and
+    # the next call waits for room.
+    _wait_until(lambda: len(made) == IN_FLIGHT + 1)
+    time.sleep(0.1)
+    assert len(made) == IN_FLIGHT + 1 and channel.steps == []
+    gate.set()
+    thread.join(10)
+    controller._finish_in_flight()
+    assert [s.step for s in channel.steps] == list(range(IN_FLIGHT + 3))
+
+
+def test_a_call_captured_at_once_waits_for_the_calls_before_it(behind, gate) -> None:
+    channel = _Keep()
+    controller = _controller(channel)
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    large = threading.Thread(target=call, args=(controller, torch.randn(64, 64), torch.randn(64, 64)))  # too large to copy
+    large.start()
+    time.sleep(0.1)
+    assert channel.steps == []  # it waits for steps 0 and 1, which wait for their values
+    gate.set()
+    large.join(10)
+    assert [s.step for s in channel.steps] == [0, 1, 2]
+
+
+def test_the_end_of_the_script_sends_every_call_in_flight_before_it(behind, gate) -> None:
+    channel = _Keep()
+    controller = _controller(channel)
+    for _ in range(4):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    threading.Timer(0.1, gate.set).start()
+    controller.script_ended("error", 1, "RuntimeError: boom")
+    kinds = [type(m).__name__ for m in channel.messages]
+    assert kinds == ["StepCaptured"] * 4 + ["ScriptEnded"]
+    assert [s.step for s in channel.steps] == [0, 1, 2, 3]
+
+
+def test_only_steps_that_cannot_stop_and_get_no_pictures_are_summarised_behind(behind, monkeypatch) -> None:
+    monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
+    channel = _Keep()
+    controller = _controller(channel, pictures="paced")
+    for _ in range(3):  # one call site: the first step is pictured, the others are not
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    assert controller._summariser is not None
+    controller._finish_in_flight()
+    assert [bool(s.args[0].strip) for s in channel.steps] == [True, False, False]
+
+    channel = _Keep()
+    controller = _controller(channel, pictures="every-step")
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    assert controller._summariser is None and len(channel.steps) == 1
+
+    for mode in ("step", "continue"):
+        channel = _Keep()
+        controller = Controller(channel, AgentConfig(mode=mode, break_on=["error"], pictures="none"))  # type: ignore[arg-type]
+        controller._wait_for_command = lambda: None  # type: ignore[method-assign]
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+        assert controller._summariser is None and len(channel.steps) == 1
+
+    channel = _Keep()
+    controller = _controller(channel)
+    controller._wait_for_command = lambda: None  # type: ignore[method-assign]
+    controller._pause_requested = True  # `p` while running freely: this call stops
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    assert controller._summariser is None and channel.steps[0].paused
+
+
+def test_a_step_in_flight_shows_its_values_as_they_were_at_the_call(behind, gate) -> None:
+    channel = _Keep()
+    controller = _controller(channel)
+    a, b = torch.randn(8, 16), torch.randn(8, 16)
+    expected = F.cosine_similarity(a, b, dim=-1)
+    preview = a.reshape(-1)[:6].tolist()
+    call(controller, a, b)
+    a.mul_(-1.0)  # the script changes the tensor in place before its step is summarised
+    b.zero_()
+    gate.set()
+    controller.script_ended("finished", 0, None)
+    (step,) = channel.steps
+    assert step.args[0].preview == pytest.approx(preview, rel=1e-6)
+    assert step.cos.mean == pytest.approx(expected.double().mean().item(), rel=1e-6)
+    assert "zero-norm" not in [f.code for f in step.findings]
+
+
+def test_a_backward_before_the_summary_does_not_make_a_live_anchor_stale(behind, gate) -> None:
+    """An anchor compared twice within one batch is not a stale partner; an anchor kept across
+    ``backward()`` is. Whether its graph was freed is read at the call, not when summarised."""
+    torch.manual_seed(1)
+    model = torch.nn.Linear(16, 16)
+    channel = _Keep()
+    controller = _controller(channel)
+    anchor = model(torch.randn(8, 16))
+    for step in range(3):  # one call site, as in a training loop
+        if step == 2:
+            anchor.sum().backward()  # frees the graph while steps 0 and 1 are still in flight
+        call(controller, anchor, model(torch.randn(8, 16)))  # steps 0 and 1: the same batch, a live graph
+    gate.set()
+    controller.script_ended("finished", 0, None)
+    codes = [[f.code for f in s.findings] for s in channel.steps]
+    assert "stale-partner" not in codes[1]
+    assert "stale-partner" in codes[2]
+
+
+def test_a_failing_summary_behind_the_script_is_reported_at_its_step(behind, monkeypatch) -> None:
+    def broken(self: Any) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    channel = _Keep()
+    controller = _controller(channel)
+    with monkeypatch.context() as patch:
+        patch.setattr(transfer.HostTransfer, "fetch", broken)
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+        controller._finish_in_flight()
+    controller.script_ended("error", 1, "RuntimeError: CUDA error: an illegal memory access was encountered")
+    (step,) = channel.steps
+    assert step.step == 0 and "illegal memory access" in (step.args[0].note or "")
+    assert isinstance(channel.messages[-1], protocol.ScriptEnded)
+
+
+def test_start_copies_cpu_values_at_once() -> None:
+    values = torch.arange(4.0)
+    shipment = transfer.HostTransfer()
+    slot = shipment.vector(values)
+    kept = shipment.copy(torch.ones(3))
+    shipment.start()
+    values.zero_()
+    shipment.fetch()
+    assert shipment[slot] == [0.0, 1.0, 2.0, 3.0] and shipment.host(kept).tolist() == [1.0, 1.0, 1.0]
