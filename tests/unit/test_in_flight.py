@@ -281,3 +281,71 @@ def test_start_copies_cpu_values_at_once() -> None:
     values.zero_()
     shipment.fetch()
     assert shipment[slot] == [0.0, 1.0, 2.0, 3.0] and shipment.host(kept).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_the_agents_own_thread_is_never_intercepted(behind, monkeypatch) -> None:
+    """A function the user watches (``--watch torch.nn.functional:normalize``) that the agent's
+    thread calls itself while summarising is no step there: it would wait for itself."""
+    from cossim_tui.agent import evidence, intercept
+
+    channel = _Keep()
+    controller = _controller(channel)
+    watched = intercept._wrap(F.normalize, "normalize", ("input", "input"), lambda args, kwargs: (args[0], args[0], -1, 1e-12))
+    monkeypatch.setattr(intercept, "_sink", controller)
+    finish = evidence.PendingEvidence.finish
+
+    def finish_through_a_watched_function(self: Any, equal_pair: bool) -> Any:
+        watched(torch.randn(4, 8))  # what evidence's own F.normalize would be under --watch
+        return finish(self, equal_pair)
+
+    monkeypatch.setattr(evidence.PendingEvidence, "finish", finish_through_a_watched_function)
+    call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    ended = threading.Thread(target=controller.script_ended, args=("finished", 0, None), daemon=True)
+    ended.start()
+    ended.join(10)
+    assert not ended.is_alive(), "the agent's thread waited for itself"
+    (step,) = channel.steps
+    assert step.step == 0 and step.function == "cosine_similarity" and step.args[0].note is None
+
+
+def test_a_stale_partner_is_confirmed_against_the_earlier_values_as_they_were(behind, gate) -> None:
+    """A copy kept past its batch, of a buffer the script refills right after the call: the
+    partner equals what the buffer held at the earlier call, whatever it holds by the time the
+    step is summarised."""
+    torch.manual_seed(0)
+    channel = _Keep()
+    controller = _controller(channel)
+    bank = torch.randn(8, 16)
+    kept = None
+    for step in range(2):  # one call site
+        a, b = (bank, torch.randn(8, 16)) if step == 0 else (torch.randn(8, 16), kept)
+        call(controller, a, b)
+        kept = bank.clone()
+        if step == 1:
+            bank.copy_(torch.randn(8, 16))  # refilled while step 1 waits to be summarised
+    gate.set()
+    controller.script_ended("finished", 0, None)
+    assert [[f.code for f in s.findings if f.code == "stale-partner"] for s in channel.steps] == [[], ["stale-partner"]]
+
+
+def test_a_cuda_graph_capture_waits_for_the_agents_thread(monkeypatch) -> None:
+    from cossim_tui.agent import intercept
+
+    events: list[str] = []
+
+    class Graph:  # stands in for torch.cuda.CUDAGraph
+        def capture_begin(self, pool: Any = None, capture_error_mode: str = "global") -> None:
+            events.append(f"capture {capture_error_mode}")
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    intercept.before_graph_capture(lambda: events.append("drained"))
+    intercept.before_graph_capture(lambda: events.append("twice"))  # installed once
+    Graph().capture_begin(capture_error_mode="thread_local")
+    assert events == ["drained", "capture thread_local"]
+
+
+def test_no_copy_runs_behind_a_cuda_graph_capture(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert transfer.runs_behind(torch.device("cuda")) and not transfer.runs_behind(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert not transfer.runs_behind(torch.device("cuda"))

@@ -681,11 +681,11 @@ def copy_small_pair(
     dtype that holds them exactly)."""
     with torch.no_grad():
         slot = transfer.copy(torch.cat((x1.detach().reshape(-1), x2.detach().reshape(-1), result.detach().reshape(-1))))
-    n = x1.numel()
+    n, shapes = x1.numel(), (x1.shape, x2.shape, result.shape)  # as they are now
 
     def host() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         flat = transfer.host(slot)
-        return flat[:n].view(x1.shape), flat[n : 2 * n].view(x2.shape), flat[2 * n :].view(result.shape)
+        return flat[:n].view(shapes[0]), flat[n : 2 * n].view(shapes[1]), flat[2 * n :].view(shapes[2])
 
     return host
 

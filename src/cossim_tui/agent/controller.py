@@ -119,6 +119,7 @@ class _Summariser:
                 self._changed.wait()
 
     def _run(self) -> None:
+        intercept.agent_thread()
         while True:
             with self._changed:
                 while not self._calls:
@@ -440,16 +441,20 @@ class Controller:
         tools = self._ready_tools()
         if not (tools.small_pair_on_device(x1, x2, result) and tools.runs_behind(x1.device)):
             return False
-        with tools.no_grad():
-            call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
-            # Read now what a later summary cannot: the tensors may change, and a backward()
-            # frees their graph.
-            call.described = tools.describe_pair(x1, x2, exprs)
-            call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
-            call.label = label
-            call.transfer.start()
+        try:
+            with tools.no_grad():
+                call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
+                # Read now what a later summary cannot: the tensors may change, and a backward()
+                # frees their graph.
+                call.described = tools.describe_pair(x1, x2, exprs)
+                call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
+                call.label = label
+                call.transfer.start()
+        except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead
+            return False
         if self._summariser is None:
             self._summariser = _Summariser(self._finish_one)
+            intercept.before_graph_capture(self._finish_in_flight)
         self._summariser.put(call)
         return True
 

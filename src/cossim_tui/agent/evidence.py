@@ -110,6 +110,9 @@ class _Seen:
     had_grad: bool
     storage_offset: int
     strides: tuple[int, ...]
+    values: torch.Tensor | None = None
+    """Its values as they were at its call, where they were copied to the host (a small pair on a
+    device): a later match is confirmed against them."""
 
 
 class _SiteRing:
@@ -697,7 +700,7 @@ class PendingEvidence:
             if prints[index] is None or constant[index] or self.fresh[index]:
                 continue
             live = self.graph_live[index] if self.graph_live is not None else None
-            match = collector._stale_match(index, x, prints[index], self.site, live, self.values[index])
+            match = collector._stale_match(index, x, prints[index], self.site, live, self._copy(index))
             if match is not None:
                 evidence.stale.append(match)
 
@@ -766,11 +769,15 @@ class PendingEvidence:
             step_seen.append(
                 _Seen(
                     self.step, index, self.exprs[index], _storage_ref(x), tuple(x.shape), x.dtype, prints[index],
-                    x.requires_grad, x.storage_offset(), tuple(x.stride()),
+                    x.requires_grad, x.storage_offset(), tuple(x.stride()), self._copy(index),
                 )
             )
         collector._remember(self.site, step_seen)
         return evidence
+
+    def _copy(self, index: int) -> torch.Tensor | None:
+        """An argument's values copied to the host at the call, where capture made them."""
+        return self.values[index] if self.pair.values is not None else None
 
     def _unit_rows(self, index: int) -> torch.Tensor | None:
         """The unit rows an argument's batch figures were made of."""
@@ -910,7 +917,7 @@ class EvidenceCollector:
             prints[key] = prints.get(key, 0) + 1
 
     def _stale_match(
-        self, index: int, x: torch.Tensor, print_: _Print, site: str, live: bool | None = None, values: torch.Tensor | None = None
+        self, index: int, x: torch.Tensor, print_: _Print, site: str, live: bool | None = None, copy: torch.Tensor | None = None
     ) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
 
@@ -924,8 +931,13 @@ class EvidenceCollector:
         - the earlier step is in the current pass of the loop: this call site has not been
           reached since that step (a loop comes back to the same call on its next batch).
 
-        ``live``: ``graph_live(x)`` as it was at the call, where that was read then; ``values``:
-        where ``x``'s values as they were at the call are read (a host copy), if not ``x``.
+        A match in other memory is confirmed element by element: against the earlier argument's
+        values as they were at its call where both were copied to the host (``copy``: ``x``'s),
+        else against the earlier memory where it is still alive, on the script's thread (a step
+        summarised from a copy may be summarised later, on the agent's own thread, which never
+        touches the device): else the fingerprint decides.
+
+        ``live``: ``graph_live(x)`` as it was at the call, where that was read then.
         """
         if print_.key not in self._prints:
             return None
@@ -958,16 +970,19 @@ class EvidenceCollector:
                     and seen.storage_offset == x.storage_offset()
                     and seen.strides == tuple(x.stride())
                 )
-                if earlier is not None and not same_memory and earlier.device == x.device:
+                if not same_memory and copy is not None and seen.values is not None:
+                    then, now = seen.values, copy
+                    if then.dtype != now.dtype:  # copies made in different company: compared exactly
+                        then, now = then.double(), now.double()
+                    if not torch.equal(then, now):
+                        continue
+                elif not same_memory and copy is None and earlier is not None and earlier.device == x.device:
                     # The earlier tensor's memory still exists: confirm the values exactly.
                     try:
                         view = torch.empty(0, dtype=seen.dtype, device=x.device).set_(
                             earlier, seen.storage_offset, seen.shape, seen.strides
                         )
-                        read = (x if values is None else values).detach()
-                        if read.device != view.device or read.dtype != view.dtype:
-                            view = view.to(read.device, read.dtype)
-                        equal = torch.equal(view, read)
+                        equal = torch.equal(view, x.detach())
                     except RuntimeError:  # the storage was resized since: trust the fingerprint
                         equal = True
                     if not equal:

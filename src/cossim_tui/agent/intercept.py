@@ -312,6 +312,33 @@ def probe(a: Any, b: Any, dim: int, label: str | None, frame: types.FrameType | 
         _state.busy = False
 
 
+def agent_thread() -> None:
+    """The calling thread is the agent's own: nothing it calls is a step. (Its torch calls
+    through a function the user watches would otherwise be reported, and wait for themselves.)"""
+    _state.busy = True
+
+
+def before_graph_capture(wait: Callable[[], None]) -> None:
+    """Call ``wait`` before any CUDA graph capture begins (``torch.cuda.CUDAGraph.capture_begin``,
+    which ``torch.cuda.graph`` and ``torch.compile``'s CUDA graphs use). A capture in torch's
+    default mode fails if another thread touches the device meanwhile, as the agent's own thread
+    does while it waits for a copy: the script waits for it first."""
+    import torch
+
+    graph = getattr(torch.cuda, "CUDAGraph", None)
+    begin = getattr(graph, "capture_begin", None)
+    if begin is None or hasattr(begin, "__cossim_tui_original__"):
+        return
+
+    @functools.wraps(begin)
+    def capture_begin(self: Any, *args: Any, **kwargs: Any) -> Any:
+        wait()
+        return begin(self, *args, **kwargs)
+
+    capture_begin.__cossim_tui_original__ = begin  # type: ignore[attr-defined]
+    graph.capture_begin = capture_begin  # type: ignore[union-attr]
+
+
 def torch_no_grad() -> Any:
     import torch
 

@@ -21,8 +21,10 @@ import torch
 
 
 def runs_behind(device: torch.device) -> bool:
-    """Whether a transfer from ``device`` can be started without waiting for it (``start``)."""
-    return device.type == "cuda"
+    """Whether a transfer from ``device`` can be started without waiting for it (``start``): a
+    CUDA device, outside a CUDA graph capture (where values do not exist yet, and nothing may
+    wait for the device)."""
+    return device.type == "cuda" and not torch.cuda.is_current_stream_capturing()
 
 
 class HostTransfer:
@@ -32,9 +34,9 @@ class HostTransfer:
         self._values: list[list[float]] | None = None
         self._copies: dict[int, torch.Tensor | None] = {}
         """Slots that come back as host tensors rather than lists (``copy``)."""
-        self._started: list[tuple[list[int], torch.Tensor, Any]] | None = None
-        """After ``start``: per device, its slots, their host tensor (maybe still being written)
-        and the event that marks the end of the copy (``None``: written already)."""
+        self._started: list[tuple[list[int], torch.Tensor, Any, torch.device]] | None = None
+        """After ``start``: per device, its slots, their host tensor (maybe still being written),
+        the event that marks the end of the copy (``None``: written already) and the device."""
 
     def scalars(self, *values: torch.Tensor) -> int:
         """Queue 0-d tensors (one device); their values come back as one list, in order."""
@@ -83,7 +85,7 @@ class HostTransfer:
                 host = joined.clone() if len(indices) == 1 else joined  # (a cat is a copy already)
             else:
                 host = joined.cpu()
-            started.append((indices, host, event))
+            started.append((indices, host, event, joined.device))
         self._started = started
         self._parts = []
 
@@ -92,9 +94,10 @@ class HostTransfer:
         after ``start``, the wait for what it started."""
         values: list[list[float]] = [[] for _ in self._sizes]
         if self._started is not None:
-            for indices, host, event in self._started:
+            for indices, host, event, device in self._started:
                 if event is not None:
-                    event.synchronize()
+                    with torch.cuda.device(device):  # (on another thread: not device 0's context)
+                        event.synchronize()
                 self._distribute(indices, host, values)
             self._started = None
             self._values = values
