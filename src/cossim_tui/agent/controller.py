@@ -9,8 +9,8 @@ device's queued work, and a thread of the agent's summarises, judges and sends i
 they arrive, in order, while the script goes on (``_Summariser``).
 
 A daemon thread receives the commands (resume, pause, mute, the break condition) so that
-``p`` reaches a script that is running between calls. If the channel
-closes, the debugger is gone, and the script and its workers end rather than run on unseen.
+``p`` reaches a script that is running between calls. If the channel closes, the debugger is
+gone, and the script and its workers end rather than run on unseen.
 """
 
 from __future__ import annotations

@@ -972,7 +972,7 @@ class EvidenceCollector:
                 )
                 if not same_memory and copy is not None and seen.values is not None:
                     then, now = seen.values, copy
-                    if then.dtype != now.dtype:  # copies made in different company: compared exactly
+                    if then.dtype != now.dtype:  # each promoted with what travelled beside it: compared exactly
                         then, now = then.double(), now.double()
                     if not torch.equal(then, now):
                         continue
