@@ -12,6 +12,7 @@ the summariser's wait for the values is held back where a test needs calls to st
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import threading
 import time
@@ -349,3 +350,38 @@ def test_no_copy_runs_behind_a_cuda_graph_capture(monkeypatch) -> None:
     assert transfer.runs_behind(torch.device("cuda")) and not transfer.runs_behind(torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert not transfer.runs_behind(torch.device("cuda"))
+
+
+def test_a_step_in_flight_shows_its_tensors_as_they_were_at_the_call(monkeypatch, cpu_as_device, gate) -> None:
+    """What the script does to the tensors' metadata right after the call (a ``.data =``,
+    ``requires_grad_``) does not reach a step summarised behind it."""
+
+    def session(behind: bool) -> list[str]:
+        torch.manual_seed(3)
+        anchor = torch.randn(8, 16, requires_grad=True)
+        # The anchor; then a detached view of it (a stale partner: same memory, detached); then a fresh pair.
+        pairs = [(anchor, torch.randn(8, 16)), (torch.randn(8, 16), anchor.detach()), (torch.randn(8, 16), torch.randn(8, 16))]
+        gate.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(transfer, "runs_behind", lambda device: behind)
+            channel = _Keep()
+            controller = _controller(channel)
+            for a, b in pairs:
+                call(controller, a, b)
+                if behind:  # changed while the step waits to be summarised
+                    a.data = a.data.unsqueeze(0).clone()
+                    b.data = torch.randn(3, 5)
+                    b.requires_grad_()
+            gate.set()
+            controller.script_ended("finished", 0, None)
+            return [_without_addresses(_comparable(step)) for step in channel.steps]
+
+    at_the_call = session(False)
+    assert len(at_the_call) == 3 and "same memory, detached" in at_the_call[1]
+    assert session(True) == at_the_call
+
+
+def _without_addresses(text: str) -> str:
+    """A step's text without its storage addresses, which differ from one session's tensors to
+    the next."""
+    return re.sub(r"(ptr|span)=\[?[0-9, ]+\]?", "", text)

@@ -84,7 +84,8 @@ class _Call:
         self.described: Any = None
         self.graph_live: tuple[bool, bool] | None = None
         """Read at the call for a call summarised later (``capture.describe_pair``,
-        ``evidence.graph_live_now``); otherwise read when summarised, which is then."""
+        ``evidence.graph_live_now``), whose ``x1`` and ``x2`` are then views without autograd;
+        otherwise read when summarised, which is then."""
 
 
 class _Summariser:
@@ -448,6 +449,10 @@ class Controller:
                 # frees their graph.
                 call.described = tools.describe_pair(x1, x2, exprs)
                 call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
+                # Views as the tensors are now (shape, strides, storage): an unsqueeze_(), set_()
+                # or `.data =` after the call does not reach them. (One view where one tensor.)
+                call.x1 = x1.detach()
+                call.x2 = call.x1 if x2 is x1 else x2.detach()
                 call.label = label
                 call.transfer.start()
         except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead

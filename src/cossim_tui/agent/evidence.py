@@ -700,7 +700,7 @@ class PendingEvidence:
             if prints[index] is None or constant[index] or self.fresh[index]:
                 continue
             live = self.graph_live[index] if self.graph_live is not None else None
-            match = collector._stale_match(index, x, prints[index], self.site, live, self._copy(index))
+            match = collector._stale_match(index, x, prints[index], self.site, live, self._copy(index), self._requires_grad(index))
             if match is not None:
                 evidence.stale.append(match)
 
@@ -769,11 +769,17 @@ class PendingEvidence:
             step_seen.append(
                 _Seen(
                     self.step, index, self.exprs[index], _storage_ref(x), tuple(x.shape), x.dtype, prints[index],
-                    x.requires_grad, x.storage_offset(), tuple(x.stride()), self._copy(index),
+                    self._requires_grad(index), x.storage_offset(), tuple(x.stride()), self._copy(index),
                 )
             )
         collector._remember(self.site, step_seen)
         return evidence
+
+    def _requires_grad(self, index: int) -> bool:
+        """Whether an argument required grad at the call (read then where capture described it:
+        a step summarised later gets views of the tensors without autograd)."""
+        described = self.pair.described
+        return bool(described[index]["requires_grad"]) if described is not None else self.tensors[index].requires_grad
 
     def _copy(self, index: int) -> torch.Tensor | None:
         """An argument's values copied to the host at the call, where capture made them."""
@@ -917,7 +923,8 @@ class EvidenceCollector:
             prints[key] = prints.get(key, 0) + 1
 
     def _stale_match(
-        self, index: int, x: torch.Tensor, print_: _Print, site: str, live: bool | None = None, copy: torch.Tensor | None = None
+        self, index: int, x: torch.Tensor, print_: _Print, site: str, live: bool | None = None, copy: torch.Tensor | None = None,
+        requires_grad: bool | None = None,
     ) -> StaleMatch | None:
         """Whether ``x`` is an argument of a previous batch, seen at an earlier step.
 
@@ -937,7 +944,8 @@ class EvidenceCollector:
         summarised from a copy may be summarised later, on the agent's own thread, which never
         touches the device): else the fingerprint decides.
 
-        ``live``: ``graph_live(x)`` as it was at the call, where that was read then.
+        ``live``, ``requires_grad``: ``graph_live(x)`` and ``x.requires_grad`` as they were at the
+        call, where they were read then.
         """
         if print_.key not in self._prints:
             return None
@@ -993,6 +1001,6 @@ class EvidenceCollector:
                     earlier_arg=seen.arg,
                     earlier_expr=seen.expr,
                     same_memory=same_memory,
-                    detached=seen.had_grad and not x.requires_grad,
+                    detached=seen.had_grad and not (x.requires_grad if requires_grad is None else requires_grad),
                 )
         return None
