@@ -347,7 +347,8 @@ class BreakChanged(Message):
 
 
 # --------------------------------------------------------------------------------------
-# How the launcher configures the agent (JSON in an environment variable, removed at start)
+# How the launcher configures the agent: JSON in an environment variable, removed at start;
+# or, for a child started before the settings were known, a ``Start`` message
 # --------------------------------------------------------------------------------------
 
 FD_ENV = "COSSIM_TUI_FD"
@@ -356,7 +357,8 @@ CONFIG_ENV = "COSSIM_TUI_CONFIG"
 
 @dataclass
 class AgentConfig:
-    """Settings the agent needs inside the child; travels as JSON in an environment variable."""
+    """Settings the agent needs inside the child; travels as JSON in an environment variable,
+    or in a ``Start`` message."""
 
     mode: Literal["step", "continue", "run"] = "step"
     """How the script starts: paused at the first call, or running."""
@@ -373,13 +375,22 @@ class AgentConfig:
     ``check`` without ``--record``)."""
 
 
+@dataclass
+class Start(Message):
+    """The agent's settings, and the go to run the script: sent to a child started early
+    (``launcher.Run.early``), which waits for it before the script's first line."""
+
+    kind: ClassVar[str] = "start"
+    config: AgentConfig
+
+
 PICTURE_INTERVAL = 0.08
 """Seconds between two pictured steps while the script runs freely with ``pictures="paced"``."""
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.kind: cls
-    for cls in (Hello, TorchHooked, StepCaptured, ScriptEnded, Resume, Pause, Mute, SetBreak, BreakChanged)
+    for cls in (Hello, TorchHooked, StepCaptured, ScriptEnded, Resume, Pause, Mute, SetBreak, BreakChanged, Start)
 }
 
 

@@ -158,6 +158,8 @@ MESSAGES = [
     Mute(code="stale-partner", site="*"),
     protocol.SetBreak(condition="cos.mean > 0.999"),
     protocol.BreakChanged(condition="", error="cos.mean > 0.999: RuntimeError: boom (turned off)", step=12),
+    protocol.Start(config=protocol.AgentConfig()),
+    protocol.Start(config=protocol.AgentConfig(mode="run", break_on=["never"], ignore=["collapse"], max_steps=3, watch=["m:f"], pictures="none")),
 ]
 
 

@@ -25,13 +25,25 @@ from cossim_tui.agent.controller import Controller
 from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
 
 
-def _connect() -> tuple[protocol.Connection, AgentConfig]:
-    fd = int(os.environ.pop(FD_ENV))
-    raw = os.environ.pop(CONFIG_ENV, "{}")
-    config = protocol.from_jsonable(AgentConfig, json.loads(raw))
-    sock = socket.socket(fileno=fd)
-    sock.set_inheritable(False)
-    return protocol.Connection(sock), config
+def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, AgentConfig]:
+    """The channel to the launcher (inherited: its fd is in the environment, unless this
+    process is a fork of the launcher's and has the socket already), and the agent's settings:
+    from the environment, or, for a child started early, from the ``Start`` it waits for."""
+    if sock is None:
+        sock = socket.socket(fileno=int(os.environ.pop(FD_ENV)))
+        sock.set_inheritable(False)
+    connection = protocol.Connection(sock)
+    raw = os.environ.pop(CONFIG_ENV, None)
+    if raw is not None:
+        return connection, protocol.from_jsonable(AgentConfig, json.loads(raw))
+    try:
+        message = connection.receive()
+    except (OSError, protocol.ProtocolError):
+        message = None
+    if not isinstance(message, protocol.Start):
+        # The launcher went away (or gave up) before the script was to start: nothing runs.
+        os._exit(0)
+    return connection, message.config
 
 
 def _run_script(path: str) -> None:
@@ -72,9 +84,11 @@ def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | Non
     return tb
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> None:
+    """Run the script ``argv`` names (``SCRIPT ARGS`` or ``-m MODULE ARGS``) under the agent;
+    ``sock``: the channel, where this process is a fork of the launcher's (``launcher._fork``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    connection, config = _connect()
+    connection, config = _connect(sock)
     controller = Controller(connection, config)
 
     if argv[:1] == ["-m"]:
