@@ -127,13 +127,22 @@ def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The child is started (``Run.early``) as soon as the target is known, before anything else
+    # is imported here: it gets ready beside us. Where it is a fork of this process, it leaves
+    # this function by ``SystemExit`` when its script ends (``launcher._fork``): nothing here
+    # around that point may catch it, or run a ``finally`` of ours in the script's process.
+    command = argv is None  # (called from Python, the child is never a fork of the caller)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         parser = _check_parser()
         options = parser.parse_args(argv[1:])
+        target = _target(parser, options)
+        from cossim_tui.launcher import Run
+
+        run = Run.early(target, fork=command)
         from cossim_tui.headless import run_check
 
-        status = run_check(_target(parser, options), options)
+        status = run_check(run, options)
         # The process ends next, and the caller waits for its exit status. The interpreter's
         # last garbage collections would only take apart, one by one, the modules and classes
         # that exit frees anyway: most of its shutdown (~7 of ~10 ms). They skip frozen objects.
@@ -147,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _interactive_parser()
     options = parser.parse_args(argv)
     target = _target(parser, options)
+    from cossim_tui.launcher import Run
+
+    run = Run.early(target, fork=command)
     from cossim_tui.tui.run import run_interactive
 
-    return run_interactive(target, options)
+    return run_interactive(run, options)

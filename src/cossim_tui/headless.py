@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
+from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited
 from cossim_tui.protocol import SEVERITY_RANK, AgentConfig, StepCaptured
 
 from cossim_tui.cli import EXIT_CANNOT_START
@@ -41,21 +41,24 @@ def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> i
     return EXIT_OK
 
 
-def run_check(target: Target, options: argparse.Namespace) -> int:
+def run_check(run: Run, options: argparse.Namespace) -> int:
+    """Diagnose ``run``, a child started early (``Run.early``) and waiting for its settings."""
     if not options.record:
-        return _check(target, options, None)
+        return _check(run, options, None)
     from cossim_tui.trace import TraceError, recording
 
     try:
-        with recording(options.record, target) as recorder:
-            return _check(target, options, recorder)
+        with recording(options.record, run.target) as recorder:
+            return _check(run, options, recorder)
     except TraceError as exc:
         # The trace could not be opened: a bad argument, and the script never started.
+        run.terminate()
         print(f"cossim-tui: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
 
 
-def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
+def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
+    target = run.target
     config = AgentConfig(
         mode="run",
         break_on=["never"],
@@ -65,7 +68,7 @@ def _check(target: Target, options: argparse.Namespace, recorder: TraceWriter | 
         # Nothing shows a picture here; a trace is replayed in the app, which shows them.
         pictures="paced" if recorder is not None else "none",
     )
-    run = Run(target, config)
+    run.start(config)
     from cossim_tui.report import ReportBuilder, write_report
 
     builder = ReportBuilder(target)

@@ -7,6 +7,14 @@ so their order survives, and reach the caller as ``OutputReceived`` events; its 
 ``/dev/null``, never the terminal. The child leads its own process group, so DataLoader
 workers and anything else it starts end with it.
 
+The commands start the child first of all (``Run.early``), before their own imports and
+settings, and it waits for a ``Start`` before the script's first line. Where this process
+may be forked (POSIX, one thread, nothing imported that keeps threads of its own) the child
+is a fork of it: an interpreter already up, whose ``site`` and whose imports the agent needs
+have run, which is most of what a second interpreter would cost before the script's first
+line. The agent's ``bootstrap`` then makes the script's process what ``python SCRIPT``
+would have made it, in either case.
+
 ``Run.events()`` is the one reader: it yields protocol messages, output and, last, a
 ``ScriptExited`` that merges what the agent said with how the process really ended.
 """
@@ -21,6 +29,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Union
@@ -96,6 +106,21 @@ def _signal_name(number: int | None) -> str | None:
         return None
 
 
+_FORK_BREAKS = ("torch", "numpy", "textual")
+"""Modules that start threads of their own (thread pools, an event loop): a fork of a process
+that has imported one is not started early by forking."""
+
+
+def can_fork() -> bool:
+    """Whether the child can be a fork of this process: POSIX, one thread, and none of
+    ``_FORK_BREAKS`` imported (a fork copies only the thread that calls it)."""
+    return (
+        hasattr(os, "fork")
+        and threading.active_count() == 1
+        and not any(name in sys.modules for name in _FORK_BREAKS)
+    )
+
+
 class Run:
     """One run of the user's script under the agent."""
 
@@ -107,32 +132,56 @@ class Run:
         python: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        _early: Literal["fork", "spawn", None] = None,
     ) -> None:
         self.target = target
         self.config = config or AgentConfig()
         self._parent_sock, child_sock = socket.socketpair()
-        child_env = dict(os.environ if env is None else env)
-        child_env[FD_ENV] = str(child_sock.fileno())
-        child_env[CONFIG_ENV] = json.dumps(protocol.to_jsonable(self.config))
-        command = [python or sys.executable, "-m", "cossim_tui.agent"]
-        command += ["-m", target.module] if target.module is not None else [str(target.script)]
-        command += target.args
-        try:
-            self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(child_sock.fileno(),),
-                env=child_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        finally:
-            child_sock.close()
+        self.process: subprocess.Popen | _ForkedChild
+        self.started = _early is None
+        """Whether the child has its settings (``start``): until then it waits, the script unrun."""
+        if _early == "fork" and python is None and cwd is None and env is None and can_fork():
+            self.process = _fork(target, child_sock, self._parent_sock)
+        else:
+            child_env = dict(os.environ if env is None else env)
+            child_env[FD_ENV] = str(child_sock.fileno())
+            if _early is None:
+                child_env[CONFIG_ENV] = json.dumps(protocol.to_jsonable(self.config))
+            command = [python or sys.executable, "-m", "cossim_tui.agent"]
+            command += ["-m", target.module] if target.module is not None else [str(target.script)]
+            command += target.args
+            try:
+                self.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(child_sock.fileno(),),
+                    env=child_env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            finally:
+                child_sock.close()
         self.connection = protocol.Connection(self._parent_sock)
         self.exited: ScriptExited | None = None
         self._ended: protocol.ScriptEnded | None = None
+
+    @classmethod
+    def early(cls, target: Target, *, fork: bool = False) -> Run:
+        """Start the child now, before this process knows the agent's settings or has imported
+        what it needs: the two get ready side by side. The child waits, its script unrun,
+        until ``start``; ``terminate`` ends it if that never comes. With ``fork`` (only for
+        the command itself: ``cli.main``) a fork of this process where ``can_fork``, else a
+        new interpreter."""
+        return cls(target, _early="fork" if fork else "spawn")
+
+    def start(self, config: AgentConfig) -> None:
+        """Hand an early child its settings: the script starts."""
+        if self.started:
+            return
+        self.config, self.started = config, True
+        self.send(protocol.Start(config=config))
 
     @property
     def pid(self) -> int:
@@ -249,4 +298,87 @@ class Run:
         try:
             os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):
+            # A child forked a moment ago may not lead its group yet: the child alone, then.
+            if self.process.poll() is None:
+                try:
+                    os.kill(self.process.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+class _ForkedChild:
+    """What ``Run`` uses of a ``subprocess.Popen``, for a child made by ``os.fork``."""
+
+    def __init__(self, pid: int, stdout: int) -> None:
+        self.pid = pid
+        self.stdout = os.fdopen(stdout, "rb", buffering=0)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is None:
+            while self.returncode is None:
+                self._reap(0)
+            return self.returncode
+        deadline, delay = time.monotonic() + timeout, 0.0005
+        while self.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(["cossim-tui", "(forked child)"], timeout)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, 0.05)
+        return self.returncode  # type: ignore[return-value]
+
+    def _reap(self, options: int) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, options)
+        except ChildProcessError:  # reaped elsewhere: its status is lost
+            self.returncode = self.returncode if self.returncode is not None else 0
+            return
+        except InterruptedError:
+            return
+        if pid == self.pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+
+def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket) -> _ForkedChild:
+    """Fork; in the parent, the child. In the child this never returns: the agent runs the
+    script there, and the interpreter ends the way ``python SCRIPT``'s would (``SystemExit``
+    travels up through the caller's frames, which hold no handlers: see ``cli.main``)."""
+    read, write = os.pipe()
+    for stream in (sys.stdout, sys.stderr):  # what is buffered now must not be written twice
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
             pass
+    pid = os.fork()
+    if pid:
+        child_sock.close()
+        os.close(write)
+        return _ForkedChild(pid, read)
+    try:
+        os.setsid()
+        parent_sock.close()
+        os.close(read)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        from cossim_tui.agent import bootstrap
+
+        argv = ["-m", str(target.module), *target.args] if target.module is not None else [str(target.script), *target.args]
+        bootstrap.main(argv, sock=child_sock)
+    except SystemExit:
+        raise
+    except BaseException:  # noqa: BLE001 - never back into the launcher's code in the child
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    raise SystemExit(0)

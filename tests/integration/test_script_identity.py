@@ -1,9 +1,11 @@
 """The script sees exactly what it would under ``python SCRIPT`` / ``python -m MODULE``.
 
 Each case runs ``fixtures/dump_main.py`` (or a module made from it) once under plain python
-and once under ``launcher.Run``, from the same working directory and with the same
-arguments, and compares what the script saw. The arguments look like options on purpose:
-they belong to the script, not to the agent.
+and once under the agent, from the same working directory and with the same arguments, and
+compares what the script saw. The agent is started both ways it can be: by ``launcher.Run``
+(a new interpreter, ``python -m cossim_tui.agent``), and by the command itself (``python -m
+cossim_tui check``: a fork of the command's process, started before its settings are known).
+The arguments look like options on purpose: they belong to the script, not to the agent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytest
 
 from cossim_tui.launcher import Target
 from integration.live import FIXTURES, run_plain
+
+LAUNCHES = ["spawned", "forked by check"]
 
 DUMP = FIXTURES / "dump_main.py"
 OPTION_LIKE = ["--epochs", "1", "-m", "x", "--help"]
@@ -35,10 +39,15 @@ def _under_python(command: list[str], out: Path, cwd: Path, env: dict | None = N
     return _read(out)
 
 
-def _under_agent(start_run, target: Target, out: Path, cwd: Path, env: dict | None = None) -> dict:
-    live = start_run(target, cwd=cwd, env=env)
-    exited = live.wait_exit()
-    assert (exited.status, exited.exit_code) == ("finished", 0), live.output
+def _under_agent(start_run, target: Target, out: Path, cwd: Path, env: dict | None = None, launch: str = "spawned") -> dict:
+    if launch == "spawned":
+        live = start_run(target, cwd=cwd, env=env)
+        exited = live.wait_exit()
+        assert (exited.status, exited.exit_code) == ("finished", 0), live.output
+        return _read(out)
+    what = ["-m", target.module] if target.module is not None else [str(target.script)]
+    done = run_plain(["-m", "cossim_tui", "check", "--fail-on", "never", *what, *target.args], cwd=cwd, env=env)
+    assert done.returncode == 0 and "finished (exit code 0)" in done.stdout, done.stdout
     return _read(out)
 
 
@@ -58,7 +67,8 @@ def _assert_same(plain: dict, agent: dict) -> None:
         pytest.param("dotdot"),
     ],
 )
-def test_script_sees_what_python_gives_it(start_run, tmp_path, how):
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_script_sees_what_python_gives_it(start_run, tmp_path, how, launch):
     out = tmp_path / "seen.json"
     if how == "relative":  # from the fixtures' parent: a relative path, another directory
         workdir, script = FIXTURES.parent, os.path.join("fixtures", DUMP.name)
@@ -69,7 +79,7 @@ def test_script_sees_what_python_gives_it(start_run, tmp_path, how):
     args = [str(out), *OPTION_LIKE]
 
     plain = _under_python([script, *args], out, workdir)
-    agent = _under_agent(start_run, Target(script=script, args=args), out, workdir)
+    agent = _under_agent(start_run, Target(script=script, args=args), out, workdir, launch=launch)
 
     _assert_same(plain, agent)
     assert agent["argv"] == [script, *args]
@@ -80,7 +90,8 @@ def test_script_sees_what_python_gives_it(start_run, tmp_path, how):
     assert agent["loader"] == "SourceFileLoader"
 
 
-def test_symlinked_script(start_run, tmp_path):
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_symlinked_script(start_run, tmp_path, launch):
     linked = tmp_path / "linked"
     linked.mkdir()
     (linked / "train.py").symlink_to(DUMP)
@@ -90,7 +101,7 @@ def test_symlinked_script(start_run, tmp_path):
     args = [str(out), *OPTION_LIKE]
 
     plain = _under_python([script, *args], out, workdir)
-    agent = _under_agent(start_run, Target(script=script, args=args), out, workdir)
+    agent = _under_agent(start_run, Target(script=script, args=args), out, workdir, launch=launch)
 
     _assert_same(plain, agent)
     # python puts the real directory on sys.path but keeps the link's name in __file__.
@@ -110,13 +121,14 @@ def package(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("launch", LAUNCHES)
 @pytest.mark.parametrize("module", ["pkg.dump", "pkg", "dumptop"])
-def test_module_form_matches_python_m(start_run, package, module):
+def test_module_form_matches_python_m(start_run, package, module, launch):
     out = package / "seen.json"
     args = [str(out), *OPTION_LIKE]
 
     plain = _under_python(["-m", module, *args], out, package)
-    agent = _under_agent(start_run, Target(module=module, args=args), out, package)
+    agent = _under_agent(start_run, Target(module=module, args=args), out, package, launch=launch)
 
     _assert_same(plain, agent)
     assert agent["name"] == "__main__"
@@ -125,8 +137,9 @@ def test_module_form_matches_python_m(start_run, package, module):
     assert agent["argv"][1:] == args
 
 
+@pytest.mark.parametrize("launch", LAUNCHES)
 @pytest.mark.parametrize("form", ["script", "module"])
-def test_safe_path_is_respected(start_run, package, form):
+def test_safe_path_is_respected(start_run, package, form, launch):
     """``PYTHONSAFEPATH=1``: neither the script's directory nor the cwd goes on sys.path."""
     out = package / "seen.json"
     env = dict(os.environ, PYTHONSAFEPATH="1")
@@ -142,7 +155,7 @@ def test_safe_path_is_respected(start_run, package, form):
         workdir = package / "pkg"
 
     plain = _under_python(command, out, workdir, env)
-    agent = _under_agent(start_run, target, out, workdir, env)
+    agent = _under_agent(start_run, target, out, workdir, env, launch=launch)
 
     assert str(FIXTURES) not in plain["sys_path"]
     _assert_same(plain, agent)

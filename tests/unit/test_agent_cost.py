@@ -116,6 +116,7 @@ def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> No
         protocol.Mute(code="collapse", site="*"),
         protocol.SetBreak(condition="cos.mean > 0.999"),
         protocol.BreakChanged(condition="", error=None, step=None),
+        protocol.Start(config=protocol.AgentConfig(mode="run", watch=["m:f"], max_steps=None)),
         *STEPS[:3],
     ]
     assert {type(m) for m in messages} == set(protocol.MESSAGE_TYPES.values())
@@ -140,14 +141,19 @@ def test_an_unknown_pictures_setting_is_refused(value: Any) -> None:
         from_jsonable(AgentConfig, {"pictures": value})
 
 
-def test_check_asks_for_pictures_only_when_recording(tmp_path, monkeypatch) -> None:
+def test_check_asks_for_pictures_only_when_recording(tmp_path) -> None:
     from cossim_tui import headless
     from cossim_tui.launcher import Target
 
     configs: list[AgentConfig] = []
 
     class NoRun:
-        def __init__(self, target: Target, config: AgentConfig) -> None:
+        """A child started early, waiting for its settings."""
+
+        def __init__(self, target: Target) -> None:
+            self.target = target
+
+        def start(self, config: AgentConfig) -> None:
             configs.append(config)
 
         def events(self) -> Any:
@@ -156,11 +162,10 @@ def test_check_asks_for_pictures_only_when_recording(tmp_path, monkeypatch) -> N
         def terminate(self) -> None:
             pass
 
-    monkeypatch.setattr(headless, "Run", NoRun)
     target = Target(script="train.py")
     for record in (None, str(tmp_path / "run.jsonl")):
         options = type("Options", (), dict(record=record, ignore=[], watch=[], max_steps=None, fail_on="error", json=None))()
-        headless.run_check(target, options)
+        headless.run_check(NoRun(target), options)  # type: ignore[arg-type]
     assert [c.pictures for c in configs] == ["none", "paced"]
 
 

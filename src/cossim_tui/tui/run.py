@@ -1,8 +1,9 @@
 """``cossim-tui SCRIPT`` and ``cossim-tui replay TRACE``: hand the app its event source.
 
-The child is started before the app so that torch loads while the screen comes up. Whatever
-way the app ends (quit, an exception, a closed terminal), the child's process group is ended
-before we return. With ``--record`` the app is handed the run wrapped in a
+The child is started (``cli.main``) and given its go before the app's modules are imported,
+so that torch loads while they load and the screen comes up. Whatever way the app ends
+(quit, an exception, a closed terminal), the child's process group is ended before we
+return. With ``--record`` the app is handed the run wrapped in a
 ``trace.RecordingSource``, which writes each event before the app sees it; the app itself
 knows nothing of recording. A replay hands it a ``trace.TraceSource`` instead: nothing runs.
 """
@@ -13,29 +14,33 @@ import argparse
 import sys
 
 from cossim_tui.cli import EXIT_CANNOT_START
-from cossim_tui.launcher import Run, Target
+from cossim_tui.launcher import Run
 from cossim_tui.protocol import AgentConfig
 from cossim_tui.trace import RecordingSource, TraceError, TraceSource, TraceWriter, recording
-from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.source import EventSource
 
 
-def run_interactive(target: Target, options: argparse.Namespace) -> int:
+def run_interactive(run: Run, options: argparse.Namespace) -> int:
+    """Inspect ``run``, a child started early (``Run.early``) and waiting for its settings."""
     try:
-        with recording(options.record, target) as recorder:
-            return _inspect(target, options, recorder)
+        with recording(options.record, run.target) as recorder:
+            return _inspect(run, options, recorder)
     except TraceError as exc:
         # The trace could not be opened: a bad argument, and the script never started.
+        run.terminate()
         print(f"cossim-tui: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
 
 
-def _inspect(target: Target, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
+def _inspect(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
     config = AgentConfig(
         mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch), pictures="paced"
     )
-    run = Run(target, config)
+    run.start(config)
     try:
+        # The app's modules load once the script has its go: torch loads beside them.
+        from cossim_tui.tui.app import InspectorApp
+
         source: EventSource = run if recorder is None else RecordingSource(run, recorder)
         app = InspectorApp(source, break_on=",".join(options.break_on))
         app.run()
@@ -54,5 +59,7 @@ def run_replay(path: str) -> int:
     except TraceError as exc:
         print(f"cossim-tui: error: cannot replay {path}: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
+    from cossim_tui.tui.app import InspectorApp
+
     InspectorApp(source).run()
     return 0

@@ -1,0 +1,128 @@
+"""A child started early (``Run.early``): it waits, its script unrun, until ``start`` hands it its
+settings; ``terminate`` ends it if they never come. The commands start it that way, as a fork
+of their own process where they can (``launcher.can_fork``); a fork is tried here from a fresh
+interpreter, as the command makes it, since this test process has torch loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from cossim_tui.launcher import OutputReceived, Run, ScriptExited, Target
+from cossim_tui.protocol import AgentConfig, Hello, ScriptEnded
+from integration.live import FIXTURES, REPO
+
+
+def _marking_script(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "ran"
+    script = tmp_path / "mark.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\nprint('ran')\n")
+    return script, marker
+
+
+def test_an_early_child_runs_its_script_only_once_started(tmp_path):
+    script, marker = _marking_script(tmp_path)
+    run = Run.early(Target(script=str(script)))
+    try:
+        assert isinstance(run.process, subprocess.Popen)  # torch is loaded here: never a fork
+        time.sleep(0.5)
+        assert not marker.exists() and run.process.poll() is None
+        run.start(AgentConfig(mode="run"))
+        events = list(run.events())
+    finally:
+        run.terminate()
+    assert marker.exists()
+    assert isinstance(events[0], Hello) and events[0].argv == [str(script)]
+    assert any(isinstance(e, ScriptEnded) and e.status == "finished" for e in events)
+    assert "".join(e.text for e in events if isinstance(e, OutputReceived)) == "ran\n"
+    assert events[-1] == ScriptExited("finished", 0, None, None)
+
+
+def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_path):
+    script, marker = _marking_script(tmp_path)
+    run = Run.early(Target(script=str(script)))
+    run.terminate()
+    assert run.process.poll() is not None
+    assert not marker.exists()
+
+
+HARNESS = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    from cossim_tui.launcher import OutputReceived, Run, ScriptExited, Target, can_fork
+    from cossim_tui.protocol import AgentConfig
+
+    marker, script, *args = sys.argv[1:]
+    forkable = can_fork()
+    run = Run.early(Target(script=script, args=args), fork=True)
+    # Only this process gets here: the child leaves by SystemExit once its script ends.
+    time.sleep(0.3)
+    ran_before_start = os.path.exists(marker)
+    run.start(AgentConfig(mode="run"))
+    events = list(run.events())
+    run.terminate()
+    exited = events[-1]
+    print(json.dumps(dict(
+        can_fork=forkable,
+        process=type(run.process).__name__,
+        ran_before_start=ran_before_start,
+        output="".join(e.text for e in events if isinstance(e, OutputReceived)),
+        exited=[exited.status, exited.exit_code, exited.signal],
+    )))
+    """
+)
+
+
+def _forked(tmp_path: Path, script: str, *args: str) -> dict:
+    harness = tmp_path / "harness.py"
+    harness.write_text(HARNESS)
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [sys.executable, str(harness), str(marker), script, *args],
+        cwd=str(REPO), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout  # the child printed nothing of the harness's
+    return json.loads(lines[0])
+
+
+def test_a_forked_child_waits_then_runs_and_ends_as_its_script_did(tmp_path):
+    script = tmp_path / "exits.py"
+    marker = tmp_path / "ran"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            open({str(marker)!r}, 'w').close()
+            print("own session:", os.getsid(0) == os.getpid(), "args:", sys.argv[1:])
+            sys.exit(3)
+            """
+        )
+    )
+    seen = _forked(tmp_path, str(script), "--lr", "0.1")
+    assert seen["can_fork"] is True and seen["process"] == "_ForkedChild"
+    assert seen["ran_before_start"] is False
+    assert seen["output"] == "own session: True args: ['--lr', '0.1']\n"
+    assert seen["exited"] == ["finished", 3, None]
+
+
+def test_a_forked_child_killed_by_a_signal_is_reported_killed(tmp_path):
+    seen = _forked(tmp_path, str(FIXTURES / "kill_self.py"))
+    assert seen["process"] == "_ForkedChild"
+    assert seen["output"] == "killing myself\n"
+    assert seen["exited"] == ["killed", None, 9]
+
+
+def test_a_forked_child_whose_script_raises_prints_python_s_traceback(tmp_path):
+    seen = _forked(tmp_path, str(FIXTURES / "raise_boom.py"))
+    assert seen["process"] == "_ForkedChild"
+    assert seen["exited"][:2] == ["error", 1]
+    plain = subprocess.run([sys.executable, str(FIXTURES / "raise_boom.py")], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    # The script's own frames only, as python prints them: none of the launcher's or the harness's.
+    assert seen["output"] == plain.stdout + plain.stderr
