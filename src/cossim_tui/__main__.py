@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from cossim_tui.cli import main
+from cossim_tui.cli import command
 
-raise SystemExit(main())
+raise SystemExit(command())

@@ -7,14 +7,20 @@ the file is missing or not a trace).
 
 from __future__ import annotations
 
-import argparse
-import gc
 import os
 import sys
 from collections.abc import Sequence
 
-from cossim_tui import __version__
-from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
+_BEFORE_ARGPARSE = frozenset(sys.modules)
+import argparse  # noqa: E402 - after the look at what was loaded before it
+
+COMMAND_ONLY = frozenset({"argparse", "gettext", "locale", "_locale"}) - _BEFORE_ARGPARSE
+"""Modules the command loads before it starts the child (to read its own arguments) that the
+agent never does: a child forked from the command forgets them, so that the script finds its
+own modules of these names, as under python (``launcher.Run.early``)."""
+
+from cossim_tui import __version__  # noqa: E402
+from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES  # noqa: E402
 
 EXIT_CANNOT_START = 2
 """CONTRACT: cossim-tui could not start the run (bad arguments, script or module not found)."""
@@ -126,12 +132,37 @@ def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
     return Target(script=options.script, args=options.args)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def command() -> int:
+    """The ``cossim-tui`` command itself: the console script, and ``python -m cossim_tui``.
+
+    Only here may the child be a fork of this process (``launcher.Run.early``): its script's
+    end leaves by ``SystemExit`` through every frame below this one, so those must be the
+    interpreter's own way in and nothing else (not a profiler, a debugger, or a program that
+    calls us, whose code would then run in the script's process)."""
+    return main(fork=_entered_directly(sys._getframe(1)))
+
+
+def _entered_directly(frame: object) -> bool:
+    """Whether ``frame`` and those below it are only the command's own top level (the console
+    script, or this package's ``__main__``) and, for ``python -m``, runpy's."""
+    main_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__main__.py")
+    while frame is not None:
+        code, module = frame.f_code, frame.f_globals.get("__name__")  # type: ignore[attr-defined]
+        if module != "runpy":  # (a frozen module in 3.11: its code has no file name of its own)
+            name = code.co_filename
+            ours = os.path.abspath(name) == main_file or os.path.basename(name) == "cossim-tui"
+            if not (ours and code.co_name == "<module>" and module == "__main__"):
+                return False
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return True
+
+
+def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
     # The child is started (``Run.early``) as soon as the target is known, before anything else
-    # is imported here: it gets ready beside us. Where it is a fork of this process, it leaves
-    # this function by ``SystemExit`` when its script ends (``launcher._fork``): nothing here
-    # around that point may catch it, or run a ``finally`` of ours in the script's process.
-    command = argv is None  # (called from Python, the child is never a fork of the caller)
+    # is imported here: it gets ready beside us. Where it is a fork of this process (``fork``:
+    # see ``command``), it leaves this function by ``SystemExit`` when its script ends
+    # (``launcher._fork``): nothing here around that point may catch it, or run a ``finally``
+    # of ours in the script's process.
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"]:
         parser = _check_parser()
@@ -139,13 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = _target(parser, options)
         from cossim_tui.launcher import Run
 
-        run = Run.early(target, fork=command)
+        run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
         from cossim_tui.headless import run_check
 
         status = run_check(run, options)
         # The process ends next, and the caller waits for its exit status. The interpreter's
         # last garbage collections would only take apart, one by one, the modules and classes
         # that exit frees anyway: most of its shutdown (~7 of ~10 ms). They skip frozen objects.
+        import gc
+
         gc.freeze()
         return status
     if argv[:1] == ["replay"]:
@@ -158,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = _target(parser, options)
     from cossim_tui.launcher import Run
 
-    run = Run.early(target, fork=command)
+    run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
     from cossim_tui.tui.run import run_interactive
 
     return run_interactive(run, options)

@@ -27,16 +27,21 @@ import os
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 from cossim_tui import protocol
 from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess is imported where a child is spawned or waited for: never before a fork, since
+# the forked child would keep it (see ``Run.early``).
 
 
 
@@ -112,13 +117,17 @@ that has imported one is not started early by forking."""
 
 
 def can_fork() -> bool:
-    """Whether the child can be a fork of this process: POSIX, one thread, and none of
-    ``_FORK_BREAKS`` imported (a fork copies only the thread that calls it)."""
-    return (
-        hasattr(os, "fork")
-        and threading.active_count() == 1
-        and not any(name in sys.modules for name in _FORK_BREAKS)
-    )
+    """Whether the child can be a fork of this process: POSIX, one thread (a fork copies only
+    the thread that calls it; on Linux, threads started outside Python count too), and none
+    of ``_FORK_BREAKS`` imported."""
+    if not hasattr(os, "fork") or threading.active_count() != 1:
+        return False
+    if any(name in sys.modules for name in _FORK_BREAKS):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # no /proc: Python's own count it is
+        return True
 
 
 class Run:
@@ -133,6 +142,7 @@ class Run:
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         _early: Literal["fork", "spawn", None] = None,
+        _forget: frozenset[str] = frozenset(),
     ) -> None:
         self.target = target
         self.config = config or AgentConfig()
@@ -141,8 +151,10 @@ class Run:
         self.started = _early is None
         """Whether the child has its settings (``start``): until then it waits, the script unrun."""
         if _early == "fork" and python is None and cwd is None and env is None and can_fork():
-            self.process = _fork(target, child_sock, self._parent_sock)
+            self.process = _fork(target, child_sock, self._parent_sock, _forget)
         else:
+            import subprocess
+
             child_env = dict(os.environ if env is None else env)
             child_env[FD_ENV] = str(child_sock.fileno())
             if _early is None:
@@ -168,13 +180,14 @@ class Run:
         self._ended: protocol.ScriptEnded | None = None
 
     @classmethod
-    def early(cls, target: Target, *, fork: bool = False) -> Run:
+    def early(cls, target: Target, *, fork: bool = False, forget: frozenset[str] = frozenset()) -> Run:
         """Start the child now, before this process knows the agent's settings or has imported
         what it needs: the two get ready side by side. The child waits, its script unrun,
         until ``start``; ``terminate`` ends it if that never comes. With ``fork`` (only for
-        the command itself: ``cli.main``) a fork of this process where ``can_fork``, else a
-        new interpreter."""
-        return cls(target, _early="fork" if fork else "spawn")
+        the command itself: ``cli.command``) a fork of this process where ``can_fork``, else
+        a new interpreter; a forked child drops the modules named in ``forget`` from
+        ``sys.modules``, so that its script imports its own of those names, as under python."""
+        return cls(target, _early="fork" if fork else "spawn", _forget=forget)
 
     def start(self, config: AgentConfig) -> None:
         """Hand an early child its settings: the script starts."""
@@ -278,6 +291,8 @@ class Run:
 
     def terminate(self, grace: float = 0.5) -> None:
         """End the child and its whole process group: SIGTERM, then SIGKILL after ``grace``."""
+        import subprocess
+
         if self.process.poll() is None:
             self._signal_group(signal.SIGTERM)
             try:
@@ -307,37 +322,49 @@ class Run:
 
 
 class _ForkedChild:
-    """What ``Run`` uses of a ``subprocess.Popen``, for a child made by ``os.fork``."""
+    """What ``Run`` uses of a ``subprocess.Popen``, for a child made by ``os.fork``. As Popen
+    does, one thread at a time waits for the child (the app's reader, and ``terminate`` on the
+    main thread, may both ask); a status once read is never overwritten."""
 
     def __init__(self, pid: int, stdout: int) -> None:
         self.pid = pid
         self.stdout = os.fdopen(stdout, "rb", buffering=0)
         self.returncode: int | None = None
+        self._waiting = threading.Lock()
 
     def poll(self) -> int | None:
-        if self.returncode is None:
-            self._reap(os.WNOHANG)
+        if self.returncode is None and self._waiting.acquire(blocking=False):
+            try:
+                self._reap(os.WNOHANG)
+            finally:
+                self._waiting.release()
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if timeout is None:
-            while self.returncode is None:
-                self._reap(0)
+            with self._waiting:
+                while self.returncode is None:
+                    self._reap(0)
             return self.returncode
         deadline, delay = time.monotonic() + timeout, 0.0005
         while self.poll() is None:
             left = deadline - time.monotonic()
             if left <= 0:
+                import subprocess
+
                 raise subprocess.TimeoutExpired(["cossim-tui", "(forked child)"], timeout)
             time.sleep(min(delay, left))
             delay = min(delay * 2, 0.05)
         return self.returncode  # type: ignore[return-value]
 
     def _reap(self, options: int) -> None:
+        """``waitpid`` once; the caller holds ``_waiting``."""
+        if self.returncode is not None:
+            return
         try:
             pid, status = os.waitpid(self.pid, options)
-        except ChildProcessError:  # reaped elsewhere: its status is lost
-            self.returncode = self.returncode if self.returncode is not None else 0
+        except ChildProcessError:  # reaped by someone else (a SIGCHLD set to ignore): unknown
+            self.returncode = 0
             return
         except InterruptedError:
             return
@@ -345,10 +372,10 @@ class _ForkedChild:
             self.returncode = os.waitstatus_to_exitcode(status)
 
 
-def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket) -> _ForkedChild:
+def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket, forget: frozenset[str]) -> _ForkedChild:
     """Fork; in the parent, the child. In the child this never returns: the agent runs the
     script there, and the interpreter ends the way ``python SCRIPT``'s would (``SystemExit``
-    travels up through the caller's frames, which hold no handlers: see ``cli.main``)."""
+    travels up through the caller's frames, which hold no handlers: see ``cli.command``)."""
     read, write = os.pipe()
     for stream in (sys.stdout, sys.stderr):  # what is buffered now must not be written twice
         try:
@@ -370,6 +397,8 @@ def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket)
         os.dup2(write, 1)
         os.dup2(write, 2)
         os.close(write)
+        for name in forget:
+            sys.modules.pop(name, None)
         from cossim_tui.agent import bootstrap
 
         argv = ["-m", str(target.module), *target.args] if target.module is not None else [str(target.script), *target.args]

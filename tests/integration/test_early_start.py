@@ -126,3 +126,41 @@ def test_a_forked_child_whose_script_raises_prints_python_s_traceback(tmp_path):
     plain = subprocess.run([sys.executable, str(FIXTURES / "raise_boom.py")], stdin=subprocess.DEVNULL, capture_output=True, text=True)
     # The script's own frames only, as python prints them: none of the launcher's or the harness's.
     assert seen["output"] == plain.stdout + plain.stderr
+
+
+def _check_output(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def _how_started(tmp_path: Path) -> Path:
+    script = tmp_path / "exit4.py"
+    script.write_text("import sys\nprint('agent' if 'cossim_tui.agent' in sys.orig_argv else 'forked')\nsys.exit(4)\n")
+    return script
+
+
+def test_the_command_forks_only_when_nothing_but_python_is_below_it(tmp_path):
+    """Under a profiler (or a debugger, or a program that calls ``cli.command``) a fork's script
+    would leave through their frames too: the child is a new interpreter there."""
+    _how_started(tmp_path)
+    direct = _check_output([sys.executable, "-m", "cossim_tui", "check", "exit4.py"], tmp_path)
+    profiled = _check_output([sys.executable, "-m", "cProfile", "-m", "cossim_tui", "check", "exit4.py"], tmp_path)
+    for done, how in ((direct, "forked"), (profiled, "agent")):
+        assert done.stdout.startswith(f"{how}\n"), done.stdout
+        assert "finished (exit code 4)" in done.stdout and "exit status 3" in done.stdout, done.stdout + done.stderr
+    assert direct.returncode == 3  # (cProfile's own exit status is its own: 0)
+    (tmp_path / "wrapper.py").write_text(
+        "import os, sys\nsys.argv = ['cossim-tui', 'check', 'exit4.py']\nfrom cossim_tui import cli\n"
+        "try:\n    status = cli.command()\nfinally:\n    print('finally in', 'the parent' if status == 3 else os.getpid())\n"
+    )
+    wrapped = _check_output([sys.executable, "wrapper.py"], tmp_path)
+    assert wrapped.stdout.startswith("agent\n") and wrapped.stdout.count("finally in") == 1, wrapped.stdout
+    assert wrapped.stdout.endswith("finally in the parent\n"), wrapped.stdout + wrapped.stderr
+
+
+def test_a_forked_child_never_started_is_ended_without_running_its_script(tmp_path):
+    """``check --record`` to a path that cannot be written: the forked child, waiting for its
+    settings, is ended; its script never runs."""
+    _how_started(tmp_path)
+    done = _check_output([sys.executable, "-m", "cossim_tui", "check", "--record", str(tmp_path / "no" / "t.jsonl"), "exit4.py"], tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert done.stderr.startswith("cossim-tui: error: cannot write the trace ")

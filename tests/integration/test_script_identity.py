@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,11 @@ import pytest
 from cossim_tui.launcher import Target
 from integration.live import FIXTURES, run_plain
 
-LAUNCHES = ["spawned", "forked by check"]
+LAUNCHES = ["spawned", "forked by check", "forked by the cossim-tui command"]
 
 DUMP = FIXTURES / "dump_main.py"
 OPTION_LIKE = ["--epochs", "1", "-m", "x", "--help"]
-COMPARED = ["argv", "name", "cwd", "sys_path", "file", "spec", "loader", "main_is_this_module"]
+COMPARED = ["argv", "name", "cwd", "sys_path", "file", "spec", "loader", "main_is_this_module", "names_at_start"]
 
 
 def _read(path: Path) -> dict:
@@ -46,9 +47,24 @@ def _under_agent(start_run, target: Target, out: Path, cwd: Path, env: dict | No
         assert (exited.status, exited.exit_code) == ("finished", 0), live.output
         return _read(out)
     what = ["-m", target.module] if target.module is not None else [str(target.script)]
-    done = run_plain(["-m", "cossim_tui", "check", "--fail-on", "never", *what, *target.args], cwd=cwd, env=env)
+    command = ["-m", "cossim_tui"] if launch == "forked by check" else [_installed_command()]
+    done = run_plain([*command, "check", "--fail-on", "never", *what, *target.args], cwd=cwd, env=env)
     assert done.returncode == 0 and "finished (exit code 0)" in done.stdout, done.stdout
-    return _read(out)
+    seen = _read(out)
+    assert "cossim_tui.agent" not in seen["orig_argv"]  # a fork of the command: not a new interpreter
+    return seen
+
+
+def _installed_command() -> str:
+    """The console script pip installed (run by python, as its first line says: a pyenv shim
+    in front of it is a shell script)."""
+    found = shutil.which("cossim-tui")
+    assert found is not None, "cossim-tui is not installed (pip install -e .)"
+    script = Path(found)
+    if not script.read_text(errors="replace").startswith("#!") or "python" not in script.read_text(errors="replace").splitlines()[0]:
+        shim = subprocess.run(["pyenv", "which", "cossim-tui"], capture_output=True, text=True)
+        script = Path(shim.stdout.strip())
+    return str(script)
 
 
 def _assert_same(plain: dict, agent: dict) -> None:
@@ -159,3 +175,23 @@ def test_safe_path_is_respected(start_run, package, form, launch):
 
     assert str(FIXTURES) not in plain["sys_path"]
     _assert_same(plain, agent)
+
+
+def test_a_forked_child_loads_no_module_a_spawned_one_does_not(start_run, tmp_path):
+    """The command's own imports (its argument parser, say) stay out of the script's way: a
+    script's own ``argparse.py`` is found first, as under python."""
+    out = tmp_path / "seen.json"
+    args = [str(out)]
+    spawned = _under_agent(start_run, Target(script=str(DUMP), args=args), out, tmp_path)
+    forked = _under_agent(start_run, Target(script=str(DUMP), args=args), out, tmp_path, launch="forked by the cossim-tui command")
+    extra = set(forked["modules_at_start"]) - set(spawned["modules_at_start"])
+    assert {name for name in extra if name.split(".")[0] != "cossim_tui"} == set()
+
+
+def test_a_script_s_own_module_is_not_hidden_by_the_command_s(tmp_path):
+    (tmp_path / "argparse.py").write_text("MINE = True\n")
+    (tmp_path / "train.py").write_text("import argparse\nprint('mine:', getattr(argparse, 'MINE', False))\n")
+    plain = run_plain(["train.py"], cwd=tmp_path)
+    under = run_plain([_installed_command(), "check", "train.py"], cwd=tmp_path)
+    assert plain.stdout == "mine: True\n"
+    assert under.stdout.startswith("mine: True\n"), under.stdout

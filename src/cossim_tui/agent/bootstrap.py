@@ -74,6 +74,18 @@ def _run_script(path: str) -> None:
     exec(code, namespace)
 
 
+def _fresh_main() -> None:
+    """Empty the ``__main__`` module of our names (``python -m cossim_tui.agent``'s, or the
+    command's, when the child is a fork of it): what the interpreter starts it with is left,
+    and runpy adds the rest, as for ``python -m MODULE``."""
+    namespace = sys.modules["__main__"].__dict__
+    loader = namespace.get("__loader__")
+    namespace.clear()
+    namespace.update(
+        __name__="__main__", __doc__=None, __package__=None, __loader__=loader, __spec__=None, __annotations__={}, __builtins__=builtins
+    )
+
+
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
     """Drop our own and runpy's frames so the traceback starts in the user's code, like python's."""
     import runpy
@@ -130,7 +142,9 @@ def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> No
         if argv[:1] == ["-m"]:
             import runpy
 
-            # What `python -m` itself calls: the module runs in the real __main__ module.
+            # What `python -m` itself calls: the module runs in the real __main__ module, which
+            # holds what the interpreter starts it with and nothing of ours.
+            _fresh_main()
             runpy._run_module_as_main(argv[1], alter_argv=True)  # type: ignore[attr-defined]
         else:
             _run_script(argv[0])
