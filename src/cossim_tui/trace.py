@@ -102,13 +102,23 @@ class Trace:
 # --------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
+def _versions(screen: str | None = None) -> dict[str, str]:
     versions = {"cossim-tui": __version__, "python": platform.python_version()}
-    # torch is the script's to import (its version arrives in the torch-hooked event); textual
-    # is named only when this process already shows a screen, never imported for it.
-    textual = sys.modules.get("textual")
-    if textual is not None and isinstance(getattr(textual, "__version__", None), str):
-        versions["textual"] = textual.__version__
+    # torch is the script's to import (its version arrives in the torch-hooked event); the
+    # package that shows the run (textual) is named only where this process shows a screen,
+    # and never imported for it: the app may not have loaded it yet when the trace opens.
+    if screen is not None:
+        version = getattr(sys.modules.get(screen), "__version__", None)
+        if not isinstance(version, str):
+            try:
+                from importlib.metadata import PackageNotFoundError
+                from importlib.metadata import version as installed_version
+
+                version = installed_version(screen)
+            except (ImportError, PackageNotFoundError, ValueError):
+                version = None
+        if isinstance(version, str):
+            versions[screen] = version
     return versions
 
 
@@ -132,13 +142,13 @@ class TraceWriter:
     cannot interleave with a write.
     """
 
-    def __init__(self, path: str | os.PathLike[str], target: Target) -> None:
+    def __init__(self, path: str | os.PathLike[str], target: Target, *, screen: str | None = None) -> None:
         self.path = os.fspath(path)
         self.error: str | None = None
         """Why recording stopped early; ``None`` while it works."""
         self._lock = threading.Lock()
         self._file: IO[str] | None = open(self.path, "w", encoding="utf-8", newline="\n")
-        header = {"schema": SCHEMA, "kind": "header", "script": target.name, "argv": target.argv, "versions": _versions()}
+        header = {"schema": SCHEMA, "kind": "header", "script": target.name, "argv": target.argv, "versions": _versions(screen)}
         try:
             self._put(header)
         except (OSError, ValueError):
@@ -189,24 +199,25 @@ class TraceWriter:
         self.close()
 
 
-def start_recording(path: str | os.PathLike[str], target: Target) -> TraceWriter:
-    """A writer for ``--record PATH``, before anything runs; ``TraceError`` says in one line why not."""
+def start_recording(path: str | os.PathLike[str], target: Target, *, screen: str | None = None) -> TraceWriter:
+    """A writer for ``--record PATH``, before anything runs; ``TraceError`` says in one line why
+    not. ``screen``: the package that shows the run (``textual``), named in the header."""
     name = os.fspath(path)
     if target.script is not None and os.path.exists(name) and os.path.samefile(name, target.script):
         raise TraceError(f"--record {name} would overwrite the script itself")
     try:
-        return TraceWriter(name, target)
+        return TraceWriter(name, target, screen=screen)
     except OSError as exc:
         raise TraceError(f"cannot write the trace {name}: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
-def recording(path: str | os.PathLike[str] | None, target: Target) -> Iterator[TraceWriter | None]:
+def recording(path: str | os.PathLike[str] | None, target: Target, *, screen: str | None = None) -> Iterator[TraceWriter | None]:
     """The writer for ``--record PATH`` (``None`` without it), closed when the run is over.
 
     ``TraceError`` comes only from opening it, before anything runs.
     """
-    writer = start_recording(path, target) if path else None
+    writer = start_recording(path, target, screen=screen) if path else None
     try:
         yield writer
     finally:

@@ -227,16 +227,16 @@ def test_a_module_target_is_named_as_the_user_typed_it(tmp_path):
     assert (header.script, header.argv) == ("-m pkg.train", ["pkg.train", "--lr", "0.1"])
 
 
-def test_versions_name_textual_only_when_it_is_already_loaded(tmp_path):
+def test_versions_name_textual_only_where_a_screen_shows_the_run_without_importing_it(tmp_path):
     code = (
         "import json, sys; from cossim_tui.trace import TraceWriter; from cossim_tui.launcher import Target\n"
         "TraceWriter(sys.argv[1], Target(script='t.py')).close()\n"
-        "if len(sys.argv) > 2: import textual; TraceWriter(sys.argv[2], Target(script='t.py')).close()\n"
+        "TraceWriter(sys.argv[2], Target(script='t.py'), screen='textual').close()\n"
         "print(json.dumps(sorted(m for m in ('torch', 'textual', 'rich') if m in sys.modules)))"
     )
     plain, with_screen = tmp_path / "plain.jsonl", tmp_path / "screen.jsonl"
     out = subprocess.run([sys.executable, "-c", code, str(plain), str(with_screen)], capture_output=True, text=True, check=True)
-    assert "torch" not in json.loads(out.stdout)
+    assert json.loads(out.stdout) == []
     assert "textual" not in read_header(plain).versions
     import textual
 

@@ -23,7 +23,7 @@ from cossim_tui.tui.source import EventSource
 def run_interactive(run: Run, options: argparse.Namespace) -> int:
     """Inspect ``run``, a child started early (``Run.early``) and waiting for its settings."""
     try:
-        with recording(options.record, run.target) as recorder:
+        with recording(options.record, run.target, screen="textual") as recorder:
             return _inspect(run, options, recorder)
     except TraceError as exc:
         # The trace could not be opened: a bad argument, and the script never started.
