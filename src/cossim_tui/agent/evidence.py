@@ -115,54 +115,106 @@ class _Seen:
     device): a later match is confirmed against them."""
 
 
+class _Piece:
+    """Rows pushed at once onto a ring, and, once the ring has been scored with them in it,
+    their per-channel sum and sum of squares (float64)."""
+
+    __slots__ = ("rows", "sums")
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows
+        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 class _SiteRing:
     """The last ``capacity`` unit rows of new vectors at one call site.
 
     A push keeps the pushed tensor (the agent's own unit rows, never the script's tensors) rather
     than copying it: the ring is read only at a site whose steps have no batch of their own to
-    score, and there the pieces are joined into one tensor when it is read."""
+    score. Its score needs only the rows' per-channel sum and sum of squares, kept as running
+    totals: a score adds the pieces pushed since the one before, a piece that leaves takes its
+    own sums back out, and every ``capacity`` rows the totals are made again from the rows
+    themselves, so that rounding cannot build up. A site with one row a call (pairs of single
+    vectors) thus costs a few tiny reductions a step, not a pass over the whole ring."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._pieces: deque[torch.Tensor] = deque()
+        self._pieces: deque[_Piece] = deque()
         self._filled = 0
         """Rows in ``_pieces``: the last ``capacity`` of them are the ring's."""
+        self._totals: tuple[torch.Tensor, torch.Tensor] | None = None
+        """Sum and sum of squares over the rows of every piece with ``sums``."""
+        self._added = 0
+        """Rows added to ``_totals`` since they were last made from the rows themselves."""
 
     @property
     def rows(self) -> torch.Tensor:
+        """The ring's rows, oldest first (float64, on the device of the newest)."""
         if not self._pieces:
             return torch.empty(0, 0)
-        if len(self._pieces) > 1 or self._filled > self.capacity:
-            device = self._pieces[-1].device
-            joined = torch.cat([piece.to(device=device, dtype=torch.float64) for piece in self._pieces])[-self.capacity :]
-            self._pieces = deque([joined])
-            self._filled = joined.shape[0]
-        return self._pieces[0]
+        device = self._pieces[-1].rows.device
+        joined = torch.cat([piece.rows.to(device=device, dtype=torch.float64) for piece in self._pieces])
+        return joined[-self.capacity :]
 
     def push(self, unit: torch.Tensor) -> None:
         """Append rows, forgetting the oldest beyond ``capacity``."""
         count = unit.shape[0]
         if count == 0 or self.capacity == 0:
             return
-        if self._pieces and self._pieces[-1].shape[1] != unit.shape[1]:
+        if self._pieces and self._pieces[-1].rows.shape[1] != unit.shape[1]:
             # Vectors of another size at the same site: what came before says nothing about them.
             self._pieces.clear()
             self._filled = 0
-        self._pieces.append(unit)
+            self._totals = None
+        self._pieces.append(_Piece(unit))
         self._filled += count
-        while self._filled - self._pieces[0].shape[0] >= self.capacity:
-            self._filled -= self._pieces.popleft().shape[0]
+        while self._filled - self._pieces[0].rows.shape[0] >= self.capacity:
+            gone = self._pieces.popleft()
+            self._filled -= gone.rows.shape[0]
+            if gone.sums is not None and self._totals is not None:
+                self._totals = (self._totals[0] - gone.sums[0], self._totals[1] - gone.sums[1])
+            elif gone.sums is None:
+                # Never scored, so neither is anything after it: the totals hold nothing left.
+                self._totals = None
 
     def score(self) -> float | None:
         """``collapse_score`` of the rows, which are unit already: from per-channel sums, which
         is far cheaper than ``std`` across rows."""
-        if min(self._filled, self.capacity) < 4 or self._pieces[-1].shape[1] < 2:
+        if min(self._filled, self.capacity) < 4 or self._pieces[-1].rows.shape[1] < 2:
             return None
-        rows = self.rows.to(torch.float64)
-        n, width = rows.shape
-        total = rows.sum(dim=0)
-        variance = torch.addcmul((rows * rows).sum(dim=0), total, total, value=-1.0 / n).clamp_min(0) / (n - 1)
+        if self._totals is None or self._added >= self.capacity:
+            self._make_totals()
+        else:
+            self._add_new_pieces()
+        total, squares = self._totals  # type: ignore[misc]
+        n, width = min(self._filled, self.capacity), self._pieces[-1].rows.shape[1]
+        excess = self._filled - self.capacity
+        if excess > 0:  # the oldest piece is partly older than the ring
+            older = self._pieces[0].rows[:excess].to(device=total.device, dtype=torch.float64)
+            total, squares = total - older.sum(dim=0), squares - (older * older).sum(dim=0)
+        variance = torch.addcmul(squares, total, total, value=-1.0 / n).clamp_min(0) / (n - 1)
         return math.sqrt(width) * float(variance.sqrt().mean())
+
+    def _sums(self, piece: _Piece, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = piece.rows.to(device=device, dtype=torch.float64)
+        piece.sums = (rows.sum(dim=0), (rows * rows).sum(dim=0))
+        return piece.sums
+
+    def _make_totals(self) -> None:
+        device = self._pieces[-1].rows.device
+        sums = [self._sums(piece, device) for piece in self._pieces]
+        self._totals = (torch.stack([t for t, _ in sums]).sum(dim=0), torch.stack([q for _, q in sums]).sum(dim=0))
+        self._added = 0
+
+    def _add_new_pieces(self) -> None:
+        total, squares = self._totals  # type: ignore[misc]
+        for piece in reversed(self._pieces):
+            if piece.sums is not None:
+                break
+            piece_total, piece_squares = self._sums(piece, total.device)
+            total, squares = total + piece_total, squares + piece_squares
+            self._added += piece.rows.shape[0]
+        self._totals = (total, squares)
 
 
 # --------------------------------------------------------------------------------------
