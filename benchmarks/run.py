@@ -40,6 +40,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -144,14 +145,57 @@ def _children(pid: int) -> list[int]:
 # --------------------------------------------------------------------------------------
 
 
+_PHASES = ("before the script's first line", "the script's imports (torch, torchvision)", "the script's training loop", "after the script's end, until exit")
+_CLOCK_LINE = "cossim-tui-benchmark-clock"
+
+
+def _timed_demo() -> list[str]:
+    """The demo's command line, run from a copy that notes (``time.monotonic``, one clock for
+    every process) when its first line runs, when its imports are done and when it ends."""
+    source = (REPO / DEMO[0]).read_text(encoding="utf-8")
+    first, imported = "import argparse\n", "from torchvision.datasets import FakeData\n"
+    assert first in source and imported in source, "the demo's imports moved: update _timed_demo"
+    clock = (
+        "import atexit as _atexit, sys as _sys, time as _time\n"
+        "_first_line = _time.monotonic()\n"
+        f"_atexit.register(lambda: print({_CLOCK_LINE!r}, _first_line, _imported, _time.monotonic(), file=_sys.stderr))\n"
+    )
+    source = source.replace(first, clock + first, 1).replace(imported, imported + "_imported = _time.monotonic()\n", 1)
+    copy = Path(tempfile.mkdtemp(prefix="cossim-tui-bench-")) / Path(DEMO[0]).name
+    copy.write_text(source, encoding="utf-8")
+    return [str(copy), *DEMO[1:]]
+
+
+def _phases(command: list[str]) -> list[float]:
+    """Wall time of ``command``, whole and in ``_PHASES``."""
+    start = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+    end = time.monotonic()
+    found = re.search(rf"{_CLOCK_LINE} (\S+) (\S+) (\S+)", done.stdout + done.stderr)
+    if done.returncode not in (0, 1) or found is None:
+        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    first, imported, ended = map(float, found.groups())
+    return [end - start, first - start, imported - first, ended - imported, end - ended]
+
+
 def figure_check_vs_python(reps: int) -> None:
     print("1. check on the demo vs plain python (whole process, wall time)", flush=True)
-    times: dict[str, list[float]] = {"python": [], "check": []}
-    for _, name, elapsed, _ in _alternate({"python": [PYTHON, *DEMO], "check": _check(*DEMO)}, reps):
-        times[name].append(elapsed)
-    report("python " + " ".join(DEMO), times["python"], _s)
-    report("cossim-tui check (same)", times["check"], _s)
-    report("ratio check / python", [c / p for c, p in zip(times["check"], times["python"])], _x, 1.05)
+    demo = _timed_demo()
+    runs: dict[str, list[list[float]]] = {"python": [], "check": []}
+    commands = {"python": [PYTHON, *demo], "check": _check(*demo)}
+    for rep in range(reps):
+        for name in commands if rep % 2 == 0 else reversed(commands):
+            runs[name].append(_phases(commands[name]))
+    python, check = runs["python"], runs["check"]
+    report("python " + " ".join(DEMO), [r[0] for r in python], _s)
+    report("cossim-tui check (same)", [r[0] for r in check], _s)
+    report("ratio check / python", [c[0] / p[0] for c, p in zip(check, python)], _x, 1.05)
+    # Where the difference is, phase by phase, from the same runs: check's own cost lies in the
+    # first and the third; the second (reading torch from disk) swings by hundreds of ms from
+    # one run to the next on a shared machine, under either command, and sets the ratio's spread.
+    for index, phase in enumerate(_PHASES, start=1):
+        report(f"{phase}: python", [r[index] for r in python], _ms)
+        report(f"{phase}: check − python", [c[index] - p[index] for c, p in zip(check, python)], _ms)
 
 
 def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 64) -> None:
