@@ -10,7 +10,9 @@ gives the median over the repetitions and, in brackets, the spread (min … max)
 many there were. The budget follows, and ``ok`` or ``OVER``. cossim_tui's bytecode is compiled
 first, as installing the package does (see ``compile_bytecode``).
 
-1. ``check`` on the demo vs plain ``python``, wall time of the whole process.
+1. ``check`` on the demo vs plain ``python``, wall time of the whole process; and, from the
+   same runs (of a copy of the demo that notes the time), phase by phase: until the script's
+   first line, its imports, its training loop, and its end until the process exits.
 2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
    forward/backward/step work, under ``check`` and under ``python``.
 3. Per intercepted call: ``F.cosine_similarity`` through the installed interceptor (capture,
@@ -196,6 +198,9 @@ def figure_check_vs_python(reps: int) -> None:
     for index, phase in enumerate(_PHASES, start=1):
         report(f"{phase}: python", [r[index] for r in python], _ms)
         report(f"{phase}: check − python", [c[index] - p[index] for c, p in zip(check, python)], _ms)
+    # For reference, not the budget: each pair's ratio with the imports taken as python's own.
+    steady = [(p[0] + (c[1] - p[1]) + (c[3] - p[3]) + (c[4] - p[4])) / p[0] for c, p in zip(check, python)]
+    report("ratio, check's imports counted as python's", steady, _x)
 
 
 def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 64) -> None:
