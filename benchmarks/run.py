@@ -157,12 +157,14 @@ def _timed_demo() -> list[str]:
     source = (REPO / DEMO[0]).read_text(encoding="utf-8")
     first, imported = "import argparse\n", "from torchvision.datasets import FakeData\n"
     assert first in source and imported in source, "the demo's imports moved: update _timed_demo"
-    clock = (
-        "import atexit as _atexit, sys as _sys, time as _time\n"
-        "_first_line = _time.monotonic()\n"
+    clock = "import atexit as _atexit, sys as _sys, time as _time\n_first_line = _time.monotonic()\n"
+    # Registered after torch's own exit handlers, so that it runs first of them (last in, first
+    # out): the loop ends where the interpreter's exit begins.
+    noted = (
+        "_imported = _time.monotonic()\n"
         f"_atexit.register(lambda: print({_CLOCK_LINE!r}, _first_line, _imported, _time.monotonic(), file=_sys.stderr))\n"
     )
-    source = source.replace(first, clock + first, 1).replace(imported, imported + "_imported = _time.monotonic()\n", 1)
+    source = source.replace(first, clock + first, 1).replace(imported, imported + noted, 1)
     copy = Path(tempfile.mkdtemp(prefix="cossim-tui-bench-")) / Path(DEMO[0]).name
     copy.write_text(source, encoding="utf-8")
     return [str(copy), *DEMO[1:]]
@@ -185,9 +187,12 @@ def figure_check_vs_python(reps: int) -> None:
     demo = _timed_demo()
     runs: dict[str, list[list[float]]] = {"python": [], "check": []}
     commands = {"python": [PYTHON, *demo], "check": _check(*demo)}
-    for rep in range(reps):
-        for name in commands if rep % 2 == 0 else reversed(commands):
-            runs[name].append(_phases(commands[name]))
+    try:
+        for rep in range(reps):
+            for name in commands if rep % 2 == 0 else reversed(commands):
+                runs[name].append(_phases(commands[name]))
+    finally:
+        shutil.rmtree(Path(demo[0]).parent, ignore_errors=True)
     python, check = runs["python"], runs["check"]
     report("python " + " ".join(DEMO), [r[0] for r in python], _s)
     report("cossim-tui check (same)", [r[0] for r in check], _s)

@@ -160,7 +160,9 @@ def test_the_command_forks_only_when_nothing_but_python_is_below_it(tmp_path):
 def test_a_forked_child_never_started_is_ended_without_running_its_script(tmp_path):
     """``check --record`` to a path that cannot be written: the forked child, waiting for its
     settings, is ended; its script never runs."""
-    _how_started(tmp_path)
-    done = _check_output([sys.executable, "-m", "cossim_tui", "check", "--record", str(tmp_path / "no" / "t.jsonl"), "exit4.py"], tmp_path)
+    script, marker = _marking_script(tmp_path)
+    done = _check_output([sys.executable, "-m", "cossim_tui", "check", "--record", str(tmp_path / "no" / "t.jsonl"), str(script)], tmp_path)
     assert done.returncode == 2 and done.stdout == "", done.stdout
     assert done.stderr.startswith("cossim-tui: error: cannot write the trace ")
+    time.sleep(0.5)  # (a child left waiting, then started by mistake, would have written it by now)
+    assert not marker.exists()

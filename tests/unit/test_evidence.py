@@ -318,23 +318,29 @@ def test_few_rows_feed_the_ring_alike_on_the_cpu_and_from_a_device(on_device, mo
     assert evidence.ring_collapse == pytest.approx(collapse_score(expected), abs=1e-6)
 
 
+@pytest.mark.parametrize("every", [1, 3, 50], ids=["scored every push", "every third", "every fiftieth"])
 @pytest.mark.parametrize("sizes", [[1], [3, 1, 5, 2], [7]], ids=["one row a call", "mixed", "seven rows a call"])
-def test_the_ring_s_running_totals_give_the_score_of_its_rows(sizes) -> None:
-    """Scored at every push, over many times its capacity (pieces leaving whole and in part),
-    the ring's score is ``collapse_score`` of exactly its last ``capacity`` rows, as if made from
-    them anew: collapsed and healthy stretches alike."""
+def test_the_ring_s_running_totals_give_the_score_of_its_rows(sizes, every) -> None:
+    """Scored every few pushes, over many times its capacity (pieces leaving whole and in part,
+    counted or not yet), the ring's score is ``collapse_score`` of exactly its last ``capacity``
+    rows, as if made from them anew: collapsed and healthy stretches alike, and vectors of
+    another width half way through."""
     torch.manual_seed(1)
     ring = evidence_module._SiteRing(32)
     pushed: list[torch.Tensor] = []
-    direction = torch.randn(16, dtype=torch.float64)
     for call in range(300):
+        width = 16 if call < 150 else 24
+        if call in (0, 150):
+            direction, pushed = torch.randn(width, dtype=torch.float64), []
         count = sizes[call % len(sizes)]
         spread = 1e-3 if (call // 60) % 2 else 1.0  # collapsed, then healthy, then collapsed again
-        rows = F.normalize(direction + spread * torch.randn(count, 16, dtype=torch.float64), dim=-1)
+        rows = F.normalize(direction + spread * torch.randn(count, width, dtype=torch.float64), dim=-1)
         if call % 4 == 1:
             rows = rows.float()  # unit rows arrive in float32 from a device
         ring.push(rows)
         pushed.append(rows.double())
+        if call % every:
+            continue
         last = torch.cat(pushed)[-32:]
         got = ring.score()
         assert torch.equal(ring.rows, last)
@@ -344,7 +350,7 @@ def test_the_ring_s_running_totals_give_the_score_of_its_rows(sizes) -> None:
         # The same figure made from the rows themselves (they are unit already)...
         n, total = last.shape[0], last.sum(dim=0)
         variance = ((last * last).sum(dim=0) - total * total / n).clamp_min(0) / (n - 1)
-        assert got == pytest.approx(math.sqrt(16) * float(variance.sqrt().mean()), rel=1e-9, abs=1e-9), call
+        assert got == pytest.approx(math.sqrt(width) * float(variance.sqrt().mean()), rel=1e-9, abs=1e-9), call
         # ...and the reference, which normalises them again (float32 rows are unit to ~1e-7).
         assert got == pytest.approx(collapse_score(last), abs=1e-6), call
 

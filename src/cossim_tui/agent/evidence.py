@@ -116,14 +116,19 @@ class _Seen:
 
 
 class _Piece:
-    """Rows pushed at once onto a ring, and, once the ring has been scored with them in it,
-    their per-channel sum and sum of squares (float64)."""
+    """Rows pushed at once onto a ring, and whether the ring's totals count them yet."""
 
-    __slots__ = ("rows", "sums")
+    __slots__ = ("rows", "counted")
 
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
-        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.counted = False
+
+
+def _sums(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel sum and sum of squares of ``rows``, in float64 on ``device``."""
+    rows = rows.to(device=device, dtype=torch.float64)
+    return rows.sum(dim=0), (rows * rows).sum(dim=0)
 
 
 class _SiteRing:
@@ -132,10 +137,11 @@ class _SiteRing:
     A push keeps the pushed tensor (the agent's own unit rows, never the script's tensors) rather
     than copying it: the ring is read only at a site whose steps have no batch of their own to
     score. Its score needs only the rows' per-channel sum and sum of squares, kept as running
-    totals: a score adds the pieces pushed since the one before, a piece that leaves takes its
-    own sums back out, and every ``capacity`` rows the totals are made again from the rows
-    themselves, so that rounding cannot build up. A site with one row a call (pairs of single
-    vectors) thus costs a few tiny reductions a step, not a pass over the whole ring."""
+    totals: a score counts the pieces pushed since the one before, a counted piece that leaves
+    is taken back out (from its rows: nothing per piece is kept), and every ``capacity`` rows
+    the totals are made again from the rows themselves, so that rounding cannot build up. A
+    site with one row a call (pairs of single vectors) thus costs a few tiny reductions a step,
+    not a pass over the whole ring."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -143,7 +149,7 @@ class _SiteRing:
         self._filled = 0
         """Rows in ``_pieces``: the last ``capacity`` of them are the ring's."""
         self._totals: tuple[torch.Tensor, torch.Tensor] | None = None
-        """Sum and sum of squares over the rows of every piece with ``sums``."""
+        """Sum and sum of squares over the rows of every ``counted`` piece (a run of the oldest)."""
         self._added = 0
         """Rows added to ``_totals`` since they were last made from the rows themselves."""
 
@@ -152,9 +158,7 @@ class _SiteRing:
         """The ring's rows, oldest first (float64, on the device of the newest)."""
         if not self._pieces:
             return torch.empty(0, 0)
-        device = self._pieces[-1].rows.device
-        joined = torch.cat([piece.rows.to(device=device, dtype=torch.float64) for piece in self._pieces])
-        return joined[-self.capacity :]
+        return self._joined()[-self.capacity :]
 
     def push(self, unit: torch.Tensor) -> None:
         """Append rows, forgetting the oldest beyond ``capacity``."""
@@ -171,11 +175,12 @@ class _SiteRing:
         while self._filled - self._pieces[0].rows.shape[0] >= self.capacity:
             gone = self._pieces.popleft()
             self._filled -= gone.rows.shape[0]
-            if gone.sums is not None and self._totals is not None:
-                self._totals = (self._totals[0] - gone.sums[0], self._totals[1] - gone.sums[1])
-            elif gone.sums is None:
-                # Never scored, so neither is anything after it: the totals hold nothing left.
+            if not gone.counted:  # (nor is anything after it: the totals count nothing left)
                 self._totals = None
+            elif self._totals is not None:
+                total, squares = self._totals
+                gone_total, gone_squares = _sums(gone.rows, total.device)
+                self._totals = (total - gone_total, squares - gone_squares)
 
     def score(self) -> float | None:
         """``collapse_score`` of the rows, which are unit already: from per-channel sums, which
@@ -185,34 +190,35 @@ class _SiteRing:
         if self._totals is None or self._added >= self.capacity:
             self._make_totals()
         else:
-            self._add_new_pieces()
+            self._count_new_pieces()
         total, squares = self._totals  # type: ignore[misc]
         n, width = min(self._filled, self.capacity), self._pieces[-1].rows.shape[1]
         excess = self._filled - self.capacity
         if excess > 0:  # the oldest piece is partly older than the ring
-            older = self._pieces[0].rows[:excess].to(device=total.device, dtype=torch.float64)
-            total, squares = total - older.sum(dim=0), squares - (older * older).sum(dim=0)
+            older_total, older_squares = _sums(self._pieces[0].rows[:excess], total.device)
+            total, squares = total - older_total, squares - older_squares
         variance = torch.addcmul(squares, total, total, value=-1.0 / n).clamp_min(0) / (n - 1)
         return math.sqrt(width) * float(variance.sqrt().mean())
 
-    def _sums(self, piece: _Piece, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = piece.rows.to(device=device, dtype=torch.float64)
-        piece.sums = (rows.sum(dim=0), (rows * rows).sum(dim=0))
-        return piece.sums
-
     def _make_totals(self) -> None:
-        device = self._pieces[-1].rows.device
-        sums = [self._sums(piece, device) for piece in self._pieces]
-        self._totals = (torch.stack([t for t, _ in sums]).sum(dim=0), torch.stack([q for _, q in sums]).sum(dim=0))
+        self._totals = _sums(self._joined(), self._pieces[-1].rows.device)
+        for piece in self._pieces:
+            piece.counted = True
         self._added = 0
 
-    def _add_new_pieces(self) -> None:
+    def _joined(self) -> torch.Tensor:
+        """Every piece's rows, the oldest piece's whole (float64, on the device of the newest)."""
+        device = self._pieces[-1].rows.device
+        return torch.cat([piece.rows.to(device=device, dtype=torch.float64) for piece in self._pieces])
+
+    def _count_new_pieces(self) -> None:
         total, squares = self._totals  # type: ignore[misc]
         for piece in reversed(self._pieces):
-            if piece.sums is not None:
+            if piece.counted:
                 break
-            piece_total, piece_squares = self._sums(piece, total.device)
+            piece_total, piece_squares = _sums(piece.rows, total.device)
             total, squares = total + piece_total, squares + piece_squares
+            piece.counted = True
             self._added += piece.rows.shape[0]
         self._totals = (total, squares)
 

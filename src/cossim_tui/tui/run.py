@@ -36,14 +36,13 @@ def _inspect(run: Run, options: argparse.Namespace, recorder: TraceWriter | None
     config = AgentConfig(
         mode="step", break_on=list(options.break_on), ignore=list(options.ignore), watch=list(options.watch), pictures="paced"
     )
-    # The app's modules load before the script's go: started together, the two imports (the
-    # app's and torch's) share the two CPUs and the first frame came 0.36 → 0.50 s after the
-    # command, while step 0 came no sooner (torch's import sets when it comes).
-    from cossim_tui.tui.app import InspectorApp
-
-    run.start(config)
     try:
+        # The app's modules load before the script's go: started together, the two imports (the
+        # app's and torch's) share the two CPUs and the first frame came 0.36 → 0.50 s after the
+        # command, while step 0 came no sooner (torch's import sets when it comes).
+        from cossim_tui.tui.app import InspectorApp
 
+        run.start(config)
         source: EventSource = run if recorder is None else RecordingSource(run, recorder)
         app = InspectorApp(source, break_on=",".join(options.break_on))
         app.run()
