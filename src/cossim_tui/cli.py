@@ -12,15 +12,15 @@ import sys
 from collections.abc import Sequence
 
 _BEFORE_ARGPARSE = frozenset(sys.modules)
-import argparse  # noqa: E402 - after the look at what was loaded before it
+import argparse  # (after the look at what was loaded before it)
 
 COMMAND_ONLY = frozenset({"argparse", "gettext", "locale", "_locale"}) - _BEFORE_ARGPARSE
 """Modules the command loads before it starts the child (to read its own arguments) that the
 agent never does: a child forked from the command forgets them, so that the script finds its
 own modules of these names, as under python (``launcher.Run.early``)."""
 
-from cossim_tui import __version__  # noqa: E402
-from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES  # noqa: E402
+from cossim_tui import __version__
+from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
 
 EXIT_CANNOT_START = 2
 """CONTRACT: cossim-tui could not start the run (bad arguments, script or module not found)."""

@@ -141,7 +141,7 @@ class Run:
         python: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
-        _early: Literal["fork", "spawn", None] = None,
+        _early: Literal["fork", "spawn"] | None = None,
         _forget: frozenset[str] = frozenset(),
     ) -> None:
         self.target = target

@@ -84,7 +84,7 @@ def _forked(tmp_path: Path, script: str, *args: str) -> dict:
     marker = tmp_path / "ran"
     done = subprocess.run(
         [sys.executable, str(harness), str(marker), script, *args],
-        cwd=str(REPO), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        cwd=str(REPO), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
@@ -123,13 +123,13 @@ def test_a_forked_child_whose_script_raises_prints_python_s_traceback(tmp_path):
     seen = _forked(tmp_path, str(FIXTURES / "raise_boom.py"))
     assert seen["process"] == "_ForkedChild"
     assert seen["exited"][:2] == ["error", 1]
-    plain = subprocess.run([sys.executable, str(FIXTURES / "raise_boom.py")], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    plain = subprocess.run([sys.executable, str(FIXTURES / "raise_boom.py")], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     # The script's own frames only, as python prints them: none of the launcher's or the harness's.
     assert seen["output"] == plain.stdout + plain.stderr
 
 
 def _check_output(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    return subprocess.run(command, cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
 
 
 def _how_started(tmp_path: Path) -> Path:

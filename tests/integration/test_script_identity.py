@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -56,15 +56,12 @@ def _under_agent(start_run, target: Target, out: Path, cwd: Path, env: dict | No
 
 
 def _installed_command() -> str:
-    """The console script pip installed (run by python, as its first line says: a pyenv shim
-    in front of it is a shell script)."""
-    found = shutil.which("cossim-tui")
-    assert found is not None, "cossim-tui is not installed (pip install -e .)"
-    script = Path(found)
-    if not script.read_text(errors="replace").startswith("#!") or "python" not in script.read_text(errors="replace").splitlines()[0]:
-        shim = subprocess.run(["pyenv", "which", "cossim-tui"], capture_output=True, text=True)
-        script = Path(shim.stdout.strip())
-    return str(script)
+    """The console script pip installed for this interpreter (where pip puts scripts: not
+    necessarily on PATH, and a shim there may stand in front of it)."""
+    places = [sysconfig.get_path("scripts"), sysconfig.get_path("scripts", f"{os.name}_user")]
+    found = [Path(place) / "cossim-tui" for place in places if (Path(place) / "cossim-tui").is_file()]
+    assert found, f"cossim-tui is not installed in {places} (pip install -e .)"
+    return str(found[0])
 
 
 def _assert_same(plain: dict, agent: dict) -> None:

@@ -118,7 +118,7 @@ class _Seen:
 class _Piece:
     """Rows pushed at once onto a ring, and whether the ring's totals count them yet."""
 
-    __slots__ = ("rows", "counted")
+    __slots__ = ("counted", "rows")
 
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
