@@ -57,33 +57,23 @@ def _run_script(path: str) -> None:
     with open(absolute, "rb") as handle:
         source = handle.read()
     code = compile(source, absolute, "exec", dont_inherit=True)
-    namespace = sys.modules["__main__"].__dict__
-    # Our own __main__ (python -m cossim_tui.agent) has nothing left to run after this call.
-    namespace.clear()
-    namespace.update(
-        __name__="__main__",
-        __doc__=None,
-        __package__=None,
-        __loader__=importlib.machinery.SourceFileLoader("__main__", absolute),
-        __spec__=None,
-        __annotations__={},
-        __builtins__=builtins,
-        __file__=absolute,
-        __cached__=None,
-    )
-    exec(code, namespace)
+    loader = importlib.machinery.SourceFileLoader("__main__", absolute)
+    exec(code, _fresh_main(__loader__=loader, __file__=absolute, __cached__=None))
 
 
-def _fresh_main() -> None:
-    """Empty the ``__main__`` module of our names (``python -m cossim_tui.agent``'s, or the
-    command's, when the child is a fork of it): what the interpreter starts it with is left,
-    and runpy adds the rest, as for ``python -m MODULE``."""
+def _fresh_main(**given: object) -> dict[str, object]:
+    """The ``__main__`` module's namespace, emptied of our names (``python -m
+    cossim_tui.agent``'s, or the command's when the child is a fork of it; neither has anything
+    left to run) down to what the interpreter starts it with, plus ``given``: for a script,
+    what ``pymain_run_file`` sets; for ``python -m MODULE``, runpy adds the rest."""
     namespace = sys.modules["__main__"].__dict__
     loader = namespace.get("__loader__")
     namespace.clear()
     namespace.update(
         __name__="__main__", __doc__=None, __package__=None, __loader__=loader, __spec__=None, __annotations__={}, __builtins__=builtins
     )
+    namespace.update(given)
+    return namespace
 
 
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
