@@ -102,13 +102,20 @@ def note(text: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _wall(command: list[str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
-    elapsed = time.perf_counter() - start
+def _timed(command: list[str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """When ``command`` started and ended (``time.monotonic``: one clock for every process), and
+    what it wrote."""
+    start = time.monotonic()
+    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900, check=False)
+    end = time.monotonic()
     if done.returncode not in (0, 1):  # 1: check found something, which the demo is meant to show
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    return elapsed, done.stdout
+    return start, end, done
+
+
+def _wall(command: list[str]) -> tuple[float, str]:
+    start, end, done = _timed(command)
+    return end - start, done.stdout
 
 
 def _alternate(commands: dict[str, list[str]], reps: int) -> Iterator[tuple[int, str, float, str]]:
@@ -172,12 +179,10 @@ def _timed_demo() -> list[str]:
 
 def _phases(command: list[str]) -> list[float]:
     """Wall time of ``command``, whole and in ``_PHASES``."""
-    start = time.monotonic()
-    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900, check=False)
-    end = time.monotonic()
+    start, end, done = _timed(command)
     found = re.search(rf"{_CLOCK_LINE} (\S+) (\S+) (\S+)", done.stdout + done.stderr)
-    if done.returncode not in (0, 1) or found is None:
-        raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    if found is None:
+        raise RuntimeError(f"{' '.join(command)} noted no times:\n{done.stdout}\n{done.stderr}")
     first, imported, ended = map(float, found.groups())
     return [end - start, first - start, imported - first, ended - imported, end - ended]
 
@@ -189,7 +194,7 @@ def figure_check_vs_python(reps: int) -> None:
     commands = {"python": [PYTHON, *demo], "check": _check(*demo)}
     try:
         for rep in range(reps):
-            for name in commands if rep % 2 == 0 else reversed(commands):
+            for name in commands if rep % 2 == 0 else reversed(list(commands)):
                 runs[name].append(_phases(commands[name]))
     finally:
         shutil.rmtree(Path(demo[0]).parent, ignore_errors=True)
