@@ -1,15 +1,40 @@
-"""Small pairs that between them make most findings, and a way to send small CPU pairs down the
-path a small pair on a GPU takes: the tests of the host-copy path and of calls summarised
-behind the script compare a session taken one way with the same session taken the other."""
+"""Small pairs that between them make most findings, a way to send small CPU pairs down the
+path a small pair on a GPU takes, and a channel that keeps what the agent sends: the tests of
+the host-copy path and of calls summarised behind the script compare a session taken one way
+with the same session taken the other."""
 
 from __future__ import annotations
 
 import math
+import threading
+from typing import Any
 
 import pytest
 import torch
 
+from cossim_tui import protocol
 from cossim_tui.agent import capture
+
+
+class KeptMessages:
+    """A channel (what ``Controller`` sends on) that decodes and keeps every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[protocol.Message] = []
+
+    def send_now(self, data: bytes) -> int:
+        self.send_bytes(data)
+        return len(data)
+
+    def send_bytes(self, data: bytes) -> None:
+        self.messages.append(protocol.decode_message(data[4:]))
+
+    def receive(self) -> Any:
+        threading.Event().wait()
+
+    @property
+    def steps(self) -> list[protocol.StepCaptured]:
+        return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
 
 
 def varied_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -24,7 +24,7 @@ from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
 from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
 from reference_encoding import reference_frame
-from small_pairs import as_if_on_a_device, varied_pairs
+from small_pairs import KeptMessages, as_if_on_a_device, varied_pairs
 
 # --------------------------------------------------------------------------------------
 # The wire: the writers made per class write what json.dumps of the fields writes
@@ -174,25 +174,9 @@ def test_check_asks_for_pictures_only_when_recording(tmp_path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.steps: list[protocol.StepCaptured] = []
-
-    def send_now(self, data: bytes) -> int:
-        self.send_bytes(data)
-        return len(data)
-
-    def send_bytes(self, data: bytes) -> None:
-        message = protocol.decode_message(data[4:])
-        if isinstance(message, protocol.StepCaptured):
-            self.steps.append(message)
-
-    def receive(self) -> Any:
-        threading.Event().wait()
-
 
 def _run(pictures: str, calls: int) -> list[protocol.StepCaptured]:
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
     torch.manual_seed(0)
     for _ in range(calls):
@@ -231,7 +215,7 @@ def test_paced_pictures_come_at_a_bounded_rate_while_running_freely(monkeypatch)
 def test_paced_pictures_take_turns_per_call_site_so_none_is_starved(monkeypatch) -> None:
     """``cos(a, p); cos(a, n)`` in one loop: the first site must not take every turn."""
     monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures="paced"))  # type: ignore[arg-type]
     for _ in range(10):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))  # the positive pair's site
@@ -243,7 +227,7 @@ def test_paced_pictures_take_turns_per_call_site_so_none_is_starved(monkeypatch)
 
 
 def test_paced_pictures_are_made_for_every_step_the_script_stops_at() -> None:
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]
     waits: list[int] = []
     controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
@@ -257,7 +241,7 @@ def test_paced_pictures_are_made_for_every_step_the_script_stops_at() -> None:
 
 
 def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> None:
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures="paced"))  # type: ignore[arg-type]
     waits: list[int] = []
     controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
@@ -274,7 +258,7 @@ def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
     """The capture makes the map of a step a finding stops at; a map that cannot be drawn (NaN
     rows) must not send the step's rows into the map a second time."""
     monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]
     controller._wait_for_command = lambda: None  # type: ignore[method-assign]
     broken = torch.randn(8, 16)
@@ -303,7 +287,7 @@ def _session(monkeypatch, on_device: bool, pictures: str) -> list[protocol.StepC
     on a GPU takes (its values and result copied to the host in the call's one transfer)."""
     if on_device:
         as_if_on_a_device(monkeypatch)
-    channel = _Collect()
+    channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
     pairs = [*varied_pairs(), (torch.randn(16, 8), torch.randn(16, 8))]  # the last reduced along dim 0 below
     for x1, x2 in pairs[:-1]:

@@ -26,28 +26,7 @@ from cossim_tui import protocol
 from cossim_tui.agent import transfer
 from cossim_tui.agent.controller import IN_FLIGHT, Controller
 from cossim_tui.protocol import AgentConfig
-from small_pairs import as_if_on_a_device, varied_pairs
-
-
-class _Keep:
-    """A channel that decodes and keeps every message the agent sends."""
-
-    def __init__(self) -> None:
-        self.messages: list[protocol.Message] = []
-
-    def send_now(self, data: bytes) -> int:
-        self.send_bytes(data)
-        return len(data)
-
-    def send_bytes(self, data: bytes) -> None:
-        self.messages.append(protocol.decode_message(data[4:]))
-
-    def receive(self) -> Any:
-        threading.Event().wait()
-
-    @property
-    def steps(self) -> list[protocol.StepCaptured]:
-        return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
+from small_pairs import KeptMessages, as_if_on_a_device, varied_pairs
 
 
 def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -90,7 +69,7 @@ def _wait_until(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def _controller(channel: _Keep, pictures: str = "none", **config: Any) -> Controller:
+def _controller(channel: KeptMessages, pictures: str = "none", **config: Any) -> Controller:
     return Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures, **config))  # type: ignore[arg-type]
 
 
@@ -103,7 +82,7 @@ def _pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _session(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[protocol.Message]:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     for x1, x2 in pairs:
         call(controller, x1, x2)
@@ -132,7 +111,7 @@ def test_steps_summarised_behind_the_script_are_the_steps_summarised_at_the_call
 
 
 def test_calls_wait_for_their_values_and_then_go_out_in_order(behind, gate) -> None:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     for _ in range(3):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))  # returns at once: nothing arrived
@@ -143,7 +122,7 @@ def test_calls_wait_for_their_values_and_then_go_out_in_order(behind, gate) -> N
 
 
 def test_past_in_flight_calls_the_script_waits_for_the_summariser(behind, gate) -> None:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     made: list[int] = []
 
@@ -166,7 +145,7 @@ def test_past_in_flight_calls_the_script_waits_for_the_summariser(behind, gate) 
 
 
 def test_a_call_captured_at_once_waits_for_the_calls_before_it(behind, gate) -> None:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     call(controller, torch.randn(8, 16), torch.randn(8, 16))
     call(controller, torch.randn(8, 16), torch.randn(8, 16))
@@ -180,7 +159,7 @@ def test_a_call_captured_at_once_waits_for_the_calls_before_it(behind, gate) -> 
 
 
 def test_the_end_of_the_script_sends_every_call_in_flight_before_it(behind, gate) -> None:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     for _ in range(4):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
@@ -193,7 +172,7 @@ def test_the_end_of_the_script_sends_every_call_in_flight_before_it(behind, gate
 
 def test_only_steps_that_cannot_stop_and_get_no_pictures_are_summarised_behind(behind, monkeypatch) -> None:
     monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel, pictures="paced")
     for _ in range(3):  # one call site: the first step is pictured, the others are not
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
@@ -201,19 +180,19 @@ def test_only_steps_that_cannot_stop_and_get_no_pictures_are_summarised_behind(b
     controller._finish_in_flight()
     assert [bool(s.args[0].strip) for s in channel.steps] == [True, False, False]
 
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel, pictures="every-step")
     call(controller, torch.randn(8, 16), torch.randn(8, 16))
     assert controller._summariser is None and len(channel.steps) == 1
 
     for mode in ("step", "continue"):
-        channel = _Keep()
+        channel = KeptMessages()
         controller = Controller(channel, AgentConfig(mode=mode, break_on=["error"], pictures="none"))  # type: ignore[arg-type]
         controller._wait_for_command = lambda: None  # type: ignore[method-assign]
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
         assert controller._summariser is None and len(channel.steps) == 1
 
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     controller._wait_for_command = lambda: None  # type: ignore[method-assign]
     controller._pause_requested = True  # `p` while running freely: this call stops
@@ -222,7 +201,7 @@ def test_only_steps_that_cannot_stop_and_get_no_pictures_are_summarised_behind(b
 
 
 def test_a_step_in_flight_shows_its_values_as_they_were_at_the_call(behind, gate) -> None:
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     a, b = torch.randn(8, 16), torch.randn(8, 16)
     expected = F.cosine_similarity(a, b, dim=-1)
@@ -243,7 +222,7 @@ def test_a_backward_before_the_summary_does_not_make_a_live_anchor_stale(behind,
     ``backward()`` is. Whether its graph was freed is read at the call, not when summarised."""
     torch.manual_seed(1)
     model = torch.nn.Linear(16, 16)
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     anchor = model(torch.randn(8, 16))
     for step in range(3):  # one call site, as in a training loop
@@ -261,7 +240,7 @@ def test_a_failing_summary_behind_the_script_is_reported_at_its_step(behind, mon
     def broken(self: Any) -> None:
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     with monkeypatch.context() as patch:
         patch.setattr(transfer.HostTransfer, "fetch", broken)
@@ -289,7 +268,7 @@ def test_the_agents_own_thread_is_never_intercepted(behind, monkeypatch) -> None
     thread calls itself while summarising is no step there: it would wait for itself."""
     from cossim_tui.agent import evidence, intercept
 
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     watched = intercept._wrap(F.normalize, "normalize", ("input", "input"), lambda args, kwargs: (args[0], args[0], -1, 1e-12))
     monkeypatch.setattr(intercept, "_sink", controller)
@@ -314,7 +293,7 @@ def test_a_stale_partner_is_confirmed_against_the_earlier_values_as_they_were(be
     partner equals what the buffer held at the earlier call, whatever it holds by the time the
     step is summarised."""
     torch.manual_seed(0)
-    channel = _Keep()
+    channel = KeptMessages()
     controller = _controller(channel)
     bank = torch.randn(8, 16)
     kept = None
@@ -364,7 +343,7 @@ def test_a_step_in_flight_shows_its_tensors_as_they_were_at_the_call(monkeypatch
         gate.clear()
         with monkeypatch.context() as patch:
             patch.setattr(transfer, "runs_behind", lambda device: behind)
-            channel = _Keep()
+            channel = KeptMessages()
             controller = _controller(channel)
             for a, b in pairs:
                 call(controller, a, b)
