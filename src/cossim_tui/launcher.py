@@ -61,6 +61,11 @@ class Target:
     def argv(self) -> list[str]:
         return [self.script if self.script is not None else str(self.module), *self.args]
 
+    @property
+    def command_line(self) -> list[str]:
+        """What follows ``python`` to run it: ``SCRIPT ARGS`` or ``-m MODULE ARGS``."""
+        return ["-m", str(self.module), *self.args] if self.module is not None else [str(self.script), *self.args]
+
 
 @dataclass
 class OutputReceived:
@@ -153,28 +158,8 @@ class Run:
         if _early == "fork" and python is None and cwd is None and env is None and can_fork():
             self.process = _fork(target, child_sock, self._parent_sock, _forget)
         else:
-            import subprocess
-
-            child_env = dict(os.environ if env is None else env)
-            child_env[FD_ENV] = str(child_sock.fileno())
-            if _early is None:
-                child_env[CONFIG_ENV] = json.dumps(protocol.to_jsonable(self.config))
-            command = [python or sys.executable, "-m", "cossim_tui.agent"]
-            command += ["-m", target.module] if target.module is not None else [str(target.script)]
-            command += target.args
-            try:
-                self.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    pass_fds=(child_sock.fileno(),),
-                    env=child_env,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
-            finally:
-                child_sock.close()
+            settings = None if _early else json.dumps(protocol.to_jsonable(self.config))
+            self.process = _spawn(target, child_sock, settings, python, cwd, env)
         self.connection = protocol.Connection(self._parent_sock)
         self.exited: ScriptExited | None = None
         self._ended: protocol.ScriptEnded | None = None
@@ -321,6 +306,33 @@ class Run:
                     pass
 
 
+def _spawn(
+    target: Target, child_sock: socket.socket, settings: str | None, python: str | None, cwd: str | None, env: dict[str, str] | None
+) -> subprocess.Popen:
+    """``python -m cossim_tui.agent`` on ``target``, handed ``child_sock`` and, unless it is to
+    wait for a ``Start``, its ``settings`` (JSON), both in its environment."""
+    import subprocess
+
+    child_env = dict(os.environ if env is None else env)
+    child_env[FD_ENV] = str(child_sock.fileno())
+    if settings is not None:
+        child_env[CONFIG_ENV] = settings
+    command = [python or sys.executable, "-m", "cossim_tui.agent", *target.command_line]
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(child_sock.fileno(),),
+            env=child_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    finally:
+        child_sock.close()
+
+
 class _ForkedChild:
     """What ``Run`` uses of a ``subprocess.Popen``, for a child made by ``os.fork``. As Popen
     does, one thread at a time waits for the child (the app's reader, and ``terminate`` on the
@@ -401,8 +413,7 @@ def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket,
             sys.modules.pop(name, None)
         from cossim_tui.agent import bootstrap
 
-        argv = ["-m", str(target.module), *target.args] if target.module is not None else [str(target.script), *target.args]
-        bootstrap.main(argv, sock=child_sock)
+        bootstrap.main(target.command_line, sock=child_sock)
     except SystemExit:
         raise
     except BaseException:  # noqa: BLE001 - never back into the launcher's code in the child

@@ -46,9 +46,8 @@ def _under_agent(start_run, target: Target, out: Path, cwd: Path, env: dict | No
         exited = live.wait_exit()
         assert (exited.status, exited.exit_code) == ("finished", 0), live.output
         return _read(out)
-    what = ["-m", target.module] if target.module is not None else [str(target.script)]
     command = ["-m", "cossim_tui"] if launch == "forked by check" else [_installed_command()]
-    done = run_plain([*command, "check", "--fail-on", "never", *what, *target.args], cwd=cwd, env=env)
+    done = run_plain([*command, "check", "--fail-on", "never", *target.command_line], cwd=cwd, env=env)
     assert done.returncode == 0 and "finished (exit code 0)" in done.stdout, done.stdout
     seen = _read(out)
     assert "cossim_tui.agent" not in seen["orig_argv"]  # a fork of the command: not a new interpreter
