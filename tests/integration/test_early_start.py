@@ -1,7 +1,8 @@
 """A child started early (``Run.early``): it waits, its script unrun, until ``start`` hands it its
 settings; ``terminate`` ends it if they never come. The commands start it that way, as a fork
-of their own process where they can (``launcher.can_fork``); a fork is tried here from a fresh
-interpreter, as the command makes it, since this test process has torch loaded.
+of their own process where they can (``launcher.can_fork``). A fork is tried here from a fresh
+interpreter, as the command makes it: a forked child's script ends by ``SystemExit`` through
+the frames of whoever forked, which in this process would be pytest's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def test_an_early_child_runs_its_script_only_once_started(tmp_path):
     script, marker = _marking_script(tmp_path)
     run = Run.early(Target(script=str(script)))
     try:
-        assert isinstance(run.process, subprocess.Popen)  # torch is loaded here: never a fork
+        assert isinstance(run.process, subprocess.Popen)  # not asked to fork: a new interpreter
         time.sleep(0.5)
         assert not marker.exists() and run.process.poll() is None
         run.start(AgentConfig(mode="run"))
