@@ -55,9 +55,10 @@ RunEvent = Event
 """One event of a run, as ``launcher.Run.events()`` yields it (``tui.source.RunEvent``)."""
 
 COMMAND_KINDS = frozenset({"resume", "pause", "mute", "set-break", "start"})
-"""Protocol messages that go from the app (or the launcher) to the script: never part of a run's events, so a
-trace line of one of these kinds is refused. Every other message kind is replayed, so that a
-message the agent gains later is recorded and replayed without a change here."""
+"""Protocol messages that go from the app (or the launcher) to the script: never part of a
+run's events, so a trace line of one of these kinds is refused. Every other message kind is
+replayed, so that a message the agent gains later is recorded and replayed without a change
+here."""
 _LAUNCHER_KINDS: dict[type, str] = {OutputReceived: "output", ChannelProblem: "channel-problem", ScriptExited: "exited"}
 _EVENT_TYPES: dict[str, type] = {
     **{kind: cls for kind, cls in protocol.MESSAGE_TYPES.items() if kind not in COMMAND_KINDS},
