@@ -1,19 +1,24 @@
 """Small pairs that between them make most findings, a way to send small CPU pairs down the
-path a small pair on a GPU takes, and a channel that keeps what the agent sends: the tests of
-the host-copy path and of calls summarised behind the script compare a session taken one way
-with the same session taken the other."""
+path a small pair on a GPU takes, a channel that keeps what the agent sends, and a controller
+running freely that is handed calls as the interceptor hands them: the tests of the host-copy
+path and of calls summarised behind the script compare a session taken one way with the same
+session taken the other."""
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cossim_tui import protocol
 from cossim_tui.agent import capture
+from cossim_tui.agent.controller import Controller
+from cossim_tui.protocol import AgentConfig
 
 
 class KeptMessages:
@@ -35,6 +40,19 @@ class KeptMessages:
     @property
     def steps(self) -> list[protocol.StepCaptured]:
         return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
+
+
+def free_run(channel: Any, pictures: str = "none") -> Controller:
+    """The agent as ``check`` sets it (``pictures="paced"``: the TUI running freely)."""
+    return Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
+
+
+def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """What the interceptor does for ``F.cosine_similarity(x1, x2, dim)`` (without patching torch
+    in this process)."""
+    result = F.cosine_similarity(x1, x2, dim=dim)
+    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
+    return result
 
 
 def varied_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,13 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-import threading
 from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,36 +21,17 @@ from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
 from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
 from reference_encoding import reference_frame
-from small_pairs import KeptMessages, as_if_on_a_device, varied_pairs
+from small_pairs import KeptMessages, as_if_on_a_device, call, free_run, varied_pairs
 
 # --------------------------------------------------------------------------------------
 # The wire: the writers made per class write what json.dumps of the fields writes
 # --------------------------------------------------------------------------------------
 
 
-def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> None:
-    """What the interceptor does for ``F.cosine_similarity(x1, x2, dim)`` (without patching torch
-    in this process)."""
-    result = F.cosine_similarity(x1, x2, dim=dim)
-    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
-
-
 def _captured_steps() -> list[protocol.StepCaptured]:
     """Real steps from the agent: images, broadcasting, NaN, integers, a stale partner."""
-    sent: list[bytes] = []
-
-    class Keep:
-        def send_now(self, data: bytes) -> int:
-            sent.append(data)
-            return len(data)
-
-        def send_bytes(self, data: bytes) -> None:
-            sent.append(data)
-
-        def receive(self) -> Any:
-            threading.Event().wait()
-
-    controller = Controller(Keep(), AgentConfig(mode="run", break_on=["never"]))  # type: ignore[arg-type]
+    channel = KeptMessages()
+    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"]))  # type: ignore[arg-type]
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 4, 3)
     for _ in range(3):
@@ -65,7 +43,7 @@ def _captured_steps() -> list[protocol.StepCaptured]:
         call(controller, torch.randint(0, 5, (4, 9)).float(), torch.randn(4, 9), dim=0)
         call(controller, torch.tensor([[1.0, math.nan]]), torch.randn(1, 2))
     controller._outbox.flush()
-    return [m for m in (protocol.decode_message(frame[4:]) for frame in sent) if isinstance(m, protocol.StepCaptured)]
+    return channel.steps
 
 
 STEPS = _captured_steps()
@@ -177,7 +155,7 @@ def test_check_asks_for_pictures_only_when_recording(tmp_path) -> None:
 
 def _run(pictures: str, calls: int) -> list[protocol.StepCaptured]:
     channel = KeptMessages()
-    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
+    controller = free_run(channel, pictures)
     torch.manual_seed(0)
     for _ in range(calls):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
@@ -216,7 +194,7 @@ def test_paced_pictures_take_turns_per_call_site_so_none_is_starved(monkeypatch)
     """``cos(a, p); cos(a, n)`` in one loop: the first site must not take every turn."""
     monkeypatch.setattr(protocol, "PICTURE_INTERVAL", 3600.0)
     channel = KeptMessages()
-    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures="paced"))  # type: ignore[arg-type]
+    controller = free_run(channel, "paced")
     for _ in range(10):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))  # the positive pair's site
         call(controller, torch.randn(8, 16), torch.randn(8, 16))  # the negative pair's site
@@ -288,7 +266,7 @@ def _session(monkeypatch, on_device: bool, pictures: str) -> list[protocol.StepC
     if on_device:
         as_if_on_a_device(monkeypatch)
     channel = KeptMessages()
-    controller = Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
+    controller = free_run(channel, pictures)
     pairs = [*varied_pairs(), (torch.randn(16, 8), torch.randn(16, 8))]  # the last reduced along dim 0 below
     for x1, x2 in pairs[:-1]:
         call(controller, x1, x2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import threading
 import time
 from typing import Any
@@ -26,18 +25,18 @@ from cossim_tui import protocol
 from cossim_tui.agent import transfer
 from cossim_tui.agent.controller import IN_FLIGHT, Controller
 from cossim_tui.protocol import AgentConfig
-from small_pairs import KeptMessages, as_if_on_a_device, varied_pairs
-
-
-def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    result = F.cosine_similarity(x1, x2, dim=dim)
-    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
-    return result
+from small_pairs import KeptMessages, as_if_on_a_device, call, varied_pairs
+from small_pairs import free_run as _controller
 
 
 @pytest.fixture
 def cpu_as_device(monkeypatch):
     as_if_on_a_device(monkeypatch)
+    # The first call summarised behind the script makes CUDA graph captures wait for the
+    # agent's thread (``intercept.before_graph_capture``): torch's own, put back afterwards.
+    graph = getattr(torch.cuda, "CUDAGraph", None)
+    if graph is not None:
+        monkeypatch.setattr(graph, "capture_begin", graph.capture_begin)
 
 
 @pytest.fixture
@@ -69,10 +68,6 @@ def _wait_until(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def _controller(channel: KeptMessages, pictures: str = "none", **config: Any) -> Controller:
-    return Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures, **config))  # type: ignore[arg-type]
-
-
 def _pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [
         *varied_pairs(),
@@ -81,13 +76,14 @@ def _pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def _session(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[protocol.Message]:
+def _session(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[protocol.Message], bool]:
+    """What the agent sent, and whether any call was summarised behind the script."""
     channel = KeptMessages()
     controller = _controller(channel)
     for x1, x2 in pairs:
         call(controller, x1, x2)
     controller.script_ended("finished", 0, None)
-    return channel.messages
+    return channel.messages, controller._summariser is not None
 
 
 def _comparable(step: protocol.StepCaptured) -> str:
@@ -97,9 +93,11 @@ def _comparable(step: protocol.StepCaptured) -> str:
 
 def test_steps_summarised_behind_the_script_are_the_steps_summarised_at_the_call(monkeypatch, cpu_as_device) -> None:
     pairs = _pairs()  # the same tensors (and so the same storage addresses) in both sessions
-    at_the_call = _session(pairs)
+    at_the_call, any_behind = _session(pairs)
+    assert not any_behind
     monkeypatch.setattr(transfer, "runs_behind", lambda device: True)
-    behind_the_script = _session(pairs)
+    behind_the_script, any_behind = _session(pairs)
+    assert any_behind
     assert [type(m).__name__ for m in behind_the_script] == [type(m).__name__ for m in at_the_call]
     assert [m.step for m in behind_the_script if isinstance(m, protocol.StepCaptured)] == list(range(14))
     for a, b in zip(at_the_call, behind_the_script):
@@ -163,6 +161,7 @@ def test_the_end_of_the_script_sends_every_call_in_flight_before_it(behind, gate
     controller = _controller(channel)
     for _ in range(4):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    assert channel.steps == []  # all four in flight
     threading.Timer(0.1, gate.set).start()
     controller.script_ended("error", 1, "RuntimeError: boom")
     kinds = [type(m).__name__ for m in channel.messages]
@@ -209,6 +208,7 @@ def test_a_step_in_flight_shows_its_values_as_they_were_at_the_call(behind, gate
     call(controller, a, b)
     a.mul_(-1.0)  # the script changes the tensor in place before its step is summarised
     b.zero_()
+    assert channel.steps == []
     gate.set()
     controller.script_ended("finished", 0, None)
     (step,) = channel.steps
@@ -229,6 +229,7 @@ def test_a_backward_before_the_summary_does_not_make_a_live_anchor_stale(behind,
         if step == 2:
             anchor.sum().backward()  # frees the graph while steps 0 and 1 are still in flight
         call(controller, anchor, model(torch.randn(8, 16)))  # steps 0 and 1: the same batch, a live graph
+    assert channel.steps == []
     gate.set()
     controller.script_ended("finished", 0, None)
     codes = [[f.code for f in s.findings] for s in channel.steps]
@@ -238,6 +239,7 @@ def test_a_backward_before_the_summary_does_not_make_a_live_anchor_stale(behind,
 
 def test_a_failing_summary_behind_the_script_is_reported_at_its_step(behind, monkeypatch) -> None:
     def broken(self: Any) -> None:
+        assert threading.current_thread().name == "cossim-tui-summariser"  # summarised behind the script
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     channel = KeptMessages()
@@ -303,6 +305,7 @@ def test_a_stale_partner_is_confirmed_against_the_earlier_values_as_they_were(be
         kept = bank.clone()
         if step == 1:
             bank.copy_(torch.randn(8, 16))  # refilled while step 1 waits to be summarised
+    assert channel.steps == []
     gate.set()
     controller.script_ended("finished", 0, None)
     assert [[f.code for f in s.findings if f.code == "stale-partner"] for s in channel.steps] == [[], ["stale-partner"]]
@@ -351,6 +354,7 @@ def test_a_step_in_flight_shows_its_tensors_as_they_were_at_the_call(monkeypatch
                     a.data = a.data.unsqueeze(0).clone()
                     b.data = torch.randn(3, 5)
                     b.requires_grad_()
+            assert len(channel.steps) == (0 if behind else 3)
             gate.set()
             controller.script_ended("finished", 0, None)
             return [_without_addresses(_comparable(step)) for step in channel.steps]
