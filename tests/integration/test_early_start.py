@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cossim_tui.launcher import OutputReceived, Run, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig, Hello, ScriptEnded
-from integration.live import FIXTURES, REPO
+from integration.live import FIXTURES, REPO, run_check, run_plain
 
 
 def _marking_script(tmp_path: Path) -> tuple[Path, Path]:
@@ -47,6 +47,7 @@ def test_an_early_child_runs_its_script_only_once_started(tmp_path):
 def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_path):
     script, marker = _marking_script(tmp_path)
     run = Run.early(Target(script=str(script)))
+    time.sleep(0.5)  # (a child that did not wait would have run its script by now)
     run.terminate()
     assert run.process.poll() is not None
     assert not marker.exists()
@@ -54,8 +55,8 @@ def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_pa
 
 HARNESS = textwrap.dedent(
     """
-    import json, os, signal, sys, time
-    from cossim_tui.launcher import OutputReceived, Run, ScriptExited, Target, can_fork
+    import json, os, sys, time
+    from cossim_tui.launcher import OutputReceived, Run, Target, can_fork
     from cossim_tui.protocol import AgentConfig
 
     marker, script, *args = sys.argv[1:]
@@ -124,36 +125,34 @@ def test_a_forked_child_whose_script_raises_prints_python_s_traceback(tmp_path):
     seen = _forked(tmp_path, str(FIXTURES / "raise_boom.py"))
     assert seen["process"] == "_ForkedChild"
     assert seen["exited"][:2] == ["error", 1]
-    plain = subprocess.run([sys.executable, str(FIXTURES / "raise_boom.py")], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    plain = run_plain([str(FIXTURES / "raise_boom.py")])
     # The script's own frames only, as python prints them: none of the launcher's or the harness's.
-    assert seen["output"] == plain.stdout + plain.stderr
+    assert seen["output"] == plain.stdout
 
 
-def _check_output(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _output(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=str(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
-
-
-def _how_started(tmp_path: Path) -> Path:
-    script = tmp_path / "exit4.py"
-    script.write_text("import sys\nprint('agent' if 'cossim_tui.agent' in sys.orig_argv else 'forked')\nsys.exit(4)\n")
-    return script
 
 
 def test_the_command_forks_only_when_nothing_but_python_is_below_it(tmp_path):
     """Under a profiler (or a debugger, or a program that calls ``cli.command``) a fork's script
     would leave through their frames too: the child is a new interpreter there."""
-    _how_started(tmp_path)
-    direct = _check_output([sys.executable, "-m", "cossim_tui", "check", "exit4.py"], tmp_path)
-    profiled = _check_output([sys.executable, "-m", "cProfile", "-m", "cossim_tui", "check", "exit4.py"], tmp_path)
+    # The script says whether it runs in a new interpreter (the agent's command line) or a fork.
+    (tmp_path / "exit4.py").write_text("import sys\nprint('agent' if 'cossim_tui.agent' in sys.orig_argv else 'forked')\nsys.exit(4)\n")
+    direct = run_check("exit4.py", cwd=tmp_path)
+    profiled = _output([sys.executable, "-m", "cProfile", "-m", "cossim_tui", "check", "exit4.py"], tmp_path)
     for done, how in ((direct, "forked"), (profiled, "agent")):
         assert done.stdout.startswith(f"{how}\n"), done.stdout
         assert "finished (exit code 4)" in done.stdout and "exit status 3" in done.stdout, done.stdout + done.stderr
     assert direct.returncode == 3  # (cProfile's own exit status is its own: 0)
+    # The wrapper's own code, and a finally that would run in a forked child too (in a function:
+    # a forked child's script empties the __main__ module's names).
     (tmp_path / "wrapper.py").write_text(
-        "import os, sys\nsys.argv = ['cossim-tui', 'check', 'exit4.py']\nfrom cossim_tui import cli\n"
-        "try:\n    status = cli.command()\nfinally:\n    print('finally in', 'the parent' if status == 3 else os.getpid())\n"
+        "import sys\nsys.argv = ['cossim-tui', 'check', 'exit4.py']\nfrom cossim_tui import cli\n\n"
+        "def main():\n    import os\n    status = None\n    try:\n        status = cli.command()\n"
+        "    finally:\n        print('finally in', 'the parent' if status == 3 else os.getpid())\n\nmain()\n"
     )
-    wrapped = _check_output([sys.executable, "wrapper.py"], tmp_path)
+    wrapped = _output([sys.executable, "wrapper.py"], tmp_path)
     assert wrapped.stdout.startswith("agent\n") and wrapped.stdout.count("finally in") == 1, wrapped.stdout
     assert wrapped.stdout.endswith("finally in the parent\n"), wrapped.stdout + wrapped.stderr
 
@@ -162,7 +161,7 @@ def test_a_forked_child_never_started_is_ended_without_running_its_script(tmp_pa
     """``check --record`` to a path that cannot be written: the forked child, waiting for its
     settings, is ended; its script never runs."""
     script, marker = _marking_script(tmp_path)
-    done = _check_output([sys.executable, "-m", "cossim_tui", "check", "--record", str(tmp_path / "no" / "t.jsonl"), str(script)], tmp_path)
+    done = run_check("--record", str(tmp_path / "no" / "t.jsonl"), str(script), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == "", done.stdout
     assert done.stderr.startswith("cossim-tui: error: cannot write the trace ")
     time.sleep(0.5)  # (a child left waiting, then started by mistake, would have written it by now)
