@@ -85,6 +85,9 @@ def test_a_step_is_written_as_the_generic_encoding_writes_it() -> None:
 # --------------------------------------------------------------------------------------
 # A call site, written again after it changed
 # --------------------------------------------------------------------------------------
+# No text is kept from one message to the next now (a cache of the site's text saved ~1 µs of
+# a step's ~29, and was dropped): these hold any such saving that comes back to what a site
+# holds when it is written.
 
 
 def _changes() -> list[Any]:
