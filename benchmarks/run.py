@@ -118,13 +118,13 @@ def _wall(command: list[str]) -> tuple[float, str]:
     return end - start, done.stdout
 
 
-def _alternate(commands: dict[str, list[str]], reps: int) -> Iterator[tuple[int, str, float, str]]:
-    """Runs each command ``reps`` times, swapping the order every repetition."""
+def _alternate(commands: dict[str, list[str]], reps: int, run: Callable[[list[str]], Any] = _wall) -> Iterator[tuple[str, Any]]:
+    """Runs each command ``reps`` times with ``run`` (by default: its wall time and its output),
+    swapping the order every repetition."""
     names = list(commands)
     for rep in range(reps):
         for name in names if rep % 2 == 0 else reversed(names):
-            elapsed, out = _wall(commands[name])
-            yield rep, name, elapsed, out
+            yield name, run(commands[name])
 
 
 def _check(*args: str) -> list[str]:
@@ -154,7 +154,7 @@ def _children(pid: int) -> list[int]:
 # --------------------------------------------------------------------------------------
 
 
-_PHASES = ("before the script's first line", "the script's imports (torch, torchvision)", "the script's training loop", "after the script's end, until exit")
+_PHASES = ("before the script's first line", "the script's imports (torch, torchvision)", "the script after its imports (80 calls)", "after the script's end, until exit")
 _CLOCK_LINE = "cossim-tui-benchmark-clock"
 
 
@@ -163,15 +163,13 @@ def _timed_demo() -> list[str]:
     every process) when its first line runs, when its imports are done and when it ends."""
     source = (REPO / DEMO[0]).read_text(encoding="utf-8")
     first, imported = "import argparse\n", "from torchvision.datasets import FakeData\n"
-    assert first in source and imported in source, "the demo's imports moved: update _timed_demo"
-    clock = "import atexit as _atexit, sys as _sys, time as _time\n_first_line = _time.monotonic()\n"
-    # Registered after torch's own exit handlers, so that it runs first of them (last in, first
-    # out): the loop ends where the interpreter's exit begins.
-    noted = (
-        "_imported = _time.monotonic()\n"
-        f"_atexit.register(lambda: print({_CLOCK_LINE!r}, _first_line, _imported, _time.monotonic(), file=_sys.stderr))\n"
-    )
-    source = source.replace(first, clock + first, 1).replace(imported, imported + noted, 1)
+    ending = 'if __name__ == "__main__":\n    main()\n'
+    assert first in source and imported in source and source.endswith(ending), "the demo moved: update _timed_demo"
+    clock = "import sys as _sys, time as _time\n_first_line = _time.monotonic()\n"
+    # The end is noted as the script's code returns: what the agent does when a script ends
+    # (the last steps sent) and the interpreter's exit are the last phase's.
+    ended = f"    print({_CLOCK_LINE!r}, _first_line, _imported, _time.monotonic(), file=_sys.stderr)\n"
+    source = source.replace(first, clock + first, 1).replace(imported, imported + "_imported = _time.monotonic()\n", 1) + ended
     copy = Path(tempfile.mkdtemp(prefix="cossim-tui-bench-")) / Path(DEMO[0]).name
     copy.write_text(source, encoding="utf-8")
     return [str(copy), *DEMO[1:]]
@@ -193,9 +191,8 @@ def figure_check_vs_python(reps: int) -> None:
     runs: dict[str, list[list[float]]] = {"python": [], "check": []}
     commands = {"python": [PYTHON, *demo], "check": _check(*demo)}
     try:
-        for rep in range(reps):
-            for name in commands if rep % 2 == 0 else reversed(list(commands)):
-                runs[name].append(_phases(commands[name]))
+        for name, phases in _alternate(commands, reps, _phases):
+            runs[name].append(phases)
     finally:
         shutil.rmtree(Path(demo[0]).parent, ignore_errors=True)
     python, check = runs["python"], runs["check"]
@@ -217,7 +214,7 @@ def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 6
     print("2. torch ops that are not intercepted (MLP loop, its own timing of the un-intercepted work)", flush=True)
     script = [str(FIXTURES / "mlp_loop.py"), "--steps", str(steps), "--width", str(width), "--batch", str(batch)]
     loops: dict[str, list[float]] = {"python": [], "check": []}
-    for _, name, _, out in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, reps):
+    for name, (_, out) in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, reps):
         match = re.search(r"loop_seconds=([0-9.]+)", out)
         assert match, out
         loops[name].append(float(match.group(1)))
@@ -232,16 +229,12 @@ def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 6
 
 
 class _Discard:
-    """A channel that encodes every message, as the real one does, and drops it."""
+    """A channel (what ``Controller`` sends on) that counts the messages it is handed, encoded by
+    the agent's outbox as for the real one, and drops them."""
 
     def __init__(self) -> None:
         self.sent = 0
         self._never = threading.Event()
-
-    def send(self, message: Any) -> None:
-        from cossim_tui import protocol
-
-        self.send_bytes(protocol.encode(message))
 
     def send_now(self, data: bytes) -> int:
         self.sent += 1
@@ -484,7 +477,7 @@ def figure_free_run(presses: int, calls: int) -> None:
     report("p → 'paused at step N' on screen", landed, _ms)
     script = [str(FIXTURES / "small_calls.py"), "--rate", "10000", "--calls", str(calls), "--warm", "2000"]
     rates: dict[str, list[float]] = {"python": [], "check": [], "tui": []}
-    for _, name, _, out in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, 2):
+    for name, (_, out) in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, 2):
         rates[name].append(float(re.search(r"calls_per_second=([0-9.]+)", out).group(1)))  # type: ignore[union-attr]
     for _ in range(2):
         rate, shown = asyncio.run(_free_run_rate(calls))
