@@ -6,6 +6,8 @@ cannot be read. ``display_path`` names the file as the user would."""
 
 from __future__ import annotations
 
+import ast
+import linecache
 import os
 import sys
 import textwrap
@@ -246,3 +248,31 @@ def test_same_code_object_different_calls_are_not_confused(tmp_path: Path) -> No
         """,
     )
     assert [names for _, names in sites] == [("online", "target"), ("online", "memory")] * 2
+
+
+def test_arguments_are_read_as_ast_reads_them_across_lines_and_encodings(tmp_path: Path) -> None:
+    # Every call argument of a file with non-ASCII names and text (column offsets count UTF-8
+    # bytes), arguments spread over lines, CRLF and lone CR line ends, and a form feed (which
+    # ends no line for the parser, though str.splitlines ends one there).
+    body = (
+        "ém = {'ü': 1}\r\n"
+        "cs(ém['ü'] +\r\n"
+        "   ém['ü'], 'naïve ✓')\r\n"
+        "\x0ccs(1, (2,\r"
+        "  3))\n"
+        "cs(x1=[\n"
+        "    'straße',\n"
+        "], x2=ém)\n"
+    )
+    path = tmp_path / "t.py"
+    path.write_bytes(body.encode())
+    parsed = source._calls_in(str(path))
+    assert parsed is not None
+    calls, lines = parsed
+    text = "".join(linecache.getlines(str(path)))
+    arguments = [node for call in calls.values() for node in [*call.args, *(kw.value for kw in call.keywords)]]
+    assert len(arguments) == 6
+    for node in arguments:
+        expected = ast.get_source_segment(text, node)
+        assert expected is not None
+        assert source._source_text(lines, node) == "\n".join(expected.splitlines())

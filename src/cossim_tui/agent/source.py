@@ -32,7 +32,8 @@ class SiteInfo:
     keywords: tuple[tuple[str, str], ...]
 
 
-_trees: dict[str, dict[tuple[int, int, int, int], ast.Call] | None] = {}
+_trees: dict[str, tuple[dict[tuple[int, int, int, int], ast.Call], list[str]] | None] = {}
+"""Per file: its calls by their source span, and its lines as the parser numbers them."""
 _sites: dict[tuple[str, types.CodeType, int], SiteInfo] = {}
 """Keyed by file too: code objects of identical functions in two files compare equal."""
 
@@ -47,14 +48,14 @@ def display_path(filename: str) -> str:
     return filename if outside else relative
 
 
-def _calls_in(filename: str) -> dict[tuple[int, int, int, int], ast.Call] | None:
+def _calls_in(filename: str) -> tuple[dict[tuple[int, int, int, int], ast.Call], list[str]] | None:
     if filename in _trees:
         return _trees[filename]
-    calls: dict[tuple[int, int, int, int], ast.Call] | None = None
-    lines = linecache.getlines(filename)
-    if lines:
+    parsed = None
+    text = "".join(linecache.getlines(filename))
+    if text:
         try:
-            tree = ast.parse("".join(lines), filename)
+            tree = ast.parse(text, filename)
         except (SyntaxError, ValueError, RecursionError):
             tree = None
         if tree is not None:
@@ -63,19 +64,35 @@ def _calls_in(filename: str) -> dict[tuple[int, int, int, int], ast.Call] | None
                 if isinstance(node, ast.Call) and node.end_lineno is not None:
                     key = (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset or 0)
                     calls[key] = node
-    _trees[filename] = calls
-    return calls
+            # The parser ends a line at \n, \r\n or \r (not at a form feed, as splitlines does).
+            parsed = calls, text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    _trees[filename] = parsed
+    return parsed
 
 
-def _segment(source: str, node: ast.AST) -> str | None:
+def _segment(lines: list[str], node: ast.AST) -> str | None:
     """The expression as the user wrote it (whitespace folded), else as ast prints it."""
-    text = ast.get_source_segment(source, node)
+    text = _source_text(lines, node)
     if text:
         return " ".join(text.split())
     try:
         return ast.unparse(node)
     except Exception:  # noqa: BLE001 - a name we cannot print is just unknown
         return None
+
+
+def _source_text(lines: list[str], node: ast.AST) -> str | None:
+    """What ``ast.get_source_segment`` reads for ``node`` (its lines joined by newlines), from
+    the file's ``lines`` as the parser numbers them, without their ends: that function splits
+    the whole source again, in Python, at every call. Column offsets count UTF-8 bytes."""
+    first, last = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    start, end = getattr(node, "col_offset", None), getattr(node, "end_col_offset", None)
+    if first is None or last is None or start is None or end is None or not 1 <= first <= last <= len(lines):
+        return None
+    if first == last:
+        return lines[first - 1].encode()[start:end].decode()
+    head, tail = lines[first - 1].encode()[start:].decode(), lines[last - 1].encode()[:end].decode()
+    return "\n".join([head, *lines[first : last - 1], tail])
 
 
 def site_of(frame: types.FrameType) -> SiteInfo:
@@ -100,16 +117,16 @@ def _build_site(frame: types.FrameType) -> SiteInfo:
         index = frame.f_lasti // 2
         if 0 <= index < len(positions):
             position = positions[index]
-    calls = _calls_in(filename)
-    if calls is not None and position is not None and None not in position:
+    parsed = _calls_in(filename)
+    if parsed is not None and position is not None and None not in position:
+        calls, lines = parsed
         start, end, col, end_col = position  # type: ignore[misc]
         node = calls.get((start, end, col, end_col))
         if node is not None:
-            text = "".join(linecache.getlines(filename))
             call_start, call_end = node.lineno, node.end_lineno or node.lineno
-            exprs = tuple(_segment(text, arg) for arg in node.args)
+            exprs = tuple(_segment(lines, arg) for arg in node.args)
             keywords = tuple(
-                (kw.arg, expr) for kw in node.keywords if kw.arg and (expr := _segment(text, kw.value))
+                (kw.arg, expr) for kw in node.keywords if kw.arg and (expr := _segment(lines, kw.value))
             )
     return SiteInfo(
         path=display_path(filename),
