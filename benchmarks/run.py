@@ -3,6 +3,8 @@
     python benchmarks/run.py                 every figure
     python benchmarks/run.py --only 3,4      some of them
     python benchmarks/run.py --quick         fewer repetitions (a smoke test, not numbers to quote)
+    python benchmarks/run.py --only 1 --instructions
+                                             figure 1 also in instructions (valgrind)
 
 Every figure is a ratio or a time taken against its baseline in the same run, the two
 alternating so that a machine that gets busier or quieter treats both alike. Each line
@@ -12,7 +14,9 @@ first, as installing the package does (see ``compile_bytecode``).
 
 1. ``check`` on the demo vs plain ``python``, wall time of the whole process; and, from the
    same runs (of a copy of the demo that notes the time), phase by phase: until the script's
-   first line, its imports, its training loop, and its end until the process exits.
+   first line, its imports, its training loop, and its end until the process exits. With
+   ``--instructions``, also the instructions both commands execute (valgrind), which the
+   machine's noise cannot move: the script's process alone, and every process.
 2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
    forward/backward/step work, under ``check`` and under ``python``.
 3. Per intercepted call: ``F.cosine_similarity`` through the installed interceptor (capture,
@@ -85,8 +89,13 @@ def _mb(x: float) -> str:
     return f"{x:.1f} MB"
 
 
+LABEL_WIDTH = 44
+
+
 def report(label: str, values: Sequence[float], fmt: Callable[[float], str], budget: float | None = None, budget_text: str = "") -> None:
-    line = f"  {label:<44} {_spread(values, fmt)}"
+    # A label too long for its column gets a line of its own, so that the figures stay aligned.
+    head = f"  {label}\n{'':<{LABEL_WIDTH + 2}}" if len(label) > LABEL_WIDTH else f"  {label:<{LABEL_WIDTH}}"
+    line = f"{head} {_spread(values, fmt)}"
     if budget is not None:
         verdict = "ok" if statistics.median(values) <= budget else "OVER"
         line += f"   budget ≤ {budget_text or fmt(budget)}  {verdict}"
@@ -208,6 +217,58 @@ def figure_check_vs_python(reps: int) -> None:
     # For reference, not the budget: each pair's ratio with the imports taken as python's own.
     steady = [(p[0] + (c[1] - p[1]) + (c[3] - p[3]) + (c[4] - p[4])) / p[0] for c, p in zip(check, python)]
     report("ratio, check's imports counted as python's", steady, _x)
+
+
+def _instructions(command: list[str], folder: Path) -> list[int]:
+    """The instructions each process of ``command`` executed, largest first (valgrind's
+    callgrind, which follows forks and the processes started, one output file per process)."""
+    folder.mkdir()
+    tool = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/%p"]
+    done = subprocess.run([*tool, *command], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600, check=False)
+    counts = []
+    for path in folder.iterdir():
+        with path.open("rb") as handle:  # the totals are the file's last line; the file is tens of MB
+            handle.seek(max(0, path.stat().st_size - 4096))
+            totals = [line for line in handle.read().decode(errors="replace").splitlines() if line.startswith("totals:")]
+        if totals:
+            counts.append(int(totals[-1].split()[1]))
+    if done.returncode not in (0, 1) or not counts:
+        raise RuntimeError(f"valgrind {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return sorted(counts, reverse=True)
+
+
+def figure_instructions() -> None:
+    """Figure 1 counted in instructions rather than timed: what the machine's noise (torch's
+    import swings by hundreds of ms from run to run) cannot move."""
+    print("1. (instructions) check on the demo vs plain python, instructions executed (valgrind)", flush=True)
+    if shutil.which("valgrind") is None:
+        note("valgrind is not installed (apt-get install valgrind): not counted")
+        return
+    folder = Path(tempfile.mkdtemp(prefix="cossim-tui-instructions-"))
+    commands = {"python": [PYTHON, *DEMO], "check": _check(*DEMO)}
+    counts: dict[str, list[int]] = {}
+
+    def count(name: str) -> None:
+        counts[name] = _instructions(commands[name], folder / name)
+
+    try:
+        # The two at once, one on each CPU: counts do not depend on what else runs.
+        threads = [threading.Thread(target=count, args=(name,)) for name in commands]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if set(counts) != set(commands):
+        raise RuntimeError("an instruction count failed (above)")
+    python, check = counts["python"], counts["check"]
+    # The script's process is the largest under either. A forked child's count starts with
+    # what its parent executed before the fork (the command's start, up to the script's
+    # first line), which is on the script's way as well; so that part is in both of check's.
+    note(f"the script's process: python {python[0] / 1e9:.3f} G, check {check[0] / 1e9:.3f} G: {check[0] / python[0]:.3f}×")
+    if len(check) > 1:
+        note(f"check's own process: {check[1] / 1e9:.3f} G (with what it ran before it forked the script's)")
 
 
 def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 64) -> None:
@@ -644,6 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with figure 1, also count the instructions both commands execute (valgrind; a few minutes)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -669,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for number in sorted(only):
         figures[number]()
+        if number == 1 and options.instructions:
+            figure_instructions()
     return 0
 
 
