@@ -250,29 +250,59 @@ def test_same_code_object_different_calls_are_not_confused(tmp_path: Path) -> No
     assert [names for _, names in sites] == [("online", "target"), ("online", "memory")] * 2
 
 
-def test_arguments_are_read_as_ast_reads_them_across_lines_and_encodings(tmp_path: Path) -> None:
-    # Every call argument of a file with non-ASCII names and text (column offsets count UTF-8
-    # bytes), arguments spread over lines, CRLF and lone CR line ends, and a form feed (which
-    # ends no line for the parser, though str.splitlines ends one there).
-    body = (
-        "ém = {'ü': 1}\r\n"
-        "cs(ém['ü'] +\r\n"
-        "   ém['ü'], 'naïve ✓')\r\n"
-        "\x0ccs(1, (2,\r"
-        "  3))\n"
-        "cs(x1=[\n"
-        "    'straße',\n"
-        "], x2=ém)\n"
-    )
-    path = tmp_path / "t.py"
-    path.write_bytes(body.encode())
-    parsed = source._calls_in(str(path))
+# Non-ASCII names and text before and inside arguments (column offsets count UTF-8 bytes),
+# arguments spread over lines, CRLF and lone CR line ends, and a form feed (which ends no line
+# for the parser, though str.splitlines ends one there).
+TRICKY_SOURCE = (
+    "ém = {'ü': 1}\r\n"
+    "cs(ém['ü'] +\r\n"
+    "   ém['ü'], 'naïve ✓')\r\n"
+    "\x0ccs(1, (2,\r"
+    "  3))\n"
+    "cs('é', [\n"
+    "    'straße',\n"
+    "])\n"
+    "cs(x1=[\n"
+    "    1,\n"
+    "], x2=ém)\n"
+)
+
+
+def _arguments_read_both_ways(filename: str) -> list[tuple[str | None, str]]:
+    """Each call argument in ``filename`` as ``source`` reads it, and as ast does (line ends as
+    the parser counts them)."""
+    parsed = source._calls_in(filename)
     assert parsed is not None
     calls, lines = parsed
-    text = "".join(linecache.getlines(str(path)))
-    arguments = [node for call in calls.values() for node in [*call.args, *(kw.value for kw in call.keywords)]]
-    assert len(arguments) == 6
-    for node in arguments:
-        expected = ast.get_source_segment(text, node)
-        assert expected is not None
-        assert source._source_text(lines, node) == "\n".join(expected.splitlines())
+    text = "".join(linecache.getlines(filename))
+    read = []
+    for call in calls.values():
+        for node in [*call.args, *(keyword.value for keyword in call.keywords)]:
+            expected = ast.get_source_segment(text, node)
+            assert expected is not None
+            read.append((source._source_text(lines, node), expected.replace("\r\n", "\n").replace("\r", "\n")))
+    return read
+
+
+def test_arguments_are_read_as_ast_reads_them_across_lines_and_encodings(tmp_path: Path) -> None:
+    path = tmp_path / "t.py"
+    path.write_bytes(TRICKY_SOURCE.encode())
+    read = _arguments_read_both_ways(str(path))
+    assert len(read) == 8
+    for got, expected in read:
+        assert got == expected
+
+
+def test_arguments_are_read_as_ast_reads_them_with_the_line_ends_kept() -> None:
+    # A file read from disk reaches linecache with its line ends made \n; source a loader gave
+    # (or that linecache was handed) keeps \r\n and \r, which the parser ends lines at too.
+    name = "<cossim-tui test: line ends kept>"
+    linecache.cache[name] = (len(TRICKY_SOURCE), None, TRICKY_SOURCE.splitlines(keepends=True), name)
+    try:
+        assert "\r" in "".join(linecache.getlines(name))
+        read = _arguments_read_both_ways(name)
+    finally:
+        del linecache.cache[name]
+    assert len(read) == 8
+    for got, expected in read:
+        assert got == expected
