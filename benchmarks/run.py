@@ -3,8 +3,8 @@
     python benchmarks/run.py                 every figure
     python benchmarks/run.py --only 3,4      some of them
     python benchmarks/run.py --quick         fewer repetitions (a smoke test, not numbers to quote)
-    python benchmarks/run.py --only 1 --instructions
-                                             figure 1 also in instructions (valgrind)
+    python benchmarks/run.py --only 1 --instructions 3
+                                             figure 1, and three counts of its instructions
 
 Every figure is a ratio or a time taken against its baseline in the same run, the two
 alternating so that a machine that gets busier or quieter treats both alike. Each line
@@ -15,8 +15,10 @@ first, as installing the package does (see ``compile_bytecode``).
 1. ``check`` on the demo vs plain ``python``, wall time of the whole process; and, from the
    same runs (of a copy of the demo that notes the time), phase by phase: until the script's
    first line, its imports, its training loop, and its end until the process exits. With
-   ``--instructions``, also the instructions both commands execute (valgrind), which the
-   machine's noise cannot move: the script's process alone, and every process.
+   ``--instructions N``, also N counts of the instructions the script's process executes under
+   each (valgrind), and ``check``'s own process beside it: counts of one tree differ by a tenth
+   of a percent, where the clock's ratios differ by several percent from run to run. They leave
+   out what the budget's wall time also holds: the kernel's work, waits, ``check``'s process.
 2. Torch ops that are not intercepted: the MLP loop of ``fixtures/mlp_loop.py`` times its own
    forward/backward/step work, under ``check`` and under ``python``.
 3. Per intercepted call: ``F.cosine_similarity`` through the installed interceptor (capture,
@@ -87,6 +89,10 @@ def _x(x: float) -> str:
 
 def _mb(x: float) -> str:
     return f"{x:.1f} MB"
+
+
+def _g(x: float) -> str:
+    return f"{x / 1e9:.3f} G"
 
 
 LABEL_WIDTH = 44
@@ -219,40 +225,46 @@ def figure_check_vs_python(reps: int) -> None:
     report("ratio, check's imports counted as python's", steady, _x)
 
 
-def _instructions(command: list[str], folder: Path) -> list[int]:
-    """The instructions each process of ``command`` executed, largest first (valgrind's
-    callgrind, which follows forks and the processes started, one output file per process)."""
+def _instructions(command: list[str], folder: Path) -> dict[int, tuple[int | None, int]]:
+    """The instructions each process of ``command`` executed, by pid, with its parent's pid:
+    valgrind's callgrind follows forks and the processes started, and writes an output file and
+    a log for each. A forked child's count starts with what its parent had executed then."""
     folder.mkdir()
-    tool = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/%p"]
+    tool = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={folder}/out.%p", f"--log-file={folder}/log.%p"]
     done = subprocess.run([*tool, *command], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=3600, check=False)
-    counts = []
-    for path in folder.iterdir():
-        with path.open("rb") as handle:  # the totals are the file's last line; the file is tens of MB
-            handle.seek(max(0, path.stat().st_size - 4096))
+    processes: dict[int, tuple[int | None, int]] = {}
+    for output in folder.glob("out.*"):
+        pid = int(output.suffix[1:])
+        with output.open("rb") as handle:  # the totals are the file's last line; the file is tens of MB
+            handle.seek(max(0, output.stat().st_size - 4096))
             totals = [line for line in handle.read().decode(errors="replace").splitlines() if line.startswith("totals:")]
+        log = folder / f"log.{pid}"
+        parent = re.search(r"Parent PID: (\d+)", log.read_text(errors="replace")) if log.exists() else None
         if totals:
-            counts.append(int(totals[-1].split()[1]))
-    if done.returncode not in (0, 1) or not counts:
-        raise RuntimeError(f"valgrind {' '.join(command)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-    return sorted(counts, reverse=True)
+            processes[pid] = (int(parent.group(1)) if parent else None, int(totals[-1].split()[1]))
+    if done.returncode not in (0, 1) or not processes:
+        logs = "".join(log.read_text(errors="replace")[-1000:] for log in folder.glob("log.*"))
+        raise RuntimeError(f"valgrind {' '.join(command)} exited {done.returncode}:\n{done.stderr[-1000:]}\n{logs}")
+    return processes
 
 
-def figure_instructions() -> None:
-    """Figure 1 counted in instructions rather than timed: what the machine's noise (torch's
-    import swings by hundreds of ms from run to run) cannot move."""
-    print("1. (instructions) check on the demo vs plain python, instructions executed (valgrind)", flush=True)
-    if shutil.which("valgrind") is None:
-        note("valgrind is not installed (apt-get install valgrind): not counted")
-        return
+def _first_process(processes: dict[int, tuple[int | None, int]]) -> int:
+    """The process the command started as: the one whose parent is none of them."""
+    (first,) = [pid for pid, (parent, _) in processes.items() if parent not in processes]
+    return first
+
+
+def _count_both(commands: dict[str, list[str]]) -> dict[str, dict[int, tuple[int | None, int]]]:
+    """``_instructions`` of each command, the two at once, one on each CPU: what a process
+    executes does not depend on what else runs (but for the few waits whose outcome depends on
+    timing)."""
     folder = Path(tempfile.mkdtemp(prefix="cossim-tui-instructions-"))
-    commands = {"python": [PYTHON, *DEMO], "check": _check(*DEMO)}
-    counts: dict[str, list[int]] = {}
+    counted: dict[str, dict[int, tuple[int | None, int]]] = {}
 
     def count(name: str) -> None:
-        counts[name] = _instructions(commands[name], folder / name)
+        counted[name] = _instructions(commands[name], folder / name)
 
     try:
-        # The two at once, one on each CPU: counts do not depend on what else runs.
         threads = [threading.Thread(target=count, args=(name,)) for name in commands]
         for thread in threads:
             thread.start()
@@ -260,15 +272,37 @@ def figure_instructions() -> None:
             thread.join()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    if set(counts) != set(commands):
+    if set(counted) != set(commands):
         raise RuntimeError("an instruction count failed (above)")
-    python, check = counts["python"], counts["check"]
-    # The script's process is the largest under either. A forked child's count starts with
-    # what its parent executed before the fork (the command's start, up to the script's
-    # first line), which is on the script's way as well; so that part is in both of check's.
-    note(f"the script's process: python {python[0] / 1e9:.3f} G, check {check[0] / 1e9:.3f} G: {check[0] / python[0]:.3f}×")
-    if len(check) > 1:
-        note(f"check's own process: {check[1] / 1e9:.3f} G (with what it ran before it forked the script's)")
+    return counted
+
+
+def figure_instructions(reps: int) -> None:
+    """Figure 1 counted in instructions rather than timed: counts of one tree differ by a tenth
+    of a percent from run to run, where the clock's differ by several percent."""
+    print("1. (instructions) check on the demo vs plain python, instructions executed (valgrind)", flush=True)
+    if shutil.which("valgrind") is None:
+        note("valgrind is not installed (apt-get install valgrind): not counted")
+        return
+    commands = {"python": [PYTHON, *DEMO], "check": _check(*DEMO)}
+    script: dict[str, list[int]] = {"python": [], "check": []}
+    own: list[int] = []
+    for _ in range(reps):
+        counted = _count_both(commands)
+        # Under python the script's process is the one started; under check, the command's
+        # child (its fork, whose count starts with what the command ran before it: that part,
+        # up to the script's first line, is on the script's way too). The script's own
+        # children (DataLoader workers, helpers) are left out under both.
+        python, check = counted["python"], counted["check"]
+        script["python"].append(python[_first_process(python)][1])
+        command = _first_process(check)
+        children = [total for pid, (parent, total) in check.items() if parent == command]
+        script["check"].append(max(children))
+        own.append(check[command][1])
+    report("the script's process under python", script["python"], _g)
+    report("the script's process under check", script["check"], _g)
+    report("ratio check / python (not the budget: no kernel time, no waits)", [c / p for c, p in zip(script["check"], script["python"])], _x)
+    report("check's own process (beside it)", own, _g)
 
 
 def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 64) -> None:
@@ -706,8 +740,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
         "--instructions",
-        action="store_true",
-        help="with figure 1, also count the instructions both commands execute (valgrind; a few minutes)",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count figure 1's instructions, N times (valgrind; about 2.5 minutes each)",
     )
     parser.add_argument(
         "--threads",
@@ -736,7 +772,9 @@ def main(argv: list[str] | None = None) -> int:
     for number in sorted(only):
         figures[number]()
         if number == 1 and options.instructions:
-            figure_instructions()
+            figure_instructions(options.instructions)
+    if options.instructions and 1 not in only:
+        figure_instructions(options.instructions)
     return 0
 
 
