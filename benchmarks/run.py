@@ -418,7 +418,7 @@ class _TeeRun:
         self.target_name = run.target_name
 
     def events(self) -> Iterator[Any]:
-        from cossim_tui.launcher import OutputReceived
+        from cossim_tui.session.events import OutputReceived
 
         for event in self.run.events():
             if isinstance(event, OutputReceived):
@@ -441,7 +441,8 @@ async def _until(condition: Callable[[], bool], timeout: float) -> None:
 
 
 def _app(script_args: list[str], mode: str) -> tuple[Any, _TeeRun]:
-    from cossim_tui.launcher import Run, Target
+    from cossim_tui.launcher import Run
+    from cossim_tui.session.events import Target
     from cossim_tui.protocol import AgentConfig
     from cossim_tui.tui.app import InspectorApp
 
@@ -475,7 +476,8 @@ async def _step_latency(steps: int) -> dict[str, list[float]]:
     """Per ``n``: when the step reached this process, when the status said so, when the app was
     idle again (everything redrawn). The key is posted as a terminal would send it
     (``simulate_key``): ``pilot.press`` would itself wait for the app to go idle."""
-    from cossim_tui.launcher import Run, Target
+    from cossim_tui.launcher import Run
+    from cossim_tui.session.events import Target
     from cossim_tui.protocol import AgentConfig
     from cossim_tui.tui.app import InspectorApp
     from cossim_tui.tui.widgets.status_bar import StatusBar

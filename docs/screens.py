@@ -15,7 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from cossim_tui.launcher import Run, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import Target
 from cossim_tui.protocol import AgentConfig
 from cossim_tui.tui.app import InspectorApp
 

@@ -22,8 +22,7 @@ own modules of these names, as under python (``launcher.Run.early``)."""
 from cossim_tui import __version__
 from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
 
-EXIT_CANNOT_START = 2
-"""CONTRACT: cossim-tui could not start the run (bad arguments, script or module not found)."""
+from cossim_tui.session.exits import EXIT_CANNOT_START
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +117,7 @@ def _replay_parser() -> argparse.ArgumentParser:
 
 
 def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
-    from cossim_tui.launcher import Target
+    from cossim_tui.session.events import Target
 
     if options.module is not None:
         args = ([options.script] if options.script is not None else []) + options.args

@@ -14,38 +14,24 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited
-from cossim_tui.protocol import SEVERITY_RANK, AgentConfig, StepCaptured
-
-from cossim_tui.cli import EXIT_CANNOT_START
+from cossim_tui.launcher import Run
+from cossim_tui.protocol import StepCaptured
+from cossim_tui.session.config import check_config
+from cossim_tui.session.events import ChannelProblem, OutputReceived, RunEvent, ScriptExited
+from cossim_tui.session.exits import EXIT_CANNOT_START, check_status
 
 if TYPE_CHECKING:
-    from cossim_tui.report import ReportBuilder
-    from cossim_tui.trace import RunEvent, TraceWriter
+    from cossim_tui.session.trace import TraceWriter
 
 # The report and the trace are imported when they are needed, after the script has started:
 # until then every millisecond here is one the script waits for (``check`` vs ``python``).
-
-EXIT_OK, EXIT_FINDINGS, EXIT_SCRIPT_FAILED = 0, 1, 3
-
-
-def exit_status(exited: ScriptExited, builder: ReportBuilder, fail_on: str) -> int:
-    if exited.status == "not-found":
-        return EXIT_CANNOT_START
-    if fail_on != "never" and any(
-        SEVERITY_RANK[f.severity] >= SEVERITY_RANK[fail_on] for f in builder.active_findings()
-    ):
-        return EXIT_FINDINGS
-    if exited.status in ("error", "killed") or (exited.status == "finished" and exited.exit_code not in (0, None)):
-        return EXIT_SCRIPT_FAILED
-    return EXIT_OK
 
 
 def run_check(run: Run, options: argparse.Namespace) -> int:
     """Diagnose ``run``, a child started early (``Run.early``) and waiting for its settings."""
     if not options.record:
         return _check(run, options, None)
-    from cossim_tui.trace import TraceError, recording
+    from cossim_tui.session.trace import TraceError, recording
 
     try:
         with recording(options.record, run.target) as recorder:
@@ -59,16 +45,7 @@ def run_check(run: Run, options: argparse.Namespace) -> int:
 
 def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
     target = run.target
-    config = AgentConfig(
-        mode="run",
-        break_on=["never"],
-        ignore=list(options.ignore),
-        watch=list(options.watch),
-        max_steps=options.max_steps,
-        # Nothing shows a picture here; a trace is replayed in the app, which shows them.
-        pictures="paced" if recorder is not None else "none",
-    )
-    run.start(config)
+    run.start(check_config(options))
     from cossim_tui.report import ReportBuilder, write_report
 
     builder = ReportBuilder(target)
@@ -96,7 +73,7 @@ def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) 
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert exited is not None
-    status = exit_status(exited, builder, options.fail_on)
+    status = check_status(exited, builder.tally, options.fail_on)
     if exited.status == "not-found":
         print(f"cossim-tui: error: {exited.exception}", file=sys.stderr)
         return status

@@ -16,13 +16,13 @@ line. The agent's ``bootstrap`` then makes the script's process what ``python SC
 would have made it, in either case.
 
 ``Run.events()`` is the one reader: it yields protocol messages, output and, last, a
-``ScriptExited`` that merges what the agent said with how the process really ended.
+``ScriptExited`` that merges what the agent said with how the process really ended (``quit``
+when ``terminate`` ended a script that was still running).
 """
 
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import selectors
 import signal
@@ -31,11 +31,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 from cossim_tui import protocol
 from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
+from cossim_tui.session.events import ChannelProblem, OutputReceived, RunEvent, ScriptExited, Target
 
 if TYPE_CHECKING:
     import subprocess
@@ -43,77 +43,6 @@ if TYPE_CHECKING:
 # subprocess is imported where a child is spawned or waited for: never before a fork, since
 # the forked child would keep it (see ``Run.early``).
 
-
-
-@dataclass
-class Target:
-    """What to run: a script path or a module, and the arguments that belong to it."""
-
-    script: str | None = None
-    module: str | None = None
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.script if self.script is not None else f"-m {self.module}"
-
-    @property
-    def argv(self) -> list[str]:
-        return [self.script if self.script is not None else str(self.module), *self.args]
-
-    @property
-    def command_line(self) -> list[str]:
-        """What follows ``python`` to run it: ``SCRIPT ARGS`` or ``-m MODULE ARGS``."""
-        return ["-m", str(self.module), *self.args] if self.module is not None else [str(self.script), *self.args]
-
-
-@dataclass
-class OutputReceived:
-    """Text the script wrote to stdout or stderr."""
-
-    text: str
-
-
-@dataclass
-class ChannelProblem:
-    """Something malformed arrived on the channel; the run goes on without it."""
-
-    reason: str
-
-
-@dataclass
-class ScriptExited:
-    """The child is gone. Always the last event of a run."""
-
-    status: Literal["finished", "error", "stopped", "killed", "not-found"]
-    exit_code: int | None
-    signal: int | None
-    exception: str | None
-
-    @property
-    def description(self) -> str:
-        if self.status == "killed":
-            name = _signal_name(self.signal)
-            return f"killed by signal {self.signal} ({name})" if name else "killed"
-        if self.status == "error":
-            return f"failed: {self.exception}" if self.exception else f"failed (exit code {self.exit_code})"
-        if self.status == "stopped":
-            return "stopped after --max-steps"
-        if self.status == "not-found":
-            return f"could not start: {self.exception}"
-        return f"finished (exit code {self.exit_code})"
-
-
-Event = Union[protocol.Message, OutputReceived, ChannelProblem, ScriptExited]
-
-
-def _signal_name(number: int | None) -> str | None:
-    if number is None:
-        return None
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return None
 
 
 _FORK_BREAKS = ("torch", "numpy", "textual")
@@ -158,11 +87,13 @@ class Run:
         if _early == "fork" and python is None and cwd is None and env is None and can_fork():
             self.process = _fork(target, child_sock, self._parent_sock, _forget)
         else:
-            settings = None if _early else json.dumps(protocol.to_jsonable(self.config))
+            settings = None if _early else protocol.encode_body(self.config).decode()
             self.process = _spawn(target, child_sock, settings, python, cwd, env)
         self.connection = protocol.Connection(self._parent_sock)
         self.exited: ScriptExited | None = None
         self._ended: protocol.ScriptEnded | None = None
+        self._quit = False
+        """``terminate`` found the script still running: the user (or the caller) ended it."""
 
     @classmethod
     def early(cls, target: Target, *, fork: bool = False, forget: frozenset[str] = frozenset()) -> Run:
@@ -196,7 +127,7 @@ class Run:
         except OSError:
             pass
 
-    def events(self) -> Iterator[protocol.Message | OutputReceived | ChannelProblem | ScriptExited]:
+    def events(self) -> Iterator[RunEvent]:
         """Everything the run produces, in order, until and including ``ScriptExited``."""
         assert self.process.stdout is not None
         out_fd = self.process.stdout.fileno()
@@ -266,7 +197,7 @@ class Run:
         code = self.process.returncode
         ended = self._ended
         if code is not None and code < 0:
-            return ScriptExited("killed", None, -code, ended.exception if ended else None)
+            return ScriptExited("quit" if self._quit else "killed", None, -code, ended.exception if ended else None)
         if ended is not None:
             if ended.status == "finished" and code != 0:
                 # sys.exit(n) inside the script, or a failure during interpreter shutdown.
@@ -279,6 +210,7 @@ class Run:
         import subprocess
 
         if self.process.poll() is None:
+            self._quit = True
             self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=grace)

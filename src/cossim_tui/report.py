@@ -1,22 +1,23 @@
 """The headless report of a run (CONTRACT ``cossim-tui/report/1``) and its text summary.
 
-``ReportBuilder`` is fed the same events the TUI gets and keeps what the report needs:
-findings aggregated per (code, site), and the first and last ``CALL_CAP`` calls (``steps``
-still counts every call). Non-finite numbers become ``null``, since other tools read this
-JSON with strict parsers.
+The report's entries are typed records, encoded by the protocol's codec for other tools:
+strict JSON, where a non-finite number is ``null``. ``ReportBuilder`` is fed the same steps
+the TUI gets and keeps what the report needs: the findings tally (``session.findings``), and
+the first and last ``CALL_CAP`` calls (``steps`` still counts every call).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import textwrap
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+
+from msgspec import Struct
 
 from cossim_tui.diagnostics.codes import CATALOG
-from cossim_tui.launcher import ScriptExited, Target
-from cossim_tui.protocol import SEVERITY_RANK, Finding, StepCaptured, TensorSummary, finite_or_none, to_jsonable
+from cossim_tui.protocol import ModuleCall, Relation, StepCaptured, TensorSummary, encode_for_tools, finite_or_none
+from cossim_tui.session.events import ScriptExited, Target
+from cossim_tui.session.findings import FindingTally
 
 SCHEMA = "cossim-tui/report/1"
 _COUNTS = ("epoch", "batch", "optimizer_steps")
@@ -24,8 +25,46 @@ _COUNTS = ("epoch", "batch", "optimizer_steps")
 CALL_CAP = 500
 
 
-@dataclass
-class FindingSummary:
+class ReportArg(Struct, omit_defaults=True):
+    """One argument of a call, as other tools read it."""
+
+    expr: str
+    shape: list[int]
+    dtype: str
+    device: str
+    requires_grad: bool
+    grad_fn: str | None
+    norm_mean: float | None
+    norm_min: float | None
+    norm_max: float | None
+    made_by: ModuleCall | None
+    nan: int
+    inf: int
+    note: str | None = None
+    """Why the argument could not be summarised; left out when it was."""
+
+
+class CosSpread(Struct):
+    min: float | None
+    mean: float | None
+    max: float | None
+
+
+class ReportCall(Struct):
+    step: int
+    function: str
+    site: str
+    dim: int | None
+    args: list[ReportArg]
+    cos: CosSpread | None
+    relation: Relation | None
+    context: dict[str, int | float | None]
+    codes: list[str]
+    """The codes found at this step, muted ones left out."""
+    error: str | None
+
+
+class ReportFinding(Struct):
     code: str
     severity: str
     site: str
@@ -33,62 +72,66 @@ class FindingSummary:
     last_step: int
     count: int
     message: str
-    muted: bool
+    fix: str
+    """The suggested fix, as one paragraph of plain text."""
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return finite_or_none(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+class Report(Struct):
+    schema: str
+    script: str
+    argv: list[str]
+    status: str
+    exit_code: int | None
+    signal: int | None
+    exception: str | None
+    steps: int
+    findings: list[ReportFinding]
+    muted: list[str]
+    calls: list[ReportCall]
 
 
-def _arg_entry(arg: TensorSummary) -> dict[str, Any]:
-    entry = {
-        "expr": arg.expr,
-        "shape": arg.shape,
-        "dtype": arg.dtype,
-        "device": arg.device,
-        "requires_grad": arg.requires_grad,
-        "grad_fn": arg.grad_fn,
-        "norm_mean": arg.norm.mean if arg.norm else None,
-        "norm_min": arg.norm.min if arg.norm else None,
-        "norm_max": arg.norm.max if arg.norm else None,
-        "made_by": to_jsonable(arg.made_by) if arg.made_by else None,
-        "nan": arg.nan,
-        "inf": arg.inf,
-    }
-    if arg.note:
-        entry["note"] = arg.note
-    return entry
+def _arg_entry(arg: TensorSummary) -> ReportArg:
+    norm = arg.norm
+    return ReportArg(
+        expr=arg.expr,
+        shape=arg.shape,
+        dtype=arg.dtype,
+        device=arg.device,
+        requires_grad=arg.requires_grad,
+        grad_fn=arg.grad_fn,
+        norm_mean=norm.mean if norm else None,
+        norm_min=norm.min if norm else None,
+        norm_max=norm.max if norm else None,
+        made_by=arg.made_by,
+        nan=arg.nan,
+        inf=arg.inf,
+        note=arg.note or None,
+    )
 
 
-def call_entry(step: StepCaptured) -> dict[str, Any]:
-    relation = step.relation
-    return {
-        "step": step.step,
-        "function": step.function,
-        "site": step.site.label,
-        "dim": relation.dim if relation else None,
-        "args": [_arg_entry(a) for a in step.args],
-        "cos": {"min": step.cos.min, "mean": step.cos.mean, "max": step.cos.max} if step.cos else None,
-        "relation": to_jsonable(relation) if relation else None,
-        "context": {k: int(v) if k in _COUNTS else v for k, v in step.context.items()},
-        "codes": [f.code for f in step.findings if not f.muted],
-        "error": step.error,
-    }
+def call_entry(step: StepCaptured) -> ReportCall:
+    relation, cos = step.relation, step.cos
+    return ReportCall(
+        step=step.step,
+        function=step.function,
+        site=step.site.label,
+        dim=relation.dim if relation else None,
+        args=[_arg_entry(a) for a in step.args],
+        cos=CosSpread(finite_or_none(cos.min), finite_or_none(cos.mean), finite_or_none(cos.max)) if cos else None,
+        relation=relation,
+        context={k: int(v) if k in _COUNTS and math.isfinite(v) else finite_or_none(v) for k, v in step.context.items()},
+        codes=[f.code for f in step.findings if not f.muted],
+        error=step.error,
+    )
 
 
 class ReportBuilder:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.steps = 0
-        self._first: list[dict[str, Any]] = []
-        self._last: deque[dict[str, Any]] = deque(maxlen=CALL_CAP)
-        self.findings: dict[tuple[str, str], FindingSummary] = {}
+        self._first: list[ReportCall] = []
+        self._last: deque[ReportCall] = deque(maxlen=CALL_CAP)
+        self.tally = FindingTally()
 
     def add(self, step: StepCaptured) -> None:
         self.steps += 1
@@ -97,58 +140,31 @@ class ReportBuilder:
             self._first.append(entry)
         else:
             self._last.append(entry)
-        for finding in step.findings:
-            self._count(finding)
+        self.tally.add((step,))
 
-    def _count(self, finding: Finding) -> None:
-        key = (finding.code, finding.site)
-        summary = self.findings.get(key)
-        if summary is None:
-            self.findings[key] = FindingSummary(
-                finding.code, finding.severity, finding.site, finding.step, finding.step, 1, finding.message, finding.muted
-            )
-        else:
-            summary.last_step = finding.step
-            summary.count += 1
-
-    def active_findings(self) -> list[FindingSummary]:
-        """Findings that count: not muted, most severe first, then in order of appearance."""
-        found = [f for f in self.findings.values() if not f.muted]
-        return sorted(found, key=lambda f: (-SEVERITY_RANK[f.severity], f.first_step))
-
-    def report(self, exited: ScriptExited) -> dict[str, Any]:
-        status = exited.status if exited.status != "not-found" else "error"
-        return _clean(
-            {
-                "schema": SCHEMA,
-                "script": self.target.script if self.target.script is not None else f"-m {self.target.module}",
-                "argv": self.target.argv,
-                "status": status,
-                "exit_code": exited.exit_code,
-                "signal": exited.signal,
-                "exception": exited.exception,
-                "steps": self.steps,
-                "findings": [
-                    {
-                        "code": f.code,
-                        "severity": f.severity,
-                        "site": f.site,
-                        "first_step": f.first_step,
-                        "last_step": f.last_step,
-                        "count": f.count,
-                        "message": f.message,
-                    }
-                    for f in self.active_findings()
-                ],
-                "muted": sorted({f.code for f in self.findings.values() if f.muted}),
-                "calls": self._first + list(self._last),
-            }
+    def report(self, exited: ScriptExited) -> Report:
+        status = exited.status if exited.status not in ("not-found", "quit") else ("error" if exited.status == "not-found" else "killed")
+        return Report(
+            schema=SCHEMA,
+            script=self.target.script if self.target.script is not None else f"-m {self.target.module}",
+            argv=self.target.argv,
+            status=status,
+            exit_code=exited.exit_code,
+            signal=exited.signal,
+            exception=exited.exception,
+            steps=self.steps,
+            findings=[
+                ReportFinding(f.code, f.severity, f.site, f.first_step, f.last_step, f.count, f.message, CATALOG[f.code].fix)
+                for f in self.tally.active()
+            ],
+            muted=self.tally.muted_codes(),
+            calls=self._first + list(self._last),
         )
 
     def summary(self, exited: ScriptExited) -> str:
         lines = [f"cossim-tui check: {self.target.name}"]
         lines.append(f"  {exited.description} · {self.steps} cosine call{'s' if self.steps != 1 else ''} intercepted")
-        found = self.active_findings()
+        found = self.tally.active()
         if not found:
             lines.append("  no findings")
         for f in found:
@@ -156,13 +172,12 @@ class ReportBuilder:
             lines.append(f"  {f.severity:<7} {f.code:<20} {f.site}  {steps}")
             lines.append(f"          {f.message}")
             lines.extend(textwrap.wrap(f"fix: {CATALOG[f.code].fix}", 96, initial_indent=" " * 10, subsequent_indent=" " * 15))
-        muted = sorted({f.code for f in self.findings.values() if f.muted})
+        muted = self.tally.muted_codes()
         if muted:
             lines.append(f"  muted: {', '.join(muted)}")
         return "\n".join(lines)
 
 
-def write_report(path: str, report: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, allow_nan=False)
-        handle.write("\n")
+def write_report(path: str, report: Report) -> None:
+    with open(path, "wb") as handle:
+        handle.write(encode_for_tools(report) + b"\n")

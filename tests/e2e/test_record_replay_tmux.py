@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cossim_tui.trace import read_trace
+from cossim_tui.session.replay import read_trace
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +80,10 @@ def test_record_a_session_then_replay_it(cossim_tui, tmp_path: Path) -> None:
     recorded = read_trace(trace)
     assert [s.step for s in recorded.steps] == [0, 1]
     assert recorded.header.versions.get("textual")
-    assert recorded.exited.status == "killed"  # quitting ends the script
+    assert recorded.exited.status == "quit"  # quitting ends the script, and says so
 
     replay = cossim_tui(f"replay {trace}")
-    screen = replay.wait_for("killed by signal 15 (SIGTERM)")
+    screen = replay.wait_for("quit by the user")
     assert "2 steps" in screen and "(replay of" in screen  # the file name may be cut at the right edge
     assert "step 1 · cosine_similarity" in screen
     assert "anchor" in screen and "positive" in screen

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cossim_tui.launcher import Run, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import Target
 from cossim_tui.protocol import AgentConfig
 from integration.live import LiveRun
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cossim_tui import protocol
-from cossim_tui.launcher import OutputReceived, Run, ScriptExited
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import OutputReceived, ScriptExited
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REPO = FIXTURES.parent.parent

@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cossim_tui.diagnostics.codes import CATALOG
+from cossim_tui.protocol import ModuleCall
+from cossim_tui.report import CosSpread, Report, ReportArg, ReportCall, ReportFinding
 from integration.live import REPO, run_check
 
 F = "tests/fixtures/"
@@ -28,7 +31,9 @@ def _no_constants(token: str):
 
 def load_report(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
-    return json.loads(text, parse_constant=_no_constants)
+    report = json.loads(text, parse_constant=_no_constants)
+    assert_follows_schema(text)
+    return report
 
 
 def line_of(script: str, text: str) -> int:
@@ -39,54 +44,49 @@ def line_of(script: str, text: str) -> int:
     return found[0]
 
 
-def assert_follows_schema(report: dict) -> None:
-    """CONTRACT's ``cossim-tui/report/1``: the fields and their types (extra fields are allowed)."""
-    assert report["schema"] == "cossim-tui/report/1"
-    assert isinstance(report["script"], str)
-    assert isinstance(report["argv"], list) and all(isinstance(a, str) for a in report["argv"])
-    assert report["status"] in STATUSES
-    assert report["exit_code"] is None or isinstance(report["exit_code"], int)
-    assert report["exception"] is None or isinstance(report["exception"], str)
-    assert isinstance(report["steps"], int) and report["steps"] >= 0
-    for finding in report["findings"]:
-        assert set(finding) >= {"code", "severity", "site", "first_step", "last_step", "count", "message"}
-        assert finding["code"] in CATALOG
-        assert finding["severity"] == CATALOG[finding["code"]].severity
-        assert isinstance(finding["site"], str) and finding["site"].rsplit(":", 1)[1].isdigit()
-        assert 0 <= finding["first_step"] <= finding["last_step"] < report["steps"]
-        assert isinstance(finding["count"], int) and finding["count"] >= 1
+# CONTRACT's ``cossim-tui/report/1``: the fields other tools read (the report may add more).
+CONTRACT_FIELDS = {
+    Report: {"schema", "script", "argv", "status", "exit_code", "exception", "steps", "findings", "calls"},
+    ReportFinding: {"code", "severity", "site", "first_step", "last_step", "count", "message", "fix"},
+    ReportCall: {"step", "function", "site", "dim", "args", "cos", "context", "codes"},
+    ReportArg: {"expr", "shape", "dtype", "device", "requires_grad", "grad_fn", "norm_mean", "made_by"},
+    ModuleCall: {"module", "call", "step"},
+    CosSpread: {"min", "mean", "max"},
+}
+
+
+def test_the_report_types_carry_every_field_of_the_contract() -> None:
+    for record, fields in CONTRACT_FIELDS.items():
+        assert fields <= {f.encode_name for f in msgspec.structs.fields(record)}, record.__name__
+
+
+def assert_follows_schema(text: str) -> None:
+    """The report decodes strictly into its own types (whose fields the contract names: see
+    above), and what the types cannot say holds too."""
+    report = msgspec.json.decode(text, type=Report, strict=True)
+    assert report.schema == "cossim-tui/report/1"
+    assert report.status in STATUSES
+    assert report.steps >= 0
+    for finding in report.findings:
+        assert finding.code in CATALOG
+        assert finding.severity == CATALOG[finding.code].severity
+        assert finding.fix == CATALOG[finding.code].fix
+        assert finding.site.rsplit(":", 1)[1].isdigit()
+        assert 0 <= finding.first_step <= finding.last_step < report.steps
+        assert finding.count >= 1
         # count is the number of steps it was found at, not of arguments or repeats within a step.
-        assert finding["count"] <= finding["last_step"] - finding["first_step"] + 1, finding
-        assert isinstance(finding["message"], str) and finding["message"]
-    assert len({(f["code"], f["site"]) for f in report["findings"]}) == len(report["findings"])
-    for call in report["calls"]:
-        assert set(call) >= {"step", "function", "site", "dim", "args", "cos", "context", "codes"}
-        assert isinstance(call["step"], int) and isinstance(call["function"], str)
-        assert isinstance(call["site"], str)
-        assert call["dim"] is None or isinstance(call["dim"], int)
-        assert len(call["args"]) == 2
-        for arg in call["args"]:
-            keys = {"expr", "shape", "dtype", "device", "requires_grad", "grad_fn", "norm_mean", "made_by"}
-            assert set(arg) >= keys
-            assert isinstance(arg["expr"], str) and arg["expr"]
-            assert all(isinstance(n, int) for n in arg["shape"])
-            assert isinstance(arg["dtype"], str) and isinstance(arg["device"], str)
-            assert isinstance(arg["requires_grad"], bool)
-            assert arg["grad_fn"] is None or isinstance(arg["grad_fn"], str)
-            assert arg["norm_mean"] is None or isinstance(arg["norm_mean"], float)
-            made_by = arg["made_by"]
-            assert made_by is None or (
-                isinstance(made_by["module"], str) and isinstance(made_by["call"], int) and isinstance(made_by["step"], int)
-            )
-        cos = call["cos"]
-        assert cos is None or (set(cos) >= {"min", "mean", "max"} and all(v is None or isinstance(v, float) for v in cos.values()))
-        assert isinstance(call["context"], dict)
+        assert finding.count <= finding.last_step - finding.first_step + 1, finding
+        assert finding.message
+    assert len({(f.code, f.site) for f in report.findings}) == len(report.findings)
+    for call in report.calls:
+        assert len(call.args) == 2
+        assert all(arg.expr for arg in call.args)
         # CONTRACT keys, plus the optimizer step count this report adds.
-        assert set(call["context"]) <= {"epoch", "batch", "loss", "lr", "optimizer_steps"}
-        assert all(code in CATALOG for code in call["codes"])
-        assert len(call["codes"]) == len(set(call["codes"])), call["codes"]
-    if report["steps"] <= 1000:  # calls may be capped only beyond 500 + 500
-        assert [c["step"] for c in report["calls"]] == list(range(report["steps"]))
+        assert set(call.context) <= {"epoch", "batch", "loss", "lr", "optimizer_steps"}
+        assert all(code in CATALOG for code in call.codes)
+        assert len(call.codes) == len(set(call.codes)), call.codes
+    if report.steps <= 1000:  # calls may be capped only beyond 500 + 500
+        assert [c.step for c in report.calls] == list(range(report.steps))
 
 
 def _codes_at(report: dict, step: int) -> list[str]:
@@ -109,7 +109,6 @@ def test_clean_script_exits_0(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "before call 0\n" in done.stdout and "loop done\n" in done.stdout  # the script's output passes through
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert (report["status"], report["exit_code"], report["steps"]) == ("finished", 0, 3)
     assert report["argv"] == [F + "cosine_loop.py", "--count", "3"]
     assert not [f for f in report["findings"] if f["severity"] == "error"]
@@ -139,7 +138,6 @@ def same_object(tmp_path_factory):
 def test_same_object_exits_1(same_object):
     done, report = same_object
     assert done.returncode == 1, done.stdout + done.stderr
-    assert_follows_schema(report)
     assert report["steps"] == 2
     finding = _finding(report, "same-object")
     site = f"{F}same_object.py:{line_of(F + 'same_object.py', 'F.cosine_similarity(embedding, embedding)')}"
@@ -155,7 +153,6 @@ def test_ignore_mutes_a_code(tmp_path):
     done = run_check("--ignore", "same-object", "--json", str(tmp_path / "r.json"), F + "same_object.py")
     assert done.returncode == 0, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert "same-object" not in [f["code"] for f in report["findings"]]
     assert "same-object" not in _codes_at(report, 1)
     assert report["steps"] == 2
@@ -192,7 +189,6 @@ def test_raising_script_exits_3(tmp_path):
     assert done.returncode == 3, done.stdout + done.stderr
     assert "ValueError: boom" in done.stdout
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert (report["status"], report["exception"], report["findings"], report["steps"]) == (
         "error", "ValueError: boom", [], 0,
     )
@@ -202,7 +198,6 @@ def test_nonzero_exit_exits_3(tmp_path):
     done = run_check("--json", str(tmp_path / "r.json"), F + "exit_with.py", "4")
     assert done.returncode == 3, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert (report["status"], report["exit_code"], report["exception"]) == ("finished", 4, None)
     assert report["argv"] == [F + "exit_with.py", "4"]
 
@@ -211,7 +206,6 @@ def test_killed_script_exits_3(tmp_path):
     done = run_check("--json", str(tmp_path / "r.json"), F + "kill_self.py")
     assert done.returncode == 3, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert (report["status"], report["signal"], report["exit_code"]) == ("killed", 9, None)
     assert "killed by signal 9 (SIGKILL)" in done.stdout
 
@@ -220,7 +214,6 @@ def test_max_steps_stops_and_exits_0(tmp_path):
     done = run_check("--max-steps", "2", "--json", str(tmp_path / "r.json"), F + "cosine_loop.py", "--count", "5")
     assert done.returncode == 0, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert (report["status"], report["steps"], report["exit_code"]) == ("stopped", 2, 0)
     assert "after call 2" not in done.stdout and "loop done" not in done.stdout
 
@@ -249,7 +242,6 @@ def test_fail_on_never_exits_0_with_findings(mix):
 def test_report_follows_the_schema(mix):
     done, report = mix
     assert "  report: " in done.stdout
-    assert_follows_schema(report)
     assert (report["script"], report["argv"], report["status"], report["exit_code"], report["exception"]) == (
         MIX, [MIX], "finished", 0, None,
     )
@@ -327,7 +319,6 @@ def stale_demo(tmp_path_factory):
 def test_demo_stale_partner(stale_demo):
     done, report = stale_demo
     assert done.returncode == 1, done.stdout + done.stderr
-    assert_follows_schema(report)
     assert (report["status"], report["exit_code"], report["steps"]) == ("finished", 0, 8)
     same = _finding(report, "same-object")
     assert (same["first_step"], same["last_step"]) == (0, 0)
@@ -354,6 +345,5 @@ def test_demo_fixed(tmp_path):
     done = run_check("--json", str(tmp_path / "r.json"), "demo/siamese_fixed.py", "--images", "8", "--epochs", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
-    assert_follows_schema(report)
     assert report["status"] == "finished" and report["steps"] > 0
     assert [f for f in report["findings"] if f["severity"] == "error"] == []

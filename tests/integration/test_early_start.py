@@ -14,7 +14,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from cossim_tui.launcher import OutputReceived, Run, ScriptExited, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig, Hello, ScriptEnded
 from integration.live import FIXTURES, REPO, run_check, run_plain
 
@@ -56,7 +57,8 @@ def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_pa
 HARNESS = textwrap.dedent(
     """
     import json, os, sys, time
-    from cossim_tui.launcher import OutputReceived, Run, Target, can_fork
+    from cossim_tui.launcher import Run, can_fork
+    from cossim_tui.session.events import OutputReceived, Target
     from cossim_tui.protocol import AgentConfig
 
     marker, script, *args = sys.argv[1:]

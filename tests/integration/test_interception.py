@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cossim_tui.launcher import Run, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import Target
 from cossim_tui.protocol import AgentConfig
 from integration.live import FIXTURES, LiveRun, run_plain
 

@@ -10,7 +10,7 @@ status 2 and one line, anything that is not a trace.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import msgspec.structs
 import json
 import os
 import signal
@@ -26,10 +26,12 @@ from textual.pilot import Pilot
 from textual.widgets import Digits
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig
 from cossim_tui.report import call_entry
-from cossim_tui.trace import CUT_SHORT, RecordingSource, TraceSource, TraceWriter, read_trace
+from cossim_tui.session.replay import CUT_SHORT, TraceSource, read_trace
+from cossim_tui.session.trace import RecordingSource, TraceWriter
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
@@ -64,7 +66,7 @@ def assert_shows(app: InspectorApp, step: protocol.StepCaptured) -> None:
 
 
 def without_pause(step: protocol.StepCaptured) -> dict:
-    body = protocol.to_jsonable(step)
+    body = protocol.to_builtins(step)
     body.pop("paused")
     return body
 
@@ -91,7 +93,7 @@ def test_check_record_writes_a_trace_whose_steps_are_the_reports(recorded_check)
 
     assert trace.header.script == F + "same_object.py" and trace.header.argv == [F + "same_object.py"]
     assert len(trace.steps) == report["steps"] == 2
-    assert [json.loads(json.dumps(call_entry(step))) for step in trace.steps] == report["calls"]
+    assert [json.loads(protocol.encode_for_tools(call_entry(step))) for step in trace.steps] == report["calls"]
     assert [f.code for f in trace.steps[1].findings] == ["same-object"]
     assert trace.exited == ScriptExited("finished", 0, None, None)
     # Everything else the run said is there too, in order.
@@ -246,7 +248,7 @@ def test_record_then_replay_shows_the_recorded_steps(tmp_path):
         app = InspectorApp(TraceSource(trace_path))
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.exited is not None)
-            assert app.current == dataclasses.replace(steps[-1], paused=True)
+            assert app.current == msgspec.structs.replace(steps[-1], paused=True)
             assert_shows(app, steps[-1])
             assert app.query_one("#left-tensor", TensorPanel).border_title == "embedding"
             assert app.exited == ScriptExited("finished", 0, None, None)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cossim_tui.launcher import ChannelProblem, OutputReceived, Run, ScriptExited, Target
+from cossim_tui.launcher import Run
+from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig, StepCaptured
 from integration.live import FIXTURES, group_members, wait_group_gone
 
@@ -53,7 +54,7 @@ def test_a_hanging_script_still_ends_when_asked(start_run) -> None:
     live.run.terminate()
     assert wait_group_gone(live.pid, timeout=2.0) == []
     assert time.monotonic() - start < 2.0
-    assert live.wait_exit(timeout=5).status == "killed"
+    assert live.wait_exit(timeout=5).status == "quit"
 
 
 def test_endless_output_without_newlines_arrives_whole(start_run) -> None:

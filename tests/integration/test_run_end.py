@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from cossim_tui.launcher import Target
+from cossim_tui.session.events import Target
 from integration.live import FIXTURES, run_plain
 
 

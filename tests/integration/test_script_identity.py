@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cossim_tui.launcher import Target
+from cossim_tui.session.events import Target
 from integration.live import FIXTURES, run_plain
 
 LAUNCHES = ["spawned", "forked by check", "forked by the cossim-tui command"]

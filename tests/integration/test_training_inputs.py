@@ -9,7 +9,7 @@ import json
 
 from cossim_tui import protocol
 from cossim_tui.protocol import AgentConfig
-from cossim_tui.trace import read_trace
+from cossim_tui.session.replay import read_trace
 from integration.live import FIXTURES, run_check
 
 

@@ -8,7 +8,7 @@ step 0's anchor, detached.
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec.structs
 import queue
 from collections.abc import Iterator
 from typing import Any
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ChannelProblem, OutputReceived, ScriptExited
-from cossim_tui.tui.source import Command, RunEvent
+from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited
+from cossim_tui.session.events import Command, RunEvent
 
 _END = object()
 
@@ -266,8 +266,8 @@ def eval_step(step: int, *, paused: bool = False) -> protocol.StepCaptured:
     )
     same = finding("same-object", "error", "z and z are the same tensor object", step, "relation.same_object", site=EVAL_SITE)
     pair = step0(paused=paused)
-    pair.args = [dataclasses.replace(pair.args[0], expr="z"), dataclasses.replace(pair.args[1], expr="z")]
-    return dataclasses.replace(pair, step=step, site=site, findings=[same], context={"epoch": 0, "batch": step})
+    pair.args = [msgspec.structs.replace(pair.args[0], expr="z"), msgspec.structs.replace(pair.args[1], expr="z")]
+    return msgspec.structs.replace(pair, step=step, site=site, findings=[same], context={"epoch": 0, "batch": step})
 
 
 def two_sites(count: int) -> list[protocol.StepCaptured]:

@@ -8,7 +8,7 @@ on a row shows that step on every panel, unmistakably marked, until ``l`` or a s
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec.structs
 
 from textual.color import Color
 from textual.content import Content
@@ -58,7 +58,7 @@ def evidence_classes(widget: Widget) -> set[str]:
 def with_finding(step: protocol.StepCaptured, code: str, severity: str, *evidence: str) -> protocol.StepCaptured:
     """``step`` with one finding proven by ``evidence``."""
     finding = protocol.Finding(code, severity, f"{code} here", step.site.label, step.step, list(evidence))  # type: ignore[arg-type]
-    return dataclasses.replace(step, findings=[finding])
+    return msgspec.structs.replace(step, findings=[finding])
 
 
 async def choose_finding(pilot, index: int) -> None:

@@ -7,7 +7,7 @@ snapshots at both terminal sizes, by side and by label (review the diff before
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec.structs
 import math
 import random
 from pathlib import Path
@@ -56,7 +56,7 @@ def labelled_cloud(step: int, count: int = 96, classes: int = 5) -> protocol.Pro
     label = [rng.randrange(classes) for _ in range(count)]
     xs = [round(1.6 * math.cos(2 * math.pi * c / classes) + rng.gauss(0, 0.25), 4) for c in label]
     ys = [round(1.6 * math.sin(2 * math.pi * c / classes) + rng.gauss(0, 0.25), 4) for c in label]
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         cloud(step, count), x=xs, y=ys, extent=max(max(map(abs, xs)), max(map(abs, ys))), label=label
     )
 
@@ -69,8 +69,8 @@ def pictured_run(make, count: int = 24) -> list[protocol.StepCaptured]:
     steps = []
     for i in range(count):
         step = make.step1(paused=i == count - 1, step=i, mean=min(1.0, 0.6 + i * 0.02))
-        step.cos = dataclasses.replace(step.cos, min=step.cos.mean - 0.05, max=min(1.0, step.cos.mean + 0.03))
-        step.args = [dataclasses.replace(a, strip=list(WAVE)) for a in step.args]
+        step.cos = msgspec.structs.replace(step.cos, min=step.cos.mean - 0.05, max=min(1.0, step.cos.mean + 0.03))
+        step.args = [msgspec.structs.replace(a, strip=list(WAVE)) for a in step.args]
         step.args[0].norm = protocol.Spread(5.0 + i * 0.05, 5.0 + i * 0.05, 5.0 + i * 0.05)
         if i % 4:
             step.findings = []
@@ -177,7 +177,7 @@ def test_a_collapsed_map_is_drawn_as_one_dot_in_the_middle(source, make):
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             steps = pictured_run(make)
-            steps[-1].projection = dataclasses.replace(
+            steps[-1].projection = msgspec.structs.replace(
                 cloud(23), x=[0.0] * 96, y=[0.0] * 96, spread=0.0002, extent=0.0
             )
             source.feed(make.hello(), *steps)
@@ -224,7 +224,7 @@ async def map_of(pilot: Pilot, source, make, projection: protocol.Projection) ->
 
 
 def test_labels_colour_the_points_and_marks_tell_the_sides_apart(source, make):
-    corners = dataclasses.replace(
+    corners = msgspec.structs.replace(
         cloud(23, 4), x=[-0.8, 0.8, -0.8, 0.8], y=[0.8, 0.8, -0.8, -0.8], side=[0, 1, 1, 0], label=[0, 1, 2, -1], extent=0.8
     )
 
@@ -245,7 +245,7 @@ def test_labels_colour_the_points_and_marks_tell_the_sides_apart(source, make):
 def test_only_the_eight_most_frequent_labels_get_colours(source, make):
     # Labels 0-9; 3 and 7 are the rarest (one point each), the others two or three points.
     label = [0, 0, 1, 1, 2, 2, 3, 4, 4, 5, 5, 6, 6, 7, 8, 8, 9, 9, 9, 9]
-    many = dataclasses.replace(cloud(23, len(label)), label=label)
+    many = msgspec.structs.replace(cloud(23, len(label)), label=label)
 
     async def scenario():
         app = InspectorApp(source)
@@ -261,7 +261,7 @@ def test_a_map_without_labels_is_drawn_by_side_in_braille(source, make):
     async def scenario():
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
-            chart = await map_of(pilot, source, make, dataclasses.replace(cloud(23), label=[-1] * 96))
+            chart = await map_of(pilot, source, make, msgspec.structs.replace(cloud(23), label=[-1] * 96))
             assert marks(chart) == []
             assert subtitle(chart).plain.startswith("● x1  ● x2  · spread 1 ")
 
@@ -284,7 +284,7 @@ def test_identical_vectors_give_identical_strips_and_a_dead_one_looks_dead(sourc
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             step = make.step1()
-            step.args = [dataclasses.replace(a, strip=list(WAVE)) for a in step.args]
+            step.args = [msgspec.structs.replace(a, strip=list(WAVE)) for a in step.args]
             source.feed(make.hello(), step)
             await until(pilot, lambda: "paused at step 1" in status(app))
             left, right = app.query_one("#strip-left", ValueStrip), app.query_one("#strip-right", ValueStrip)
@@ -293,8 +293,8 @@ def test_identical_vectors_give_identical_strips_and_a_dead_one_looks_dead(sourc
 
             dead = make.step1(step=2)
             dead.args = [
-                dataclasses.replace(dead.args[0], strip=list(WAVE)),
-                dataclasses.replace(
+                msgspec.structs.replace(dead.args[0], strip=list(WAVE)),
+                msgspec.structs.replace(
                     dead.args[1], strip=[0.0] * 48, stats=protocol.ValueStats(min=0.0, max=0.0, mean=0.0, std=0.0)
                 ),
             ]
@@ -314,7 +314,7 @@ def test_a_free_run_step_without_strips_shows_the_latest_strips_of_its_site_and_
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             pictured = make.step1(step=1, paused=False)
-            pictured.args = [dataclasses.replace(a, strip=list(WAVE)) for a in pictured.args]
+            pictured.args = [msgspec.structs.replace(a, strip=list(WAVE)) for a in pictured.args]
             bare = make.step1(step=2, paused=True)  # no strips: the agent pictured step 1 only
             source.feed(make.hello(), pictured, bare)
             await until(pilot, lambda: "paused at step 2" in status(app))
@@ -324,7 +324,7 @@ def test_a_free_run_step_without_strips_shows_the_latest_strips_of_its_site_and_
             assert legend.startswith("step 1 ")
 
             own = make.step1(step=3)
-            own.args = [dataclasses.replace(a, strip=list(reversed(WAVE))) for a in own.args]
+            own.args = [msgspec.structs.replace(a, strip=list(reversed(WAVE))) for a in own.args]
             await pilot.press("n")
             source.feed(own)
             await until(pilot, lambda: "paused at step 3" in status(app))

@@ -1,12 +1,10 @@
-"""What the agent's per-call savings must not change: the wire writes exactly the bytes the
-generic JSON encoding of a message's fields writes (packed number lists included), the
-``pictures`` setting travels and is checked like the other settings, and the pictures are made
-where someone can see them (every step, every stop and a bounded rate, or never) and nowhere
-else."""
+"""What the agent's per-call savings must not change: every step, and any value in it, arrives
+through the one codec exactly as it was sent (NaN as NaN), the ``pictures`` setting travels
+and is checked like the other settings, and the pictures are made where someone can see them
+(every step, every stop and a bounded rate, or never) and nowhere else."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from typing import Any
@@ -15,16 +13,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import astuple, replace
 
 from cossim_tui import protocol
 from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
-from cossim_tui.protocol import AgentConfig, ProtocolError, from_jsonable, to_jsonable
-from reference_encoding import reference_frame
+from cossim_tui.protocol import AgentConfig, ProtocolError, convert, to_builtins
 from small_pairs import KeptMessages, as_if_on_a_device, call, free_run, varied_pairs
 
 # --------------------------------------------------------------------------------------
-# The wire: the writers made per class write what json.dumps of the fields writes
+# The wire: one codec, every value as it was sent
 # --------------------------------------------------------------------------------------
 
 
@@ -49,12 +47,44 @@ def _captured_steps() -> list[protocol.StepCaptured]:
 STEPS = _captured_steps()
 
 
+def _same(a: object, b: object) -> bool:
+    """Equal, with NaN equal to NaN (a NaN similarity must arrive as NaN, not as null)."""
+    return protocol.encode_body(a) == protocol.encode_body(b) and _floats(a) == _floats(b)  # type: ignore[arg-type]
+
+
+def _floats(value: object) -> list[str]:
+    """Every float in a record, as text: ``nan``, ``inf`` and ``-0.0`` stay themselves."""
+    found: list[str] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, float):
+            found.append(repr(v))
+        elif isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(to_builtins(value))
+    return found
+
+
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: f"step{s.step}")
-def test_a_captured_step_is_written_as_the_generic_encoding_writes_it(step: protocol.StepCaptured) -> None:
-    assert protocol.encode(step) == reference_frame(step)
+def test_a_captured_step_arrives_as_it_was_sent(step: protocol.StepCaptured) -> None:
+    decoded = protocol.decode_message(protocol.encode(step)[4:])
+    assert _same(decoded, step)
 
 
-FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70))
+def test_a_nan_in_a_captured_step_arrives_as_nan() -> None:
+    with_nan = [s for s in STEPS if s.args[0].nan]
+    assert with_nan, "the steps above include a NaN argument"
+    for step in with_nan:
+        decoded = protocol.decode_message(protocol.encode(step)[4:])
+        assert any(math.isnan(v) for v in decoded.args[0].preview)
+
+
+FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**53), 2**53).map(float))
 INTS = st.integers(-(2**63), 2**63 - 1)
 TEXT = st.text(max_size=12)
 
@@ -72,19 +102,24 @@ TEXT = st.text(max_size=12)
     context=st.dictionaries(TEXT, FLOATS, max_size=3),
     evidence=st.lists(TEXT, max_size=3),
 )
-def test_any_valid_values_are_written_as_the_generic_encoding_writes_them(
+def test_any_valid_values_arrive_as_they_were_sent(
     index, preview, shape, strip, expr, grad_fn, norm_min, wall_time, context, evidence
 ) -> None:
-    step = dataclasses.replace(STEPS[index], wall_time=wall_time, context=context)
-    first = dataclasses.replace(step.args[0], preview=preview, shape=shape, strip=strip, expr=expr, grad_fn=grad_fn)
+    """Any string (lone surrogates too) and any float (NaN, infinities, -0.0) crosses the wire
+    and comes back out of a trace line as itself."""
+    step = replace(STEPS[index], wall_time=wall_time, context=context)
+    first = replace(step.args[0], preview=preview, shape=shape, strip=strip, expr=expr, grad_fn=grad_fn)
     if first.norm is not None:
-        first.norm = dataclasses.replace(first.norm, min=norm_min)
+        first.norm = replace(first.norm, min=norm_min)
     step.args = [first, *step.args[1:]]
     step.findings = [protocol.Finding("zero-norm", "error", "m", "s", 1, evidence)]
-    assert protocol.encode(step) == reference_frame(step)
+    decoded = protocol.decode_message(protocol.encode(step)[4:])
+    assert _floats(decoded) == _floats(step)
+    assert decoded.args[0].expr == expr and decoded.args[0].grad_fn == grad_fn
+    assert decoded.args[0].shape == shape and decoded.findings[0].evidence == evidence
 
 
-def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> None:
+def test_every_message_kind_arrives_as_it_was_sent() -> None:
     messages = [
         protocol.Hello(pid=1, python="3.11", target="train.py", argv=["train.py", "--lr", "0.1"]),
         protocol.TorchHooked(version="2.4", intercepted=["F.cosine_similarity"]),
@@ -99,7 +134,8 @@ def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> No
     ]
     assert {type(m) for m in messages} == set(protocol.MESSAGE_TYPES.values())
     for message in messages:
-        assert protocol.encode(message) == reference_frame(message)
+        decoded = protocol.decode_message(protocol.encode(message)[4:])
+        assert type(decoded) is type(message) and _same(decoded, message)
 
 
 # --------------------------------------------------------------------------------------
@@ -109,19 +145,19 @@ def test_every_message_kind_is_written_as_the_generic_encoding_writes_it() -> No
 
 def test_pictures_travel_with_the_config_and_default_to_every_step_for_older_launchers() -> None:
     config = AgentConfig(mode="run", pictures="paced")
-    assert from_jsonable(AgentConfig, json.loads(json.dumps(to_jsonable(config)))) == config
-    assert from_jsonable(AgentConfig, {"mode": "run"}).pictures == "every-step"  # a launcher from before
+    assert convert(json.loads(json.dumps(to_builtins(config))), AgentConfig) == config
+    assert convert({"mode": "run"}, AgentConfig).pictures == "every-step"  # a launcher from before
 
 
 @pytest.mark.parametrize("value", ["sometimes", 1, None, True])
 def test_an_unknown_pictures_setting_is_refused(value: Any) -> None:
     with pytest.raises(ProtocolError):
-        from_jsonable(AgentConfig, {"pictures": value})
+        convert({"pictures": value}, AgentConfig)
 
 
 def test_check_asks_for_pictures_only_when_recording(tmp_path) -> None:
     from cossim_tui import headless
-    from cossim_tui.launcher import Target
+    from cossim_tui.session.events import Target
 
     configs: list[AgentConfig] = []
 
@@ -291,8 +327,8 @@ def test_a_small_pair_summarised_from_host_copies_reads_as_one_summarised_where_
             assert (x.storage.offset, x.storage.strides, x.storage.element_size) == (y.storage.offset, y.storage.strides, y.storage.element_size)
             assert (x.stats is None) == (y.stats is None) and (x.norm is None) == (y.norm is None)
             if x.stats is not None:
-                assert dataclasses.astuple(x.stats) == pytest.approx(dataclasses.astuple(y.stats), rel=1e-12, abs=1e-12, nan_ok=True)
-                assert dataclasses.astuple(x.norm) == pytest.approx(dataclasses.astuple(y.norm), rel=1e-12, nan_ok=True)
+                assert astuple(x.stats) == pytest.approx(astuple(y.stats), rel=1e-12, abs=1e-12, nan_ok=True)
+                assert astuple(x.norm) == pytest.approx(astuple(y.norm), rel=1e-12, nan_ok=True)
         assert (a.projection is None) == (b.projection is None), a.step
     assert [f.code for f in copied[1].findings if f.code == "stale-partner"] == ["stale-partner"]
     assert "stale-partner" in [f.code for f in copied[2].findings]

@@ -11,7 +11,7 @@ the summariser's wait for the values is held back where a test needs calls to st
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec.structs
 import re
 import threading
 import time
@@ -87,7 +87,7 @@ def _session(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[proto
 
 
 def _comparable(step: protocol.StepCaptured) -> str:
-    step = dataclasses.replace(step, wall_time=0.0)
+    step = msgspec.structs.replace(step, wall_time=0.0)
     return repr(step)
 
 

@@ -154,7 +154,7 @@ def test_strips_and_maps_cross_the_channel_and_older_peers_may_leave_them_out():
     body = protocol.encode(step)[4:]
     assert protocol.decode_message(body) == step
     # A trace or agent from before the pictures: the fields are optional.
-    bare = protocol.to_jsonable(step)
+    bare = protocol.to_builtins(step)
     del bare["projection"], bare["args"][0]["strip"]
     bare["kind"] = "step"
     decoded = protocol.decode_message(json.dumps(bare))

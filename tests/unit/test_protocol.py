@@ -39,8 +39,8 @@ from cossim_tui.protocol import (
     ValueStats,
     decode_message,
     encode,
-    from_jsonable,
-    to_jsonable,
+    convert,
+    to_builtins,
 )
 
 # --------------------------------------------------------------------------------------
@@ -206,9 +206,9 @@ def test_integers_are_accepted_where_floats_are_expected() -> None:
 
 def test_agent_config_round_trips_through_json() -> None:
     config = AgentConfig(mode="continue", break_on=["warning", "stale-partner"], ignore=["broadcast"], max_steps=17, watch=["model:score"])
-    text = json.dumps(to_jsonable(config))
-    assert from_jsonable(AgentConfig, json.loads(text)) == config
-    assert from_jsonable(AgentConfig, {}) == AgentConfig()
+    text = json.dumps(to_builtins(config))
+    assert convert(json.loads(text), AgentConfig) == config
+    assert convert({}, AgentConfig) == AgentConfig()
 
 
 # --------------------------------------------------------------------------------------

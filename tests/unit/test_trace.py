@@ -23,25 +23,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ChannelProblem, OutputReceived, ScriptExited, Target
-from cossim_tui.trace import (
-    COMMAND_KINDS,
+from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited, Target
+from cossim_tui.protocol import COMMAND_KINDS
+from cossim_tui.session.replay import (
     CUT_SHORT,
     MAX_LINE,
     MAX_PROBLEMS,
-    SCHEMA,
     UNREADABLE,
-    RecordingSource,
-    TraceError,
     TraceSource,
-    TraceWriter,
     decode_event,
-    event_to_jsonable,
     iter_events,
     printable,
     read_header,
     read_trace,
 )
+from cossim_tui.session.trace import SCHEMA, RecordingSource, TraceError, TraceWriter
+
+
+def event_to_jsonable(event: object) -> dict:
+    """One event as its trace line's JSON object: the codec's body of it."""
+    if not isinstance(event, protocol.Message):
+        raise TypeError(f"not a run event: {type(event).__name__}")
+    return json.loads(protocol.encode_body(event))
 
 TARGET = Target(script="train.py", args=["--epochs", "1"])
 EVENT_TYPES = (protocol.Message, OutputReceived, ChannelProblem, ScriptExited)
@@ -229,7 +232,7 @@ def test_a_module_target_is_named_as_the_user_typed_it(tmp_path):
 
 def test_versions_name_textual_only_where_a_screen_shows_the_run_without_importing_it(tmp_path):
     code = (
-        "import json, sys; from cossim_tui.trace import TraceWriter; from cossim_tui.launcher import Target\n"
+        "import json, sys; from cossim_tui.session.trace import TraceWriter; from cossim_tui.session.events import Target\n"
         "TraceWriter(sys.argv[1], Target(script='t.py')).close()\n"
         "TraceWriter(sys.argv[2], Target(script='t.py'), screen='textual').close()\n"
         "print(json.dumps(sorted(m for m in ('torch', 'textual', 'rich') if m in sys.modules)))"
@@ -244,7 +247,7 @@ def test_versions_name_textual_only_where_a_screen_shows_the_run_without_importi
 
 
 def test_trace_module_imports_neither_torch_nor_textual():
-    code = "import json, sys, cossim_tui.trace; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, cossim_tui.session.trace, cossim_tui.session.replay; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = {name.split(".")[0] for name in json.loads(out.stdout)}
     assert not loaded & {"torch", "numpy", "textual", "rich"}
@@ -435,7 +438,7 @@ def test_escape_sequences_in_a_trace_never_reach_the_terminal(tmp_path):
     with open(path, "a", encoding="utf-8") as handle:
         bad = event_to_jsonable(stale_step(1))
         bad["context"] = {attack: "x"}
-        handle.write(json.dumps(bad) + "\n")  # refused, naming the key
+        handle.write(json.dumps(bad) + "\n")  # refused, naming the mapping
         handle.write(json.dumps(event_to_jsonable(events[2])) + "\n")
 
     # The data API keeps the recording exact ...
@@ -448,7 +451,9 @@ def test_escape_sequences_in_a_trace_never_reach_the_terminal(tmp_path):
     assert "␛[2J" in replayed[0].text and replayed[0].text.startswith("epoch 1\t ok\r\n")
     assert replayed[1].args[0].expr == "emb" + printable(attack)
     assert replayed[-1].exception == printable(attack)
-    assert isinstance(replayed[2], ChannelProblem) and replayed[2].reason.startswith("trace line 4: step.context.␛[2J")
+    # (msgspec's path names the mapping, not the key: the hostile key never reaches the reason.)
+    assert isinstance(replayed[2], ChannelProblem) and replayed[2].reason.startswith("trace line 4: step: ")
+    assert "$.context" in replayed[2].reason
 
 
 # --------------------------------------------------------------------------------------
@@ -776,3 +781,34 @@ def test_any_first_line_is_a_trace_or_a_clear_refusal(tmp_path, first):
         read_header(path)
     except TraceError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+# --------------------------------------------------------------------------------------
+# Traces recorded by earlier versions (Python's json, before the msgspec codec)
+# --------------------------------------------------------------------------------------
+
+EARLIER = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
+
+
+@pytest.mark.parametrize(
+    "name, steps, status",
+    [("before-msgspec-stale-partner.jsonl", 12, "stopped"), ("before-msgspec-non-finite.jsonl", 3, "finished")],
+)
+def test_a_trace_recorded_before_the_msgspec_codec_replays_exactly(name: str, steps: int, status: str) -> None:
+    path = EARLIER / name
+    trace = read_trace(path)
+    assert not [e for e in trace.events if isinstance(e, ChannelProblem)]
+    assert len(trace.steps) == steps and trace.exited.status == status
+    # Every event reads back to the very JSON it was recorded as (NaN written as NaN both sides).
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    assert len(lines) == len(trace.events)
+    for line, event in zip(lines, trace.events):
+        assert json.dumps(json.loads(line), sort_keys=True) == json.dumps(event_to_jsonable(event), sort_keys=True)
+    replayed = list(TraceSource(path).events())
+    assert [type(e) for e in replayed] == [type(e) for e in trace.events]
+
+
+def test_a_nan_recorded_before_the_msgspec_codec_is_still_nan() -> None:
+    steps = read_trace(EARLIER / "before-msgspec-non-finite.jsonl").steps
+    assert all(step.args[0].nan > 0 for step in steps)
+    assert all(step.cos is not None and math.isnan(step.cos.mean) for step in steps)

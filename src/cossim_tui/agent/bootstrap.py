@@ -35,7 +35,7 @@ def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, Ag
     connection = protocol.Connection(sock)
     raw = os.environ.pop(CONFIG_ENV, None)
     if raw is not None:
-        return connection, protocol.from_jsonable(AgentConfig, json.loads(raw))
+        return connection, protocol.convert(json.loads(raw), AgentConfig, "settings")
     try:
         message = connection.receive()
     except (OSError, protocol.ProtocolError):

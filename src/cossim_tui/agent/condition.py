@@ -15,7 +15,7 @@ false (and is reported once) rather than turning the condition off.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import threading
 import types
 from typing import Any
@@ -33,18 +33,12 @@ class ConditionError(Exception):
         result is about to be assigned to at the first step."""
 
 
-def _namespace(value: Any) -> Any:
-    """A protocol dataclass as nested ``SimpleNamespace``s, so ``cos.mean`` reads like an attribute."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return types.SimpleNamespace(**{f.name: _namespace(getattr(value, f.name)) for f in dataclasses.fields(value)})
-    if isinstance(value, list):
-        return [_namespace(v) for v in value]
-    return value
-
-
 def summary_names(step: protocol.StepCaptured, result: Any = None) -> dict[str, Any]:
-    """The names a condition can use besides the frame's own: ``cos``, ``step``, ``args``, ``result``."""
-    return {"cos": _namespace(step.cos), "step": step.step, "args": _namespace(step.args), "result": result}
+    """The names a condition can use besides the frame's own: ``cos``, ``step``, ``args``, ``result``.
+
+    The step's own records (``cos.mean``, ``args[0].norm.mean``), copied, so that a condition
+    cannot change what the screen is sent."""
+    return {"cos": copy.deepcopy(step.cos), "step": step.step, "args": copy.deepcopy(step.args), "result": result}
 
 
 class BreakCondition:

@@ -187,7 +187,7 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
         loss, "cosine_embedding_loss", ("input1", "input2"), _embedding_loss_args, loss_similarity
     )
     sink.torch_hooked(
-        torch.__version__,
+        str(torch.__version__),
         [
             "torch.nn.functional.cosine_similarity",
             "torch.cosine_similarity",

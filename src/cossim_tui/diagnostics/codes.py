@@ -1,15 +1,14 @@
 """The finding codes of CONTRACT.md, with what each means and how to fix it.
 
 One catalogue, read by the judges (severity), by ``check`` (the report) and by the TUI
-(explanation and fix). Standard library only, so the TUI can use it without torch.
+(explanation and fix). No torch, so the TUI can use it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-Severity = Literal["error", "warning", "info"]
+from cossim_tui.protocol.messages import SEVERITY_RANK, Severity
 
 
 @dataclass(frozen=True)
@@ -184,4 +183,5 @@ _ENTRIES = [
 ]
 
 CATALOG: dict[str, CodeInfo] = {entry.code: entry for entry in _ENTRIES}
-SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+SEVERITIES: tuple[Severity, ...] = tuple(sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=True))  # type: ignore[assignment]
+"""Most severe first: ``error``, ``warning``, ``info``."""

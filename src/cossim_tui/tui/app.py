@@ -29,8 +29,8 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ScriptExited
-from cossim_tui.report import FindingSummary
+from cossim_tui.session.events import ScriptExited
+from cossim_tui.session.findings import FindingSummary
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.messages import (
@@ -48,8 +48,8 @@ from cossim_tui.tui.screens.break_condition import BreakConditionScreen
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.screens.inputs import InputsScreen, has_input_images
-from cossim_tui.tui.source import Command, EventSource
-from cossim_tui.tui.tally import FindingTally
+from cossim_tui.session.events import Command, EventSource
+from cossim_tui.session.findings import FindingTally
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
@@ -278,7 +278,7 @@ class InspectorApp(App[None]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.exited = message.exited
-        phase: Phase = "ended" if message.exited.status in ("finished", "stopped") else "failed"
+        phase: Phase = "ended" if message.exited.status in ("finished", "stopped", "quit") else "failed"
         self._set_phase(phase, message.exited.description)
 
     # -- what is on screen --------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 from textual.message import Message
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ChannelProblem, ScriptExited
+from cossim_tui.session.events import ChannelProblem, ScriptExited
 
 T = TypeVar("T")
 

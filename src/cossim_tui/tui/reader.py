@@ -12,7 +12,7 @@ from collections.abc import Callable
 from textual.message import Message
 
 from cossim_tui import protocol
-from cossim_tui.launcher import ChannelProblem, OutputReceived, ScriptExited
+from cossim_tui.session.events import ChannelProblem, OutputReceived, RunEvent, ScriptExited
 from cossim_tui.tui.messages import (
     Batch,
     BreakConditionChanged,
@@ -24,7 +24,6 @@ from cossim_tui.tui.messages import (
     StepsReceived,
     TorchReady,
 )
-from cossim_tui.tui.source import RunEvent
 
 STREAM_ENDED_EARLY = "the run's events stopped before it reported how the script ended"
 

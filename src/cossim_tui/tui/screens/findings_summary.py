@@ -20,10 +20,10 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from cossim_tui.report import FindingSummary
+from cossim_tui.session.findings import FindingSummary
 from cossim_tui.tui import palette
 from cossim_tui.tui.format import fmt_int, fmt_plural
-from cossim_tui.tui.tally import SiteFindings
+from cossim_tui.session.findings import SiteFindings
 from cossim_tui.tui.widgets.findings_panel import MutedKey, badge
 
 _NUMBER = 7

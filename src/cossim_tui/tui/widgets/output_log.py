@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.widgets import Log
 
-from cossim_tui.trace import printable
+from cossim_tui.session.replay import printable
 
 MAX_LINES = 5000
 """Enough to scroll back through a training run's recent output without growing forever."""

@@ -1,0 +1,65 @@
+"""The channel between the training script and the screen: message types, one codec, framing.
+
+``messages`` holds the records (msgspec Structs, a union tagged by ``kind``); ``codec`` turns
+them into the one JSON body that travels and that a trace records; ``framing`` puts bodies on a
+stream. Everything either side needs is importable from here. No torch, no textual.
+"""
+
+from __future__ import annotations
+
+from cossim_tui.protocol.codec import (
+    MAX_FRAME,
+    Decoder,
+    ProtocolError,
+    convert,
+    decode_message,
+    encode,
+    encode_body,
+    encode_for_tools,
+    finite_or_none,
+    to_builtins,
+)
+from cossim_tui.protocol.framing import Connection, FrameDecoder
+from cossim_tui.protocol.messages import (
+    COMMAND_KINDS,
+    CONFIG_ENV,
+    FD_ENV,
+    MESSAGE_TYPES,
+    PICTURE_INTERVAL,
+    SEVERITY_RANK,
+    AgentConfig,
+    AgentMessage,
+    BreakChanged,
+    CallSite,
+    Command,
+    Finding,
+    Hello,
+    Message,
+    ModuleCall,
+    Mute,
+    Pause,
+    Projection,
+    Relation,
+    Resume,
+    ScriptEnded,
+    SetBreak,
+    Severity,
+    Similarity,
+    Spread,
+    Start,
+    StepCaptured,
+    StorageInfo,
+    TensorSummary,
+    Thumbnail,
+    TorchHooked,
+    ValueStats,
+)
+
+__all__ = [
+    "COMMAND_KINDS", "CONFIG_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "SEVERITY_RANK",
+    "AgentConfig", "AgentMessage", "BreakChanged", "CallSite", "Command", "Connection", "Decoder", "Finding",
+    "FrameDecoder", "Hello", "Message", "ModuleCall", "Mute", "Pause", "Projection", "ProtocolError", "Relation",
+    "Resume", "ScriptEnded", "SetBreak", "Severity", "Similarity", "Spread", "Start", "StepCaptured", "StorageInfo",
+    "TensorSummary", "Thumbnail", "TorchHooked", "ValueStats", "convert", "decode_message", "encode", "encode_body", "encode_for_tools",
+    "finite_or_none", "to_builtins",
+]
