@@ -21,7 +21,7 @@ def _top_level(modules: set[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-@pytest.mark.parametrize("module", ["cossim_tui.tui.app", "cossim_tui.tui.run", "cossim_tui.cli", "cossim_tui.report"])
+@pytest.mark.parametrize("module", ["cossim_tui.tui.app", "cossim_tui.tui.run", "cossim_tui.cli", "cossim_tui.report", "cossim_tui.session.replay", "cossim_tui.session.trace"])
 def test_ui_side_never_imports_torch(module: str) -> None:
     loaded = _top_level(_modules_after_import(module))
     assert "torch" not in loaded
@@ -54,7 +54,8 @@ def test_protocol_and_judges_are_pure(module: str) -> None:
 
 def test_script_imports_torch_itself(tmp_path) -> None:
     """A script that sets OMP_NUM_THREADS before `import torch` must still be the first to load it."""
-    from cossim_tui.launcher import OutputReceived, Run, Target
+    from cossim_tui.launcher import Run
+    from cossim_tui.session.events import OutputReceived, Target
     from cossim_tui.protocol import AgentConfig
 
     script = tmp_path / "first_line.py"
@@ -72,3 +73,21 @@ def test_script_imports_torch_itself(tmp_path) -> None:
     finally:
         run.terminate()
     assert "torch loaded before the script: False" in output
+
+
+def test_the_import_contracts_hold() -> None:
+    """The layers and forbidden imports of pyproject.toml's import-linter contracts (what
+    ``lint-imports`` checks in CI): cli → the screens → report → launcher → session → agent →
+    judges → protocol, torch nowhere above the agent, textual nowhere below the TUI."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 broken" in out.stdout
