@@ -167,6 +167,15 @@ def test_options_after_the_script_belong_to_the_script():
     assert done.returncode == 1, done.stdout + done.stderr
 
 
+def test_options_after_dash_m_module_belong_to_the_module(tmp_path):
+    """``cossim-tui check -m mymod --epochs 2``: as under ``python -m mymod --epochs 2``."""
+    (tmp_path / "mymod.py").write_text("import sys\nprint('argv', sys.argv[1:])\n")
+    done = run_check("-m", "mymod", "--epochs", "2", "--json", "r.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "argv ['--epochs', '2', '--json', 'r.json']\n" in done.stdout
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_missing_script_exits_2_with_one_line(tmp_path):
     done = run_check("no_such_script.py", cwd=tmp_path)
     assert done.returncode == 2
