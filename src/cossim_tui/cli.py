@@ -251,7 +251,8 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
     from cossim_tui.launcher import Run
 
     if mode == "check":
-        run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
+        # CONTRACT: check passes its stdin on to the script; the TUI's terminal is the app's.
+        run = Run.early(target, fork=fork, forget=COMMAND_ONLY, pass_stdin=True)
         from cossim_tui.headless import run_check
 
         status = run_check(run, options)

@@ -176,6 +176,20 @@ def test_options_after_dash_m_module_belong_to_the_module(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.parametrize("launch", ["forked", "spawned"])
+def test_the_script_reads_checks_stdin(tmp_path, launch):
+    """``printf 'bob\\n' | cossim-tui check ask.py`` prints "hello bob", as python does; the
+    script's child (a fork of the command, or a new interpreter) reads check's stdin to its end."""
+    (tmp_path / "ask.py").write_text("import sys\nprint('hello', input())\nprint('rest', repr(sys.stdin.read()))\n")
+    if launch == "forked":
+        command = [sys.executable, "-m", "cossim_tui", "check", "ask.py"]
+    else:  # called as a function, not as the command: the child is a new interpreter
+        command = [sys.executable, "-c", "import sys; from cossim_tui import cli; sys.exit(cli.main(['check', 'ask.py']))"]
+    done = subprocess.run(command, cwd=tmp_path, input="bob\nand more\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("hello bob\nrest 'and more\\n'\n"), done.stdout
+
+
 def test_missing_script_exits_2_with_one_line(tmp_path):
     done = run_check("no_such_script.py", cwd=tmp_path)
     assert done.returncode == 2
