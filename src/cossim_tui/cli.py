@@ -109,6 +109,16 @@ def _codes(value: str) -> list[str]:
     return codes
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of calls (0 or more), got {value!r}")
+    return number
+
+
 def _watch(value: str) -> str:
     module, _, function = value.partition(":")
     if not module or not function or not all(part.isidentifier() for part in (*module.split("."), *function.split("."))):
@@ -170,7 +180,7 @@ def _check_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 clean, 1 findings at or above --fail-on, 2 could not start, 3 the script failed.",
     )
     parser.add_argument("--json", metavar="PATH", help="write the report (schema cossim-tui/report/1)")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="stop the script after N intercepted calls")
+    parser.add_argument("--max-steps", type=_count, metavar="N", help="stop the script after N intercepted calls")
     parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error", help="lowest severity that fails (default: error)")
     _target_arguments(parser)
     return parser

@@ -248,6 +248,18 @@ def test_max_steps_stops_and_exits_0(tmp_path):
     assert "after call 2" not in done.stdout and "loop done" not in done.stdout
 
 
+def test_max_steps_0_stops_at_the_first_call(tmp_path):
+    """``--max-steps 0``: the script is stopped at its first intercepted call, which is not
+    reported; its line after that call never runs."""
+    done = run_check("--max-steps", "0", "--json", str(tmp_path / "r.json"), F + "cosine_loop.py", "--count", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = load_report(tmp_path / "r.json")
+    assert_follows_schema(report)
+    assert (report["status"], report["steps"], report["exit_code"], report["calls"]) == ("stopped", 0, 0, [])
+    assert "before call 0\n" in done.stdout and "after call 0" not in done.stdout
+    assert "0 cosine calls intercepted" in done.stdout
+
+
 # --------------------------------------------------------------------------------------
 # The report in detail
 # --------------------------------------------------------------------------------------

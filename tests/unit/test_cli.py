@@ -63,6 +63,7 @@ def test_double_dash_ends_the_options(script):
         (["check", "--fail-on", "sometimes", "-m", "mymod"], "argument --fail-on: invalid choice"),
         (["check", "--ignore", "no-such-code", "-m", "mymod"], "unknown finding code no-such-code"),
         (["check"], "the following arguments are required: SCRIPT (or -m MODULE)"),
+        (["check", "--max-steps", "-1", "-m", "mymod"], "argument --max-steps: expected a number of calls"),
     ],
 )
 def test_bad_options_exit_2_with_a_usage_and_a_reason(capsys, script, argv, says):
