@@ -8,6 +8,7 @@ one check that several tests then read.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,35 @@ def test_killed_script_exits_3(tmp_path):
     assert_follows_schema(report)
     assert (report["status"], report["signal"], report["exit_code"]) == ("killed", 9, None)
     assert "killed by signal 9 (SIGKILL)" in done.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_check_ended_by_a_signal_reports_that_signal(tmp_path, sig):
+    """``timeout 60 cossim-tui check train.py``, or a closed terminal: check ends the script and
+    reports the signal it was given, not Ctrl+C's."""
+    command = [sys.executable, "-m", "cossim_tui", "check", "--json", str(tmp_path / "r.json"), F + "sleep_loop.py", "60"]
+    with subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as check:
+        try:
+            assert check.stdout is not None and check.stdout.readline() == "heartbeat 0\n"
+            check.send_signal(sig)
+            out, err = check.communicate(timeout=60)
+        finally:
+            if check.poll() is None:  # check ends its script when it is told to end
+                check.terminate()
+                check.wait(timeout=30)
+    assert check.returncode == 3, out + err
+    name = signal.Signals(sig).name
+    assert f"killed by signal {int(sig)} ({name})" in out, out
+    report = load_report(tmp_path / "r.json")
+    assert (report["status"], report["signal"]) == ("killed", int(sig))
+
+
+def test_script_ended_by_sigterm_says_sigterm(tmp_path):
+    (tmp_path / "term_self.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n")
+    done = run_check("--json", str(tmp_path / "r.json"), "term_self.py", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "killed by signal 15 (SIGTERM)" in done.stdout, done.stdout
+    assert load_report(tmp_path / "r.json")["signal"] == 15
 
 
 def test_max_steps_stops_and_exits_0(tmp_path):
