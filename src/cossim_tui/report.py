@@ -110,6 +110,8 @@ class ReportBuilder:
         else:
             summary.last_step = finding.step
             summary.count += 1
+            if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[summary.severity]:  # a later step measured worse (precision-loss)
+                summary.severity, summary.message = finding.severity, finding.message
 
     def active_findings(self) -> list[FindingSummary]:
         """Findings that count: not muted, most severe first, then in order of appearance."""

@@ -44,6 +44,8 @@ class FindingTally:
                 else:
                     entry.last_step = finding.step
                     entry.count += 1
+                    if SEVERITY_RANK.get(finding.severity, 0) > SEVERITY_RANK.get(entry.severity, 0):  # a later step measured worse (precision-loss)
+                        entry.severity, entry.message = finding.severity, finding.message
                     # The agent marks a code muted from the moment the user mutes it.
                     entry.muted = entry.muted or finding.muted
 
