@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 _BEFORE_ARGPARSE = frozenset(sys.modules)
 import argparse  # (after the look at what was loaded before it)
@@ -19,8 +20,6 @@ COMMAND_ONLY = frozenset({"argparse", "gettext", "locale", "_locale"}) - _BEFORE
 """Modules the command loads before it starts the child (to read its own arguments) that the
 agent never does: a child forked from the command forgets them, so that the script finds its
 own modules of these names, as under python (``launcher.Run.early``)."""
-
-from typing import TYPE_CHECKING
 
 from cossim_tui import __version__
 from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
@@ -152,7 +151,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
 
-def _interactive_parser() -> argparse.ArgumentParser:
+def _interactive_parser() -> _Parser:
     parser = _Parser(
         prog="cossim-tui",
         description="Run a PyTorch script and pause at every cosine-similarity call to see both tensors side by side.",
@@ -173,7 +172,7 @@ def _interactive_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_parser() -> argparse.ArgumentParser:
+def _check_parser() -> _Parser:
     parser = _Parser(
         prog="cossim-tui check",
         description="Run a script headless, diagnose every cosine-similarity call, print a summary and exit with a status.",
