@@ -13,9 +13,9 @@ The bug is the line `similarity = F.cosine_similarity(z1.half(), z2.half(), dim=
 
 In `cossim-tui demo/half_precision.py`, each step shows two float16 (16, 128) tensors with
 norms from about 1e4 to 2e5 (float16 itself stops at 65504) and a similarity with many rows
-at exactly 0; the findings panel reports `precision-loss` (warning) at every step: the
-result differs from a float64 recomputation by up to about 1. The fix is
-`demo/half_precision_fixed.py`.
+at exactly 0; the findings panel reports `precision-loss` at every step, as an error: the
+result differs from a float64 recomputation by up to about 1, so `cossim-tui check` fails
+(exit status 1). The fix is `demo/half_precision_fixed.py`.
 """
 
 import argparse

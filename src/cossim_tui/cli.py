@@ -8,8 +8,10 @@ the file is missing or not a trace).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 _BEFORE_ARGPARSE = frozenset(sys.modules)
 import argparse  # (after the look at what was loaded before it)
@@ -24,11 +26,77 @@ from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
 
 from cossim_tui.session.exits import EXIT_CANNOT_START
 
+if TYPE_CHECKING:
+    from cossim_tui.session.events import Target
+
 
 class _Parser(argparse.ArgumentParser):
+    option_takes_value: dict[str, bool] = {}
+    """Each option string of ours, and whether a value follows it (``_split_at_target``)."""
+
+    def add_argument(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        action = super().add_argument(*args, **kwargs)
+        self.option_takes_value = {**self.option_takes_value, **dict.fromkeys(action.option_strings, action.nargs != 0)}
+        return action
+
+    def takes_value(self, option: str) -> bool:
+        """Whether ``option`` (as typed: ``--max`` is argparse's abbreviation of ``--max-steps``)
+        is one of ours that a value follows."""
+        if option in self.option_takes_value:
+            return self.option_takes_value[option]
+        if option.startswith("--") and self.allow_abbrev:
+            meanings = {value for name, value in self.option_takes_value.items() if name.startswith(option)}
+            return meanings == {True}
+        return False
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         self.exit(EXIT_CANNOT_START, f"{self.prog}: error: {message}\n")
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+"""What argparse reads as a value rather than as an option (none of ours looks like one)."""
+
+
+def _split_at_target(parser: _Parser, argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+    """``argv`` cut where the target begins: (our options, SCRIPT, MODULE, the target's arguments).
+
+    CONTRACT: options come before SCRIPT or ``-m MODULE``, and everything after either belongs
+    to the script, untouched. Argparse cannot be told so (after ``-m MODULE`` it goes on reading
+    options: ``-m mymod --epochs 2`` is an unknown ``--epochs``), so it is given only what comes
+    before the target, and keeps its help, its version and its errors for that. The target
+    begins at the first argument that is neither an option nor an option's value, at ``-m``
+    (or ``-mMODULE``, as python takes it), or after ``--``. Where the target is incomplete
+    (``-m`` last) argparse gets everything, and says what is missing."""
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            script = argv[index + 1] if index + 1 < len(argv) else None
+            return argv[:index], script, None, argv[index + 2 :]
+        if arg.startswith("-m") and not arg.startswith("--"):
+            if arg != "-m":
+                return argv[:index], None, arg[2:], argv[index + 1 :]
+            if index + 1 == len(argv):
+                break
+            return argv[:index], None, argv[index + 1], argv[index + 2 :]
+        if arg == "-" or not arg.startswith("-") or _NEGATIVE_NUMBER.match(arg):
+            return argv[:index], arg, None, argv[index + 1 :]
+        index += 1
+        if "=" not in arg and parser.takes_value(arg) and index < len(argv):
+            value = argv[index]
+            # As argparse: an option-like word is not a value (it then says the value is missing).
+            if not value.startswith("-") or _NEGATIVE_NUMBER.match(value):
+                index += 1
+    return argv, None, None, []
+
+
+def _parse(parser: _Parser, argv: list[str]) -> argparse.Namespace:
+    ours, script, module, rest = _split_at_target(parser, argv)
+    options = parser.parse_args(ours)
+    if script is not None or module is not None:
+        options.script, options.module, options.args = script, module, rest
+    return options
 
 
 def _codes(value: str) -> list[str]:
@@ -37,6 +105,16 @@ def _codes(value: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown finding code {', '.join(unknown)} (known: {', '.join(CATALOG)})")
     return codes
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of calls (0 or more), got {value!r}")
+    return number
 
 
 def _watch(value: str) -> str:
@@ -72,7 +150,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
 
-def _interactive_parser() -> argparse.ArgumentParser:
+def _interactive_parser() -> _Parser:
     parser = _Parser(
         prog="cossim-tui",
         description="Run a PyTorch script and pause at every cosine-similarity call to see both tensors side by side.",
@@ -93,14 +171,14 @@ def _interactive_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_parser() -> argparse.ArgumentParser:
+def _check_parser() -> _Parser:
     parser = _Parser(
         prog="cossim-tui check",
         description="Run a script headless, diagnose every cosine-similarity call, print a summary and exit with a status.",
         epilog="Exit status: 0 clean, 1 findings at or above --fail-on, 2 could not start, 3 the script failed.",
     )
     parser.add_argument("--json", metavar="PATH", help="write the report (schema cossim-tui/report/1)")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="stop the script after N intercepted calls")
+    parser.add_argument("--max-steps", type=_count, metavar="N", help="stop the script after N intercepted calls")
     parser.add_argument("--fail-on", choices=[*SEVERITIES, "never"], default="error", help="lowest severity that fails (default: error)")
     _target_arguments(parser)
     return parser
@@ -116,12 +194,11 @@ def _replay_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target(parser: argparse.ArgumentParser, options: argparse.Namespace):
+def _target(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Target:
     from cossim_tui.session.events import Target
 
     if options.module is not None:
-        args = ([options.script] if options.script is not None else []) + options.args
-        return Target(module=options.module, args=args)
+        return Target(module=options.module, args=list(options.args))
     if options.script is None:
         parser.error("the following arguments are required: SCRIPT (or -m MODULE)")
     if not os.path.exists(options.script):
@@ -156,20 +233,34 @@ def _entered_directly(frame: object) -> bool:
     return True
 
 
+def parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, Target | None]:
+    """What the command line asks for: ``"run"`` (the TUI), ``"check"`` or ``"replay"``, its
+    options, and what to run (``None`` for replay). Bad arguments end the process with status
+    2, after one line saying why; ``--help`` and ``--version`` with 0."""
+    argv = list(argv)
+    if argv[:1] == ["replay"]:
+        return "replay", _replay_parser().parse_args(argv[1:]), None
+    mode, parser = ("check", _check_parser()) if argv[:1] == ["check"] else ("run", _interactive_parser())
+    options = _parse(parser, argv[1:] if mode == "check" else argv)
+    return mode, options, _target(parser, options)
+
+
 def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
     # The child is started (``Run.early``) as soon as the target is known, before anything else
     # is imported here: it gets ready beside us. Where it is a fork of this process (``fork``:
     # see ``command``), it leaves this function by ``SystemExit`` when its script ends
     # (``launcher._fork``): nothing here around that point may catch it, or run a ``finally``
     # of ours in the script's process.
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["check"]:
-        parser = _check_parser()
-        options = parser.parse_args(argv[1:])
-        target = _target(parser, options)
-        from cossim_tui.launcher import Run
+    mode, options, target = parse(sys.argv[1:] if argv is None else argv)
+    if target is None:
+        from cossim_tui.tui.run import run_replay
 
-        run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
+        return run_replay(options.trace)
+    from cossim_tui.launcher import Run
+
+    if mode == "check":
+        # CONTRACT: check passes its stdin on to the script; the TUI's terminal is the app's.
+        run = Run.early(target, fork=fork, forget=COMMAND_ONLY, pass_stdin=True)
         from cossim_tui.headless import run_check
 
         status = run_check(run, options)
@@ -180,16 +271,6 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
 
         gc.freeze()
         return status
-    if argv[:1] == ["replay"]:
-        options = _replay_parser().parse_args(argv[1:])
-        from cossim_tui.tui.run import run_replay
-
-        return run_replay(options.trace)
-    parser = _interactive_parser()
-    options = parser.parse_args(argv)
-    target = _target(parser, options)
-    from cossim_tui.launcher import Run
-
     run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
     from cossim_tui.tui.run import run_interactive
 

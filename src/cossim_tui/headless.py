@@ -63,10 +63,11 @@ def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) 
                 print(f"cossim-tui: bad message from the agent ignored: {event.reason}", file=sys.stderr)
             elif isinstance(event, ScriptExited):
                 exited = event
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         run.terminate()
         print("cossim-tui: interrupted; the script was ended", file=sys.stderr)
-        exited = ScriptExited("killed", None, signal.SIGINT, None)
+        # Ctrl+C, or the signal ``_raise_interrupt`` was given: the one that ended the run.
+        exited = ScriptExited("killed", None, interrupt.args[0] if interrupt.args else signal.SIGINT, None)
         _record(recorder, exited)
     finally:
         run.terminate()
@@ -107,4 +108,4 @@ def _record(recorder: TraceWriter | None, event: RunEvent) -> None:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(signum)

@@ -3,9 +3,10 @@
 The child runs ``python -m cossim_tui.agent``, which sets itself up exactly as ``python
 SCRIPT`` would and then runs the script. We talk to it over one end of a socket pair that it
 inherits (no port, nothing another user can reach). Its stdout and stderr go to one pipe,
-so their order survives, and reach the caller as ``OutputReceived`` events; its stdin is
-``/dev/null``, never the terminal. The child leads its own process group, so DataLoader
-workers and anything else it starts end with it.
+so their order survives, and reach the caller as ``OutputReceived`` events. Its stdin is
+``/dev/null``, since the terminal belongs to the app, unless the caller passes its own on
+(``check``: ``printf 'bob\n' | cossim-tui check ask.py`` reads as under python). The child
+leads its own process group, so DataLoader workers and anything else it starts end with it.
 
 The commands start the child first of all (``Run.early``), before their own imports and
 settings, and it waits for a ``Start`` before the script's first line. Where this process
@@ -75,6 +76,7 @@ class Run:
         python: str | None = None,
         cwd: str | None = None,
         env: dict[str, str] | None = None,
+        pass_stdin: bool = False,
         _early: Literal["fork", "spawn"] | None = None,
         _forget: frozenset[str] = frozenset(),
     ) -> None:
@@ -85,10 +87,10 @@ class Run:
         self.started = _early is None
         """Whether the child has its settings (``start``): until then it waits, the script unrun."""
         if _early == "fork" and python is None and cwd is None and env is None and can_fork():
-            self.process = _fork(target, child_sock, self._parent_sock, _forget)
+            self.process = _fork(target, child_sock, self._parent_sock, _forget, pass_stdin)
         else:
             settings = None if _early else protocol.encode_body(self.config).decode()
-            self.process = _spawn(target, child_sock, settings, python, cwd, env)
+            self.process = _spawn(target, child_sock, settings, python, cwd, env, pass_stdin)
         self.connection = protocol.Connection(self._parent_sock)
         self.exited: ScriptExited | None = None
         self._ended: protocol.ScriptEnded | None = None
@@ -96,14 +98,15 @@ class Run:
         """``terminate`` found the script still running: the user (or the caller) ended it."""
 
     @classmethod
-    def early(cls, target: Target, *, fork: bool = False, forget: frozenset[str] = frozenset()) -> Run:
+    def early(cls, target: Target, *, fork: bool = False, forget: frozenset[str] = frozenset(), pass_stdin: bool = False) -> Run:
         """Start the child now, before this process knows the agent's settings or has imported
         what it needs: the two get ready side by side. The child waits, its script unrun,
         until ``start``; ``terminate`` ends it if that never comes. With ``fork`` (only for
         the command itself: ``cli.command``) a fork of this process where ``can_fork``, else
         a new interpreter; a forked child drops the modules named in ``forget`` from
-        ``sys.modules``, so that its script imports its own of those names, as under python."""
-        return cls(target, _early="fork" if fork else "spawn", _forget=forget)
+        ``sys.modules``, so that its script imports its own of those names, as under python.
+        With ``pass_stdin`` the script reads this process's stdin, else ``/dev/null``."""
+        return cls(target, pass_stdin=pass_stdin, _early="fork" if fork else "spawn", _forget=forget)
 
     def start(self, config: AgentConfig) -> None:
         """Hand an early child its settings: the script starts."""
@@ -239,7 +242,13 @@ class Run:
 
 
 def _spawn(
-    target: Target, child_sock: socket.socket, settings: str | None, python: str | None, cwd: str | None, env: dict[str, str] | None
+    target: Target,
+    child_sock: socket.socket,
+    settings: str | None,
+    python: str | None,
+    cwd: str | None,
+    env: dict[str, str] | None,
+    pass_stdin: bool,
 ) -> subprocess.Popen:
     """``python -m cossim_tui.agent`` on ``target``, handed ``child_sock`` and, unless it is to
     wait for a ``Start``, its ``settings`` (JSON), both in its environment."""
@@ -253,7 +262,7 @@ def _spawn(
     try:
         return subprocess.Popen(
             command,
-            stdin=subprocess.DEVNULL,
+            stdin=None if pass_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             pass_fds=(child_sock.fileno(),),
@@ -316,7 +325,9 @@ class _ForkedChild:
             self.returncode = os.waitstatus_to_exitcode(status)
 
 
-def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket, forget: frozenset[str]) -> _ForkedChild:
+def _fork(
+    target: Target, child_sock: socket.socket, parent_sock: socket.socket, forget: frozenset[str], pass_stdin: bool
+) -> _ForkedChild:
     """Fork; in the parent, the child. In the child this never returns: the agent runs the
     script there, and the interpreter ends the way ``python SCRIPT``'s would (``SystemExit``
     travels up through the caller's frames, which hold no handlers: see ``cli.command``)."""
@@ -335,9 +346,10 @@ def _fork(target: Target, child_sock: socket.socket, parent_sock: socket.socket,
         os.setsid()
         parent_sock.close()
         os.close(read)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
+        if not pass_stdin:
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.close(devnull)
         os.dup2(write, 1)
         os.dup2(write, 2)
         os.close(write)

@@ -8,6 +8,7 @@ one check that several tests then read.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,15 @@ def line_of(script: str, text: str) -> int:
     return found[0]
 
 
+def contract_severity(finding: ReportFinding) -> str:
+    """CONTRACT's severity of ``finding``: its code's, except that ``precision-loss`` is an error
+    where the result is off by 0.1 or more (the message says by how much)."""
+    if finding.code == "precision-loss":
+        off = float(finding.message.split("by up to ", 1)[1].split(" ", 1)[0])
+        return "error" if off >= 0.1 else "warning"
+    return CATALOG[finding.code].severity
+
+
 # CONTRACT's ``cossim-tui/report/1``: the fields other tools read (the report may add more).
 CONTRACT_FIELDS = {
     Report: {"schema", "script", "argv", "status", "exit_code", "exception", "steps", "findings", "calls"},
@@ -69,7 +79,7 @@ def assert_follows_schema(text: str) -> None:
     assert report.steps >= 0
     for finding in report.findings:
         assert finding.code in CATALOG
-        assert finding.severity == CATALOG[finding.code].severity
+        assert finding.severity == contract_severity(finding), finding
         assert finding.fix == CATALOG[finding.code].fix
         assert finding.site.rsplit(":", 1)[1].isdigit()
         assert 0 <= finding.first_step <= finding.last_step < report.steps
@@ -164,6 +174,29 @@ def test_options_after_the_script_belong_to_the_script():
     assert done.returncode == 1, done.stdout + done.stderr
 
 
+def test_options_after_dash_m_module_belong_to_the_module(tmp_path):
+    """``cossim-tui check -m mymod --epochs 2``: as under ``python -m mymod --epochs 2``."""
+    (tmp_path / "mymod.py").write_text("import sys\nprint('argv', sys.argv[1:])\n")
+    done = run_check("-m", "mymod", "--epochs", "2", "--json", "r.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "argv ['--epochs', '2', '--json', 'r.json']\n" in done.stdout
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("launch", ["forked", "spawned"])
+def test_the_script_reads_checks_stdin(tmp_path, launch):
+    """``printf 'bob\\n' | cossim-tui check ask.py`` prints "hello bob", as python does; the
+    script's child (a fork of the command, or a new interpreter) reads check's stdin to its end."""
+    (tmp_path / "ask.py").write_text("import sys\nprint('hello', input())\nprint('rest', repr(sys.stdin.read()))\n")
+    if launch == "forked":
+        command = [sys.executable, "-m", "cossim_tui", "check", "ask.py"]
+    else:  # called as a function, not as the command: the child is a new interpreter
+        command = [sys.executable, "-c", "import sys; from cossim_tui import cli; sys.exit(cli.main(['check', 'ask.py']))"]
+    done = subprocess.run(command, cwd=tmp_path, input="bob\nand more\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("hello bob\nrest 'and more\\n'\n"), done.stdout
+
+
 def test_missing_script_exits_2_with_one_line(tmp_path):
     done = run_check("no_such_script.py", cwd=tmp_path)
     assert done.returncode == 2
@@ -210,12 +243,52 @@ def test_killed_script_exits_3(tmp_path):
     assert "killed by signal 9 (SIGKILL)" in done.stdout
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_check_ended_by_a_signal_reports_that_signal(tmp_path, sig):
+    """``timeout 60 cossim-tui check train.py``, or a closed terminal: check ends the script and
+    reports the signal it was given, not Ctrl+C's."""
+    command = [sys.executable, "-m", "cossim_tui", "check", "--json", str(tmp_path / "r.json"), F + "sleep_loop.py", "60"]
+    with subprocess.Popen(command, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as check:
+        try:
+            assert check.stdout is not None and check.stdout.readline() == "heartbeat 0\n"
+            check.send_signal(sig)
+            out, err = check.communicate(timeout=60)
+        finally:
+            if check.poll() is None:  # check ends its script when it is told to end
+                check.terminate()
+                check.wait(timeout=30)
+    assert check.returncode == 3, out + err
+    name = signal.Signals(sig).name
+    assert f"killed by signal {int(sig)} ({name})" in out, out
+    report = load_report(tmp_path / "r.json")
+    assert (report["status"], report["signal"]) == ("killed", int(sig))
+
+
+def test_script_ended_by_sigterm_says_sigterm(tmp_path):
+    (tmp_path / "term_self.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(60)\n")
+    done = run_check("--json", str(tmp_path / "r.json"), "term_self.py", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "killed by signal 15 (SIGTERM)" in done.stdout, done.stdout
+    assert load_report(tmp_path / "r.json")["signal"] == 15
+
+
 def test_max_steps_stops_and_exits_0(tmp_path):
     done = run_check("--max-steps", "2", "--json", str(tmp_path / "r.json"), F + "cosine_loop.py", "--count", "5")
     assert done.returncode == 0, done.stdout + done.stderr
     report = load_report(tmp_path / "r.json")
     assert (report["status"], report["steps"], report["exit_code"]) == ("stopped", 2, 0)
     assert "after call 2" not in done.stdout and "loop done" not in done.stdout
+
+
+def test_max_steps_0_stops_at_the_first_call(tmp_path):
+    """``--max-steps 0``: the script is stopped at its first intercepted call, which is not
+    reported; its line after that call never runs."""
+    done = run_check("--max-steps", "0", "--json", str(tmp_path / "r.json"), F + "cosine_loop.py", "--count", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = load_report(tmp_path / "r.json")  # (which checks it against the schema)
+    assert (report["status"], report["steps"], report["exit_code"], report["calls"]) == ("stopped", 0, 0, [])
+    assert "before call 0\n" in done.stdout and "after call 0" not in done.stdout
+    assert "0 cosine calls intercepted" in done.stdout
 
 
 # --------------------------------------------------------------------------------------

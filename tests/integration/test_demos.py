@@ -48,6 +48,14 @@ def reports(tmp_path_factory) -> dict[str, tuple[int, dict]]:
         return dict(zip(demos, pool.map(lambda d: _check(d, tmp), demos)))
 
 
+def test_half_precision_s_wrong_answer_is_an_error(reports) -> None:
+    """Off by up to 0.998 (rows read 0 where float64 says about 0.99): CONTRACT makes that an
+    error, so that ``cossim-tui check demo/half_precision.py`` fails CI."""
+    _, report = reports["half_precision.py"]
+    (finding,) = [f for f in report["findings"] if f["code"] == "precision-loss"]
+    assert finding["severity"] == "error", finding
+
+
 @pytest.mark.parametrize("demo", list(BUGS))
 def test_the_bug_demo_reports_its_code(reports, demo: str) -> None:
     status, report = reports[demo]

@@ -66,7 +66,8 @@ def _installed_command() -> str:
 def _assert_same(plain: dict, agent: dict) -> None:
     for key in COMPARED:
         assert agent[key] == plain[key], f"{key}: agent {agent[key]!r} != python {plain[key]!r}"
-    # The agent gives the script /dev/null, never the terminal, and leaves no trace in its environment.
+    # The script's stdin is /dev/null here (check passes its own on; these runs give it /dev/null),
+    # never the terminal, and the agent leaves no trace in its environment.
     assert agent["stdin_isatty"] is False
     assert agent["env"] == [] and agent["child_env"] == []
 

@@ -13,6 +13,7 @@ from cossim_tui.diagnostics.judge import (
     CONSTANT_STEPS,
     PERSIST_STEPS,
     PRECISION_TOLERANCE,
+    PRECISION_WRONG,
     SATURATED_COS,
     Evidence,
     Judge,
@@ -335,6 +336,21 @@ def test_precision_loss_above_tolerance_only() -> None:
     assert judge_once(evidence=Evidence(precision_deviation=PRECISION_TOLERANCE)) == []
     assert judge_once(evidence=Evidence(precision_deviation=0.0)) == []
     assert "precision-loss" in codes(judge_once(evidence=Evidence(precision_deviation=math.inf)))
+
+
+def test_precision_loss_is_an_error_from_a_difference_of_0_1() -> None:
+    """CONTRACT: off by 0.1 or more, the answer is wrong (an error, which fails check); below,
+    it is imprecise (a warning)."""
+    assert only(judge_once(evidence=Evidence(precision_deviation=0.0999)), "precision-loss").severity == "warning"
+    for off in (PRECISION_WRONG, 0.998, math.inf):
+        assert only(judge_once(evidence=Evidence(precision_deviation=off)), "precision-loss").severity == "error"
+
+
+def test_a_wrong_result_explains_a_pinned_similarity() -> None:
+    """An error explains ``saturated``: a result that float16 pins at 1 is precision-loss's."""
+    judge, wrong = Judge(), Evidence(precision_deviation=0.5)
+    pinned = [judge.judge(step, "s", pair(), relation(), cos(0.99995, 0.99998, 1.0), wrong) for step in range(PERSIST_STEPS + 1)]
+    assert [codes(found) for found in pinned] == [["precision-loss"]] * (PERSIST_STEPS + 1)
 
 
 def test_nonnegative_features() -> None:

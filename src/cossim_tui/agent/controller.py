@@ -235,6 +235,10 @@ class Controller:
         if not self._connected:
             return
         with self._lock:
+            if self.config.max_steps is not None and self.steps >= self.config.max_steps:
+                # --max-steps 0: stopped at the first call, before it is reported (any other N
+                # stops once its Nth call is, below).
+                self._stop_script()
             step = self.steps
             self.steps += 1
             pictures = False

@@ -117,10 +117,11 @@ _ENTRIES = [
     ),
     CodeInfo(
         "precision-loss",
-        "warning",
+        "warning",  # an error where the result is off by 0.1 or more (judge.PRECISION_WRONG)
         "The similarity is off from its float64 value",
         "Recomputed in float64, the similarity differs by more than 1e-3: float16 or bfloat16 "
-        "rounding, or squared norms overflowing float32.",
+        "rounding, or squared norms overflowing float32. From a difference of 0.1 on it is an "
+        "error: the answer is wrong, not just imprecise.",
         "Compute the similarity in float32 or float64 (`F.cosine_similarity(a.float(), "
         "b.float())`), or scale the vectors down before comparing them.",
     ),

@@ -22,6 +22,8 @@ SATURATED_COS = 0.9999
 CONSTANT_TOLERANCE = 1e-7
 CONSTANT_STEPS = 5
 PRECISION_TOLERANCE = 1e-3
+PRECISION_WRONG = 0.1
+"""From this difference on, ``precision-loss`` is an error: the answer is wrong, not just imprecise."""
 COMMON_MODE_DROP = 0.3
 COMMON_MODE_CONFIDENCE = 2.0
 """How many standard errors the measured common-mode drop must clear the threshold by."""
@@ -157,6 +159,7 @@ class Judge:
         error: str | None = None,
     ) -> list[Finding]:
         found: list[tuple[str, str, list[str]]] = []
+        precision_wrong = False
 
         def add(code: str, message: str, *proof: str) -> None:
             # One finding per code and step (the report counts steps): say both arguments in one.
@@ -244,6 +247,7 @@ class Judge:
             )
 
         if evidence.precision_deviation is not None and evidence.precision_deviation > PRECISION_TOLERANCE:
+            precision_wrong = evidence.precision_deviation >= PRECISION_WRONG
             add(
                 "precision-loss",
                 f"the result differs from float64 by up to {_fmt(evidence.precision_deviation)} ({a.dtype}, {b.dtype})",
@@ -278,7 +282,11 @@ class Judge:
             live, dead = (a, b) if a.requires_grad else (b, a)
             add("detached-partner", f"{live.expr} carries autograd history, {dead.expr} does not: gradients flow through one side only", "args.grad_fn")
 
-        explained = any(CATALOG[code].severity == "error" for code, _, _ in found)
+        def severity(code: str) -> str:
+            """The code's own severity, or worse where this step measured more (``precision-loss``)."""
+            return "error" if code == "precision-loss" and precision_wrong else CATALOG[code].severity
+
+        explained = any(severity(code) == "error" for code, _, _ in found)
         if cos is not None and math.isfinite(cos.min) and cos.min >= SATURATED_COS:
             state.saturated_steps += 1
         else:
@@ -301,7 +309,7 @@ class Judge:
         return [
             Finding(
                 code=code,
-                severity=CATALOG[code].severity,
+                severity=severity(code),  # type: ignore[arg-type]
                 message=message,
                 site=site,
                 step=step,

@@ -69,6 +69,10 @@ class FindingTally:
                 else:
                     entry.last_step = finding.step
                     entry.count += 1
+                    if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[entry.severity]:
+                        # A later step measured worse (precision-loss off by 0.1 or more): the
+                        # entry says what it is at its worst.
+                        entry.severity, entry.message = finding.severity, finding.message
                     # The agent marks a code muted from the moment the user mutes it.
                     entry.muted = entry.muted or finding.muted
 
