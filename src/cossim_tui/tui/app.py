@@ -511,7 +511,8 @@ class InspectorApp(App[None]):
     def _set_break_condition(self, condition: str | None) -> None:
         if condition is None:
             return
-        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not.
+        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not
+        # (the dialog has already refused what does not compile).
         self._send(protocol.SetBreak(condition))
         self._show_break_condition(condition, None)
 
