@@ -4,14 +4,19 @@ screenshots that show what they should."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.widgets import OptionList, Static
 
 from cossim_tui import protocol
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.screens.break_condition import BreakConditionScreen
+from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
+from cossim_tui.tui.screens.inputs import InputsScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel
 
 from .test_app import SIZE, paused_at_step0, run, status, text_of, until
+from .test_break_and_inputs import picture
 
 
 # --------------------------------------------------------------------------------------
@@ -42,6 +47,59 @@ def test_after_m_and_c_the_new_finding_is_the_one_selected_and_explained(source,
     run(scenario)
 
 # --------------------------------------------------------------------------------------
+# The findings list (f) never traps a key
+# --------------------------------------------------------------------------------------
+
+
+async def open_empty_summary(pilot, app: InspectorApp, source, make) -> None:
+    quiet = make.step0()
+    quiet.findings = []
+    source.feed(make.hello(), quiet)
+    await until(pilot, lambda: "paused at step 0" in status(app))
+    await pilot.press("f")
+    await until(pilot, lambda: isinstance(app.screen, FindingsSummaryScreen))
+
+
+def test_enter_on_an_empty_findings_list_closes_it(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_empty_summary(pilot, app, source, make)
+            await pilot.press("enter")
+            await until(pilot, lambda: not isinstance(app.screen, FindingsSummaryScreen))
+
+    run(scenario)
+
+
+def test_q_in_the_findings_list_quits(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_empty_summary(pilot, app, source, make)
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code is not None)
+        assert source.terminated
+
+    run(scenario)
+
+
+def test_other_keys_in_the_findings_list_close_it_and_do_their_job(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_empty_summary(pilot, app, source, make)
+            await pilot.press("g")
+            await until(pilot, lambda: app.picture == "plot")
+            assert not isinstance(app.screen, FindingsSummaryScreen)
+            await pilot.press("f")
+            await until(pilot, lambda: isinstance(app.screen, FindingsSummaryScreen))
+            await pilot.press("n")
+            await until(pilot, lambda: source.sent == [protocol.Resume("step")])
+            assert not isinstance(app.screen, FindingsSummaryScreen)
+
+    run(scenario)
+
+# --------------------------------------------------------------------------------------
 # A break condition that does not compile
 # --------------------------------------------------------------------------------------
 
@@ -62,5 +120,45 @@ def test_a_condition_that_does_not_compile_keeps_the_dialog_open_and_says_why(so
             await pilot.press(*" 0.999", "enter")
             await until(pilot, lambda: not isinstance(app.screen, BreakConditionScreen))
             assert source.sent == [protocol.SetBreak("cos.mean > 0.999")]
+
+    run(scenario)
+
+# --------------------------------------------------------------------------------------
+# Screenshots
+# --------------------------------------------------------------------------------------
+
+
+def test_a_screenshot_has_no_toasts_in_it(source, make, tmp_path: Path):
+    async def scenario():
+        app = InspectorApp(source)
+        app.screenshot_dir = str(tmp_path)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await paused_at_step0(pilot, source, make)
+            app.notify("a toast over the keys", title="toast")
+            await until(pilot, lambda: bool(app.screen.query("Toast")))
+            await pilot.press("s")
+            await until(pilot, lambda: len(list(tmp_path.glob("*.svg"))) == 1)
+            svg = next(tmp_path.glob("*.svg")).read_text()
+            assert "toast&#160;over" not in svg
+            assert "&#160;Quit" in svg  # the footer, which the toast covered
+
+    run(scenario)
+
+
+def test_s_saves_a_screenshot_of_the_inputs_view_and_leaves_it_open(source, make, tmp_path: Path):
+    async def scenario():
+        step = make.step1()
+        step.args[0].input_image = picture(10)
+        app = InspectorApp(source)
+        app.screenshot_dir = str(tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), step)
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            await pilot.press("i")
+            await until(pilot, lambda: isinstance(app.screen, InputsScreen))
+            await pilot.press("s")
+            await until(pilot, lambda: len(list(tmp_path.glob("*.svg"))) == 1)
+            assert isinstance(app.screen, InputsScreen)
+            assert "inputs&#160;of&#160;step&#160;1" in next(tmp_path.glob("*.svg")).read_text()
 
     run(scenario)

@@ -485,6 +485,12 @@ class InspectorApp(App[None]):
         )
 
     def action_save_screenshot(self) -> None:
+        # The toasts cover the bottom lines, the keys among them: the screenshot is of the
+        # screen without them, taken once they are gone from it.
+        self.clear_notifications()
+        self.call_after_refresh(self._save_screenshot)
+
+    def _save_screenshot(self) -> None:
         try:
             path = self.save_screenshot(path=self.screenshot_dir)
         except OSError as exc:

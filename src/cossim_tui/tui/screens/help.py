@@ -6,10 +6,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from cossim_tui.tui import palette
+from cossim_tui.tui.screens.view import InspectorView
 
 
 def describe_break_on(break_on: str) -> str:
@@ -21,7 +21,7 @@ def describe_break_on(break_on: str) -> str:
     return f"stops at the next finding among: {break_on.replace(',', ', ')}"
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(InspectorView[None]):
     """Lists what each key does while the script is being inspected."""
 
     BINDINGS = [
