@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.widgets import OptionList, Static
 
 from cossim_tui import protocol
@@ -96,6 +97,70 @@ def test_other_keys_in_the_findings_list_close_it_and_do_their_job(source, make)
             await pilot.press("n")
             await until(pilot, lambda: source.sent == [protocol.Resume("step")])
             assert not isinstance(app.screen, FindingsSummaryScreen)
+
+    run(scenario)
+
+# --------------------------------------------------------------------------------------
+# Ctrl-C
+# --------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_pauses_a_running_script_and_a_second_one_quits(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_step0(pilot, source, make)
+            await pilot.press("r", "ctrl+c")
+            assert source.sent == [protocol.Resume("run"), protocol.Pause()]
+            assert "· pausing… ·" in status(app)
+            await pilot.press("ctrl+c")  # before the pause has landed: quit
+            await until(pilot, lambda: app.return_code is not None)
+        assert source.terminated
+
+    run(scenario)
+
+
+def test_ctrl_c_while_paused_quits(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_step0(pilot, source, make)
+            await pilot.press("ctrl+c")
+            await until(pilot, lambda: app.return_code is not None)
+        assert source.terminated
+        assert source.sent == []
+
+    run(scenario)
+
+# --------------------------------------------------------------------------------------
+# Key presses queue
+# --------------------------------------------------------------------------------------
+
+
+def answering_steps(source, make) -> None:
+    """Make ``source`` answer each step command with its next paused step, as the agent does."""
+    send = source.send
+    numbers = iter(range(1, 1000))
+
+    def send_and_answer(message) -> None:
+        send(message)
+        if message == protocol.Resume("step"):
+            source.feed(make.step1(step=next(numbers)))
+
+    source.send = send_and_answer
+
+
+def test_ten_n_pressed_in_a_burst_make_ten_steps(source, make):
+    async def scenario():
+        answering_steps(source, make)
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            await paused_at_step0(pilot, source, make)
+            # As a terminal delivers them: all ten before the app has handled the first.
+            for _ in range(10):
+                app.post_message(events.Key("n", "n"))
+            await until(pilot, lambda: "paused at step 10" in status(app))
+            assert source.sent == [protocol.Resume("step")] * 10
 
     run(scenario)
 

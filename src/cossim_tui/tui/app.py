@@ -108,6 +108,8 @@ class InspectorApp(App[None]):
         Binding("i", "inputs", "Inputs"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
+        # pdb's break-in: pause at the next call; pressed again (paused, or still pausing), quit.
+        Binding("ctrl+c", "interrupt", "Pause or quit", show=False),
     ]
 
     viewing: reactive[int | None] = reactive(None, init=False)
@@ -150,6 +152,10 @@ class InspectorApp(App[None]):
         """What each key in the footer could do when the footer was last refreshed."""
         self.screenshot_dir: str | None = None
         """Where ``s`` saves screenshots; ``None`` for the working directory."""
+        self._stepping = False
+        """The last command was a step and its paused step has not arrived yet."""
+        self.steps_queued = 0
+        """Steps asked for (``n``) while one was still on its way: each is sent as the previous lands."""
 
     # -- layout -------------------------------------------------------------------------
 
@@ -222,12 +228,17 @@ class InspectorApp(App[None]):
         if self.phase in ("ended", "failed"):
             pass  # a late step must not make a finished run look alive again
         elif steps[-1].paused:
+            self._stepping = False
             self._set_phase("paused", f"paused at step {steps[-1].step}")
         elif self.phase != "pausing":
             # After ``p`` the script only stops at its next call; steps already on their way
             # arrive unpaused, and the state keeps saying "pausing…" until the pause lands.
             self._set_phase("running", "running")
         self._follow()
+        if self.steps_queued and self.phase == "paused":
+            # ``n`` pressed while the previous step was on its way: every press is one step.
+            self.steps_queued -= 1
+            self._resume("step")
 
     def _follow(self) -> None:
         """Draw the steps that arrived: at once when the script stopped at the last one, and
@@ -278,6 +289,7 @@ class InspectorApp(App[None]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.exited = message.exited
+        self._stepping, self.steps_queued = False, 0
         phase: Phase = "ended" if message.exited.status in ("finished", "stopped") else "failed"
         self._set_phase(phase, message.exited.description)
 
@@ -382,6 +394,9 @@ class InspectorApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # None keeps a key in the footer, greyed out: the user sees it exists but not now.
+        if action == "step":
+            # While a step is on its way, n is taken: it will step again once that one lands.
+            return True if self.phase == "paused" or (self.phase == "running" and self._stepping) else None
         if action in _STEPPING:
             return True if self.phase == "paused" else None
         if action == "pause":
@@ -398,7 +413,10 @@ class InspectorApp(App[None]):
         return True
 
     def action_step(self) -> None:
-        self._resume("step")
+        if self.phase == "paused":
+            self._resume("step")
+        elif self._stepping:
+            self.steps_queued += 1
 
     def action_continue_to_finding(self) -> None:
         self._resume("continue")
@@ -409,12 +427,23 @@ class InspectorApp(App[None]):
     def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
         # The script goes on from the live step, whatever is on screen; so the screen follows it.
         self.viewing = None
+        self._stepping = mode == "step"
         self._send(protocol.Resume(mode))
         self._set_phase("running", "running")
 
     def action_pause(self) -> None:
+        self.steps_queued = 0
         self._send(protocol.Pause())
         self._set_phase("pausing", "pausing…")
+
+    async def action_interrupt(self) -> None:
+        """Ctrl-C, as in pdb: a running script pauses at its next call (what ``p`` does); pressed
+        again, while that pause is on its way or once the script is paused or over, it quits."""
+        if self.phase in ("starting", "running"):
+            self.action_pause()
+            self.notify("pausing at the next call: ctrl+c again or q quits", title="ctrl+c")
+        else:
+            await self.action_quit()
 
     def action_mute(self) -> None:
         finding = self.query_one(FindingsPanel).selected_finding

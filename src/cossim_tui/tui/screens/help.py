@@ -39,6 +39,7 @@ class HelpScreen(InspectorView[None]):
             ("c", f"continue: {describe_break_on(self.break_on)}"),
             ("r", "run: let the script run without stopping (the screen follows it)"),
             ("p", "pause at the next call"),
+            ("ctrl+c", "pause at the next call, as in pdb; again (paused, or still pausing): quit"),
             ("m", "mute the selected finding's code at its call site"),
             ("↑ ↓", "choose a finding to read its explanation and fix; what proves it lights up"),
             ("b", "break condition: c also stops where a Python expression holds (cos.mean > 0.999)"),
