@@ -17,7 +17,12 @@ from cossim_tui.tui.screens.inputs import InputsScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel
 
 from .test_app import SIZE, paused_at_step0, run, status, text_of, until
-from .test_break_and_inputs import picture
+from .test_break_and_inputs import picture, recorded_notes
+
+
+def shown_keys(app: InspectorApp) -> set[str]:
+    """The keys the footer lists now (greyed out or not)."""
+    return {active.binding.key for active in app.screen.active_bindings.values() if active.binding.show}
 
 
 # --------------------------------------------------------------------------------------
@@ -46,6 +51,7 @@ def test_after_m_and_c_the_new_finding_is_the_one_selected_and_explained(source,
             assert "stale-partner (muted)" in str(first)
 
     run(scenario)
+
 
 # --------------------------------------------------------------------------------------
 # The findings list (f) never traps a key
@@ -100,6 +106,7 @@ def test_other_keys_in_the_findings_list_close_it_and_do_their_job(source, make)
 
     run(scenario)
 
+
 # --------------------------------------------------------------------------------------
 # Ctrl-C
 # --------------------------------------------------------------------------------------
@@ -131,6 +138,7 @@ def test_ctrl_c_while_paused_quits(source, make):
         assert source.sent == []
 
     run(scenario)
+
 
 # --------------------------------------------------------------------------------------
 # Key presses queue
@@ -164,6 +172,71 @@ def test_ten_n_pressed_in_a_burst_make_ten_steps(source, make):
 
     run(scenario)
 
+
+# --------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------
+
+
+async def replayed(pilot, app: InspectorApp, source, make) -> None:
+    """Steps 3 (pictured) and 4 (not) of a recorded run, as ``TraceSource`` replays them."""
+    pictured = make.step1(step=3, paused=False)
+    pictured.args[0].input_image = picture(10)
+    last = make.step1(step=4)
+    source.feed(make.hello(), pictured, last, make.exited())
+    await until(pilot, lambda: "finished" in status(app) and app.step_count == 2)
+
+
+def test_a_replay_hides_the_keys_that_drive_the_script_and_says_why_when_pressed(source, make):
+    async def scenario():
+        app = InspectorApp(source, replay=True)
+        notes = recorded_notes(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await replayed(pilot, app, source, make)
+            keys = shown_keys(app)
+            assert not keys & {"n", "c", "r", "p", "m", "b"}
+            assert {"f", "g", "q", "question_mark"} <= keys
+            for key in ("n", "m", "b"):
+                await pilot.press(key)
+                await until(pilot, lambda: any(f"replay: nothing runs, so {key}" in note for note in notes))
+            assert not isinstance(app.screen, BreakConditionScreen)
+            assert source.sent == []
+
+    run(scenario)
+
+
+def test_i_shows_the_inputs_of_the_step_on_screen(source, make):
+    async def scenario():
+        app = InspectorApp(source, replay=True)
+        notes = recorded_notes(app)
+        async with app.run_test(size=SIZE) as pilot:
+            await replayed(pilot, app, source, make)
+            await pilot.press("i")  # step 4 has no pictures: not step 3's in its place
+            await until(pilot, lambda: any("no input images at step 4" in note for note in notes))
+            assert not isinstance(app.screen, InputsScreen)
+            await pilot.press("left_square_bracket", "i")
+            await until(pilot, lambda: isinstance(app.screen, InputsScreen))
+            assert app.screen.step.step == 3
+
+    run(scenario)
+
+
+def test_i_on_an_earlier_step_viewed_during_a_run_shows_that_steps_inputs(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        notes = recorded_notes(app)
+        async with app.run_test(size=SIZE) as pilot:
+            pictured = make.step1(step=1, paused=False)
+            pictured.args[0].input_image = picture(10)
+            source.feed(make.hello(), pictured, make.step1(step=2, paused=False), make.step1(step=3))
+            await until(pilot, lambda: "paused at step 3" in status(app))
+            await pilot.press("left_square_bracket", "i")
+            await until(pilot, lambda: any("no input images at step 2" in note for note in notes))
+            assert not isinstance(app.screen, InputsScreen)
+
+    run(scenario)
+
+
 # --------------------------------------------------------------------------------------
 # A break condition that does not compile
 # --------------------------------------------------------------------------------------
@@ -187,6 +260,7 @@ def test_a_condition_that_does_not_compile_keeps_the_dialog_open_and_says_why(so
             assert source.sent == [protocol.SetBreak("cos.mean > 0.999")]
 
     run(scenario)
+
 
 # --------------------------------------------------------------------------------------
 # Screenshots

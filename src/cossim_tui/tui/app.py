@@ -68,6 +68,9 @@ MAX_STEPS_KEPT = 1000
 
 _STEPPING = ("step", "continue_to_finding", "run_freely")
 
+_DRIVING = (*_STEPPING, "pause", "mute", "break_condition")
+"""What a replay cannot do: nothing runs there."""
+
 RUNNING_REDRAW = 0.2
 """Seconds between two frames of a free run: the live step, the histories and the step count."""
 
@@ -110,6 +113,12 @@ class InspectorApp(App[None]):
         Binding("q", "quit", "Quit"),
         # pdb's break-in: pause at the next call; pressed again (paused, or still pausing), quit.
         Binding("ctrl+c", "interrupt", "Pause or quit", show=False),
+        # A replay runs nothing: the keys above that drive the script are hidden there
+        # (``check_action``), and these say why when pressed all the same.
+        *(
+            Binding(key, f"nothing_runs('{key}')", show=False)
+            for key in ("n", "space", "c", "r", "p", "m", "b")
+        ),
     ]
 
     viewing: reactive[int | None] = reactive(None, init=False)
@@ -118,11 +127,13 @@ class InspectorApp(App[None]):
     picture: reactive[Literal["", "plot", "map"]] = reactive("", init=False)
     """What shows in place of the source, findings and output: nothing, the history plot (``g``) or the embedding map (``e``)."""
 
-    def __init__(self, source: EventSource, *, break_on: str = "error") -> None:
+    def __init__(self, source: EventSource, *, break_on: str = "error", replay: bool = False) -> None:
         super().__init__()
         self.source = source
         self.break_on = break_on
         """What ``continue`` stops at (the agent applies it; shown in the help)."""
+        self.replay = replay
+        """The source is a recorded trace (``cossim-tui replay``): nothing runs, no command has an effect."""
         self.steps: deque[protocol.StepCaptured] = deque(maxlen=MAX_STEPS_KEPT)
         """The most recent steps received, oldest first."""
         self.step_count = 0
@@ -394,6 +405,11 @@ class InspectorApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # None keeps a key in the footer, greyed out: the user sees it exists but not now.
+        # False hides it: in a replay the keys that drive the script never will do anything.
+        if action in _DRIVING and self.replay:
+            return False
+        if action == "nothing_runs":
+            return self.replay
         if action == "step":
             # While a step is on its way, n is taken: it will step again once that one lands.
             return True if self.phase == "paused" or (self.phase == "running" and self._stepping) else None
@@ -439,11 +455,18 @@ class InspectorApp(App[None]):
     async def action_interrupt(self) -> None:
         """Ctrl-C, as in pdb: a running script pauses at its next call (what ``p`` does); pressed
         again, while that pause is on its way or once the script is paused or over, it quits."""
-        if self.phase in ("starting", "running"):
+        if self.phase in ("starting", "running") and not self.replay:
             self.action_pause()
             self.notify("pausing at the next call: ctrl+c again or q quits", title="ctrl+c")
         else:
             await self.action_quit()
+
+    def action_nothing_runs(self, key: str) -> None:
+        self.notify(
+            f"replay: nothing runs, so {key} has nothing to do; [ and ] walk through the recorded steps",
+            title="replay",
+            severity="warning",
+        )
 
     def action_mute(self) -> None:
         finding = self.query_one(FindingsPanel).selected_finding
@@ -558,10 +581,16 @@ class InspectorApp(App[None]):
         bar.condition_problem = problem
 
     def action_inputs(self) -> None:
-        step = self._pictured_for(self.current) if self.current is not None else None
+        step = self.current
+        if step is not None and self.viewing is None and not self.replay:
+            # Following a free run, the live step may be one the agent made no pictures for:
+            # the latest that has them (the screen names its step). A step the user chose to
+            # look at, and every step of a replay, shows its own inputs or says it has none.
+            step = self._pictured_for(step)
         if not has_input_images(step):
+            at = f"step {step.step}" if step is not None else "this step"
             self.notify(
-                "no input images at this step: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive",
+                f"no input images at {at}: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive, or no pictures were made at that step",
                 title="no pictures",
                 severity="warning",
             )
