@@ -205,6 +205,19 @@ def test_a_replay_hides_the_keys_that_drive_the_script_and_says_why_when_pressed
     run(scenario)
 
 
+def test_the_replay_toast_shows_its_brackets(source, make):
+    async def scenario():
+        app = InspectorApp(source, replay=True)
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await replayed(pilot, app, source, make)
+            await pilot.press("n")
+            await until(pilot, lambda: bool(app.screen.query("Toast")))
+            toast = app.screen.query_one("Toast")
+            assert "[ and ] walk through the recorded steps" in str(toast.render())
+
+    run(scenario)
+
+
 def test_i_shows_the_inputs_of_the_step_on_screen(source, make):
     async def scenario():
         app = InspectorApp(source, replay=True)

@@ -466,6 +466,7 @@ class InspectorApp(App[None]):
             f"replay: nothing runs, so {key} has nothing to do; [ and ] walk through the recorded steps",
             title="replay",
             severity="warning",
+            markup=False,  # the brackets are keys
         )
 
     def action_mute(self) -> None:
