@@ -1,6 +1,6 @@
 """A fake run for the TUI tests: a queue the test feeds, and realistic captured steps.
 
-``FakeSource`` satisfies ``tui.source.EventSource`` the way ``launcher.Run`` does, but its
+``FakeSource`` satisfies ``session.events.EventSource`` the way ``launcher.Run`` does, but its
 events come from the test (``feed``) and the commands the app sends are recorded. The step
 factory builds the article's case: at step 0 the partner *is* the anchor; at step 1 it is
 step 0's anchor, detached.

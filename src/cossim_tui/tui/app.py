@@ -68,6 +68,9 @@ MAX_STEPS_KEPT = 1000
 
 _STEPPING = ("step", "continue_to_finding", "run_freely")
 
+_DRIVING = (*_STEPPING, "pause", "mute", "break_condition")
+"""What a replay cannot do: nothing runs there."""
+
 RUNNING_REDRAW = 0.2
 """Seconds between two frames of a free run: the live step, the histories and the step count."""
 
@@ -108,6 +111,14 @@ class InspectorApp(App[None]):
         Binding("i", "inputs", "Inputs"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
+        # pdb's break-in: pause at the next call; pressed again (paused, or still pausing), quit.
+        Binding("ctrl+c", "interrupt", "Pause or quit", show=False),
+        # A replay runs nothing: the keys above that drive the script are hidden there
+        # (``check_action``), and these say why when pressed all the same.
+        *(
+            Binding(key, f"nothing_runs('{key}')", show=False)
+            for key in ("n", "space", "c", "r", "p", "m", "b")
+        ),
     ]
 
     viewing: reactive[int | None] = reactive(None, init=False)
@@ -116,11 +127,13 @@ class InspectorApp(App[None]):
     picture: reactive[Literal["", "plot", "map"]] = reactive("", init=False)
     """What shows in place of the source, findings and output: nothing, the history plot (``g``) or the embedding map (``e``)."""
 
-    def __init__(self, source: EventSource, *, break_on: str = "error") -> None:
+    def __init__(self, source: EventSource, *, break_on: str = "error", replay: bool = False) -> None:
         super().__init__()
         self.source = source
         self.break_on = break_on
         """What ``continue`` stops at (the agent applies it; shown in the help)."""
+        self.replay = replay
+        """The source is a recorded trace (``cossim-tui replay``): nothing runs, no command has an effect."""
         self.steps: deque[protocol.StepCaptured] = deque(maxlen=MAX_STEPS_KEPT)
         """The most recent steps received, oldest first."""
         self.step_count = 0
@@ -150,6 +163,10 @@ class InspectorApp(App[None]):
         """What each key in the footer could do when the footer was last refreshed."""
         self.screenshot_dir: str | None = None
         """Where ``s`` saves screenshots; ``None`` for the working directory."""
+        self._stepping = False
+        """The last command was a step and its paused step has not arrived yet."""
+        self.steps_queued = 0
+        """Steps asked for (``n``) while one was still on its way: each is sent as the previous lands."""
 
     # -- layout -------------------------------------------------------------------------
 
@@ -222,12 +239,17 @@ class InspectorApp(App[None]):
         if self.phase in ("ended", "failed"):
             pass  # a late step must not make a finished run look alive again
         elif steps[-1].paused:
+            self._stepping = False
             self._set_phase("paused", f"paused at step {steps[-1].step}")
         elif self.phase != "pausing":
             # After ``p`` the script only stops at its next call; steps already on their way
             # arrive unpaused, and the state keeps saying "pausing…" until the pause lands.
             self._set_phase("running", "running")
         self._follow()
+        if self.steps_queued and self.phase == "paused":
+            # ``n`` pressed while the previous step was on its way: every press is one step.
+            self.steps_queued -= 1
+            self._resume("step")
 
     def _follow(self) -> None:
         """Draw the steps that arrived: at once when the script stopped at the last one, and
@@ -278,6 +300,7 @@ class InspectorApp(App[None]):
 
     def on_run_ended(self, message: RunEnded) -> None:
         self.exited = message.exited
+        self._stepping, self.steps_queued = False, 0
         phase: Phase = "ended" if message.exited.status in ("finished", "stopped", "quit") else "failed"
         self._set_phase(phase, message.exited.description)
 
@@ -382,6 +405,14 @@ class InspectorApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # None keeps a key in the footer, greyed out: the user sees it exists but not now.
+        # False hides it: in a replay the keys that drive the script never will do anything.
+        if action in _DRIVING and self.replay:
+            return False
+        if action == "nothing_runs":
+            return self.replay
+        if action == "step":
+            # While a step is on its way, n is taken: it will step again once that one lands.
+            return True if self.phase == "paused" or (self.phase == "running" and self._stepping) else None
         if action in _STEPPING:
             return True if self.phase == "paused" else None
         if action == "pause":
@@ -398,7 +429,10 @@ class InspectorApp(App[None]):
         return True
 
     def action_step(self) -> None:
-        self._resume("step")
+        if self.phase == "paused":
+            self._resume("step")
+        elif self._stepping:
+            self.steps_queued += 1
 
     def action_continue_to_finding(self) -> None:
         self._resume("continue")
@@ -409,12 +443,31 @@ class InspectorApp(App[None]):
     def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
         # The script goes on from the live step, whatever is on screen; so the screen follows it.
         self.viewing = None
+        self._stepping = mode == "step"
         self._send(protocol.Resume(mode))
         self._set_phase("running", "running")
 
     def action_pause(self) -> None:
+        self.steps_queued = 0
         self._send(protocol.Pause())
         self._set_phase("pausing", "pausing…")
+
+    async def action_interrupt(self) -> None:
+        """Ctrl-C, as in pdb: a running script pauses at its next call (what ``p`` does); pressed
+        again, while that pause is on its way or once the script is paused or over, it quits."""
+        if self.phase in ("starting", "running") and not self.replay:
+            self.action_pause()
+            self.notify("pausing at the next call: ctrl+c again or q quits", title="ctrl+c")
+        else:
+            await self.action_quit()
+
+    def action_nothing_runs(self, key: str) -> None:
+        self.notify(
+            f"replay: nothing runs, so {key} has nothing to do; [ and ] walk through the recorded steps",
+            title="replay",
+            severity="warning",
+            markup=False,  # the brackets are keys
+        )
 
     def action_mute(self) -> None:
         finding = self.query_one(FindingsPanel).selected_finding
@@ -485,6 +538,12 @@ class InspectorApp(App[None]):
         )
 
     def action_save_screenshot(self) -> None:
+        # The toasts cover the bottom lines, the keys among them: the screenshot is of the
+        # screen without them, taken once they are gone from it.
+        self.clear_notifications()
+        self.call_after_refresh(self._save_screenshot)
+
+    def _save_screenshot(self) -> None:
         try:
             path = self.save_screenshot(path=self.screenshot_dir)
         except OSError as exc:
@@ -511,7 +570,8 @@ class InspectorApp(App[None]):
     def _set_break_condition(self, condition: str | None) -> None:
         if condition is None:
             return
-        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not.
+        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not
+        # (the dialog has already refused what does not compile).
         self._send(protocol.SetBreak(condition))
         self._show_break_condition(condition, None)
 
@@ -522,10 +582,16 @@ class InspectorApp(App[None]):
         bar.condition_problem = problem
 
     def action_inputs(self) -> None:
-        step = self._pictured_for(self.current) if self.current is not None else None
+        step = self.current
+        if step is not None and self.viewing is None and not self.replay:
+            # Following a free run, the live step may be one the agent made no pictures for:
+            # the latest that has them (the screen names its step). A step the user chose to
+            # look at, and every step of a replay, shows its own inputs or says it has none.
+            step = self._pictured_for(step)
         if not has_input_images(step):
+            at = f"step {step.step}" if step is not None else "this step"
             self.notify(
-                "no input images at this step: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive",
+                f"no input images at {at}: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive, or no pictures were made at that step",
                 title="no pictures",
                 severity="warning",
             )

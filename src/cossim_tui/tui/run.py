@@ -71,5 +71,5 @@ def run_replay(path: str) -> int:
         return EXIT_CANNOT_START
     from cossim_tui.tui.app import InspectorApp
 
-    InspectorApp(source).run()
+    InspectorApp(source, replay=True).run()
     return EXIT_OK

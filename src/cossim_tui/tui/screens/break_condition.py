@@ -2,7 +2,9 @@
 
 The expression is sent to the agent as typed; the agent compiles and evaluates it in the
 paused call's frame, and answers with the condition in force (or why it refused it). Enter
-sends it, an empty line clears the condition, escape changes nothing.
+sends it, an empty line clears the condition, escape changes nothing. One that does not
+compile is not sent: the dialog stays open and says why, where the user is typing (it is
+only compiled here, never evaluated: that happens in the script's frame).
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from textual.widgets import Input, Static
 from cossim_tui.tui import palette
 
 EXAMPLES = "similarity.min() > 0.999   ·   cos.mean > 0.999   ·   args[1].norm.min < 1e-6   ·   step == 40"
+
+
+def compile_problem(condition: str) -> str | None:
+    """Why ``condition`` does not compile as an expression, in the agent's words; ``None`` when it does."""
+    if not condition:
+        return None
+    try:
+        compile(condition, "<break condition>", "eval")
+    except (SyntaxError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc.msg if isinstance(exc, SyntaxError) else exc}"
+    return None
 
 
 class BreakConditionScreen(ModalScreen[str | None]):
@@ -49,11 +62,18 @@ class BreakConditionScreen(ModalScreen[str | None]):
                 id="break-help",
             )
             yield Input(value=self.condition, placeholder="cos.mean > 0.999", id="break-input")
+            yield Static("", id="break-error")
             yield Static(Content.styled(EXAMPLES, palette.LABEL), id="break-examples")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        self.dismiss(event.value.strip())
+        condition = event.value.strip()
+        problem = compile_problem(condition)
+        error = self.query_one("#break-error", Static)
+        error.update(Content.styled(problem, palette.CAUTION) if problem else "")
+        error.display = problem is not None
+        if problem is None:
+            self.dismiss(condition)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

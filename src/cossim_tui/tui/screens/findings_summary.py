@@ -3,7 +3,9 @@
 The inspector shows one step; this screen answers "what has this run found?" without stepping
 back through it. One row per (code, site): severity, code, how many steps had it, the first and
 last of them, and the first message. Enter closes the screen with the chosen row, and the app
-shows the step where it first appeared; escape (or ``f`` again) closes it with nothing chosen.
+shows the step where it first appeared; escape (or ``f`` again, or enter when there is nothing
+to choose) closes it with nothing chosen, and the inspector's other keys work here too
+(``InspectorView``).
 The app keeps the rows up to date while the screen is open (``groups``).
 """
 
@@ -11,12 +13,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import reactive
-from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -24,6 +26,7 @@ from cossim_tui.session.findings import FindingSummary
 from cossim_tui.tui import palette
 from cossim_tui.tui.format import fmt_int, fmt_plural
 from cossim_tui.session.findings import SiteFindings
+from cossim_tui.tui.screens.view import InspectorView
 from cossim_tui.tui.widgets.findings_panel import MutedKey, badge
 
 _NUMBER = 7
@@ -53,7 +56,7 @@ def header_row(code_width: int) -> Content:
     )
 
 
-class FindingsSummaryScreen(ModalScreen[FindingSummary | None]):
+class FindingsSummaryScreen(InspectorView[FindingSummary | None]):
     """``FindingsSummaryScreen(groups, muted)``; dismissed with the row chosen by enter, or ``None``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -140,6 +143,13 @@ class FindingsSummaryScreen(ModalScreen[FindingSummary | None]):
         entry = self._entries.get(event.option_id or "")
         if entry is not None:
             self.dismiss(entry)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key == "enter" and not self._entries:
+            # Nothing to choose: enter leaves, as it would after choosing.
+            event.stop()
+            event.prevent_default()
+            self.dismiss(None)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -6,10 +6,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from cossim_tui.tui import palette
+from cossim_tui.tui.screens.view import InspectorView
 
 
 def describe_break_on(break_on: str) -> str:
@@ -21,7 +21,7 @@ def describe_break_on(break_on: str) -> str:
     return f"stops at the next finding among: {break_on.replace(',', ', ')}"
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(InspectorView[None]):
     """Lists what each key does while the script is being inspected."""
 
     BINDINGS = [
@@ -39,6 +39,7 @@ class HelpScreen(ModalScreen[None]):
             ("c", f"continue: {describe_break_on(self.break_on)}"),
             ("r", "run: let the script run without stopping (the screen follows it)"),
             ("p", "pause at the next call"),
+            ("ctrl+c", "pause at the next call, as in pdb; again (paused, or still pausing): quit"),
             ("m", "mute the selected finding's code at its call site"),
             ("↑ ↓", "choose a finding to read its explanation and fix; what proves it lights up"),
             ("b", "break condition: c also stops where a Python expression holds (cos.mean > 0.999)"),

@@ -13,12 +13,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from cossim_tui import protocol
 from cossim_tui.tui import palette
 from cossim_tui.tui.format import fmt_shape
+from cossim_tui.tui.screens.view import InspectorView
 from cossim_tui.tui.widgets.thumbnail_view import ThumbnailView
 
 
@@ -43,7 +43,7 @@ def describe_source(arg: protocol.TensorSummary) -> Content:
     )
 
 
-class InputsScreen(ModalScreen[None]):
+class InputsScreen(InspectorView[None]):
     """The input image of each argument of ``step``; ``i`` or escape closes it."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -33,10 +33,16 @@ def badge(severity: str) -> Content:
 
 
 def finding_line(finding: protocol.Finding, muted: bool) -> Content:
-    line = Content.assemble(badge(finding.severity), " ", (finding.code, palette.EMPHASIS), " ", finding.message)
-    if muted:
-        line = (line + Content.styled(" (muted)", palette.LABEL)).stylize("dim")
-    return line
+    """`` error  stale-partner (muted) vector2_tensor is …``: the mark comes before the message,
+    which the list cuts, so that it is never the part cut off."""
+    return Content.assemble(
+        badge(finding.severity),
+        " ",
+        (finding.code, palette.EMPHASIS),
+        (" (muted)", palette.LABEL) if muted else "",
+        " ",
+        finding.message,
+    ).stylize("dim" if muted else "")
 
 
 def explain(finding: protocol.Finding) -> Content:
@@ -76,6 +82,8 @@ class FindingsPanel(Vertical):
         super().__init__(id=id, classes=classes)
         self._selected: MutedKey | None = None
         """The highlighted finding's (code, site), to find it again in the next step's list."""
+        self._chosen = False
+        """``_selected`` was chosen by ``select_finding``: kept at the next step even if muted."""
 
     def compose(self) -> ComposeResult:
         yield OptionList(id="finding-list")
@@ -86,7 +94,8 @@ class FindingsPanel(Vertical):
         self._show_findings()
 
     def watch_findings(self) -> None:
-        self._show_findings()
+        self._show_findings(leave_muted=not self._chosen)
+        self._chosen = False
 
     def watch_muted(self) -> None:
         self._show_findings()
@@ -101,7 +110,7 @@ class FindingsPanel(Vertical):
             return None
         return self.findings[highlighted]
 
-    def _show_findings(self) -> None:
+    def _show_findings(self, leave_muted: bool = False) -> None:
         option_list = self.query_one("#finding-list", OptionList)
         findings = self.findings
         self.border_title = f"findings ({len(findings)})" if findings else "findings"
@@ -114,9 +123,15 @@ class FindingsPanel(Vertical):
             for index, finding in enumerate(findings)
         )
         # Keep the cursor on the same finding as steps go by, so an explanation being read
-        # does not jump away when the next step arrives.
+        # does not jump away when the next step arrives; but a new step (``leave_muted``) moves
+        # it off a muted one to one that is not: ``c`` goes past muted findings, so the one it
+        # stopped at is new, and that is the one to explain.
         keys = [(finding.code, finding.site) for finding in findings]
-        keep = keys.index(self._selected) if self._selected in keys else 0
+        unmuted = [index for index, finding in enumerate(findings) if not self.is_muted(finding)]
+        if self._selected in keys and not (leave_muted and unmuted and keys.index(self._selected) not in unmuted):
+            keep = keys.index(self._selected)
+        else:
+            keep = unmuted[0] if unmuted and leave_muted else 0
         option_list.highlighted = keep
         self._show_help(findings[keep])
 
@@ -128,6 +143,7 @@ class FindingsPanel(Vertical):
     def select_finding(self, key: MutedKey) -> None:
         """Put the cursor on the finding ``(code, site)``, now or as soon as a step has it."""
         self._selected = key
+        self._chosen = True
         self._show_findings()
 
     def _show_help(self, finding: protocol.Finding | None) -> None:
