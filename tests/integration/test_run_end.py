@@ -90,3 +90,18 @@ def test_missing_module(start_run, tmp_path):
     assert exited.status == "not-found"
     assert exited.exception is not None and "no_such_module_for_cossim_tests" in exited.exception
     assert not live.steps
+
+
+@pytest.mark.parametrize("name", ["raise_in_cosine.py", "raise_after_cosine.py"])
+def test_a_script_that_raises_around_an_intercepted_call_prints_python_s_traceback(start_run, tmp_path, name):
+    """Raised inside ``F.cosine_similarity`` (torch's error, through cossim-tui's wrapper) or in
+    the script's own code after a call: the traceback is the one python prints, with no frame of
+    cossim-tui's (``intercept.py``, ``intercepted``, ``run_and_report``)."""
+    script = FIXTURES / name
+    live = start_run(script, cwd=tmp_path)
+    exited = live.wait_exit()
+
+    assert exited.status == "error"
+    output = live.output
+    assert "cossim_tui" not in output and "run_and_report" not in output and "intercepted" not in output, output
+    assert output == run_plain([str(script)], cwd=tmp_path).stdout
