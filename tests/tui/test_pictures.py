@@ -30,7 +30,8 @@ from cossim_tui.tui.widgets.embedding_map import (
 from cossim_tui.tui.widgets.history_plot import HistoryPlot, cos_axis
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
-from cossim_tui.tui.widgets.value_strips import ValueStrip
+from cossim_tui.tui.format import fmt_float
+from cossim_tui.tui.widgets.value_strips import ValueStrip, shared_scale
 
 from .test_app import SIZE, run, status, until
 from .test_snapshots import wait_for_state
@@ -432,3 +433,37 @@ def test_the_similarity_axis_spans_at_least_a_tenth_within_minus_one_to_one(low,
     bottom, top = cos_axis(low, high)
     assert (bottom, top) == pytest.approx(axis)
     assert bottom <= low and high <= top
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((100, 30), "step 1 · 1st vectors ±{n}"), ((160, 50), "step 1 · 1st vectors: −{n} … +{n}")],
+)
+def test_the_strip_legend_says_what_the_strips_are_and_keeps_its_numbers(source, make, size, expected):
+    """The legend said "step 1 −1.29 · 0 · +1.29": neither the strips' vectors nor that the
+    numbers are their colour scale. At 100 columns the short wording still says both, whole."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=size) as pilot:
+            pictured = make.step1(step=1, paused=False)
+            pictured.args = [dataclasses.replace(a, strip=list(WAVE)) for a in pictured.args]
+            source.feed(make.hello(), pictured, make.step1(step=2, paused=True))
+            await until(pilot, lambda: "paused at step 2" in status(app))
+            await pilot.pause()
+            number = fmt_float(shared_scale(pictured.args), 3)
+            legend = app.query_one("#strip-scale", Static)
+            shown = str(legend.render())
+            assert shown == expected.format(n=number)
+            assert len(shown) <= legend.content_size.width
+
+            own = make.step1(step=3)
+            own.args = [dataclasses.replace(a, strip=list(WAVE)) for a in own.args]
+            await pilot.press("n")
+            source.feed(own)
+            await until(pilot, lambda: "paused at step 3" in status(app))
+            await pilot.pause()
+            shown = str(legend.render())
+            assert "1st vectors" in shown and number in shown and len(shown) <= legend.content_size.width, shown
+
+    run(scenario)
