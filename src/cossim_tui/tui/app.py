@@ -251,7 +251,7 @@ class InspectorApp(App[None]):
         steps, self._undrawn = self._undrawn, []
         if not steps:
             return
-        self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
+        self.query_one(SimilarityHistory).add(step.cos.mean if step.cos is not None else None for step in steps)
         self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
         self.query_one(StatusBar).steps = self.step_count
         if self.viewing is None:

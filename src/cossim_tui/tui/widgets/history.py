@@ -18,7 +18,7 @@ from textual.content import Content
 from textual.widgets import Sparkline, Static
 
 from cossim_tui.tui import palette
-from cossim_tui.tui.format import fmt_cos, fmt_plural
+from cossim_tui.tui.format import fmt_cos, fmt_int, fmt_plural
 
 MAX_HISTORY = 2000
 """The sparkline buckets these into its width; older steps drop off."""
@@ -74,30 +74,47 @@ class SimilarityHistory(Horizontal):
         super().__init__(id=id, classes=classes)
         self.values: deque[float] = deque(maxlen=max_history)
         """The mean similarity of the last steps that produced one (finite values only)."""
+        self.without = 0
+        """Steps that produced no similarity (the call raised): counted, never drawn."""
+        self.latest_without = False
+        """Whether the latest step is one of those: then there is no similarity 'now'."""
 
     def compose(self) -> ComposeResult:
         yield Static(Content.styled("cos history ", palette.LABEL), id="history-label")
         yield SimilaritySparkline([], id="history-sparkline")
         yield Static(Content.styled("no steps yet", palette.LABEL), id="history-summary")
 
-    def add(self, means: Iterable[float]) -> None:
-        """Record the mean similarity of newly arrived steps."""
-        # A NaN would flatten the whole sparkline; the relation panel reports it instead.
-        self.values.extend(m for m in means if math.isfinite(m))
+    def add(self, means: Iterable[float | None]) -> None:
+        """Record the mean similarity of newly arrived steps; ``None`` for a step without one."""
+        added = False
+        for mean in means:
+            if mean is None:
+                self.without += 1
+                self.latest_without = added = True
+            elif math.isfinite(mean):  # A NaN would flatten the whole sparkline; the relation panel reports it.
+                self.values.append(mean)
+                self.latest_without, added = False, True
+        if not added:
+            return
+        summary = self.query_one("#history-summary", Static)
+        without = (" · ", palette.LABEL), (f"{fmt_int(self.without)} without one", palette.CAUTION)
         if not self.values:
+            summary.update(Content.styled(f"{fmt_plural(self.without, 'step')}, no similarity yet", palette.CAUTION))
             return
         # A single value would be drawn as one full-height bar across the whole width.
         self.query_one("#history-sparkline", Sparkline).data = list(self.values) if len(self.values) > 1 else []
         low, high = min(self.values), max(self.values)
-        self.query_one("#history-summary", Static).update(
+        now = ("none", palette.CAUTION) if self.latest_without else (fmt_cos(self.values[-1]), palette.EMPHASIS)
+        summary.update(
             Content.assemble(
                 ("now ", palette.LABEL),
-                (fmt_cos(self.values[-1]), palette.EMPHASIS),
+                now,
                 (" · min ", palette.LABEL),
                 fmt_cos(low),
                 (" · max ", palette.LABEL),
                 fmt_cos(high),
                 (" · ", palette.LABEL),
                 fmt_plural(len(self.values), "step"),
+                *(without if self.without else ()),
             )
         )
