@@ -464,6 +464,42 @@ def test_output_chunks_split_mid_line_are_joined(source, make):
     run(scenario)
 
 
+def test_the_output_pane_follows_a_traceback_to_its_last_line(source, make):
+    """At 100x30 the pane shows two lines, and the torch banner is wider than the pane (a
+    horizontal scrollbar): the pane stopped above "RuntimeError: …", reachable only by hand."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            traceback = (
+                "Traceback (most recent call last):\n"
+                '  File "train.py", line 24, in <module>\n'
+                "    train()\n"
+                '  File "train.py", line 14, in similarity\n'
+                "    return F.cosine_similarity(a, b)\n"
+                "           ^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+                "RuntimeError: The size of tensor a (8) must match the size of tensor b (5) at non-singleton dimension 1\n"
+            )
+            hooked = protocol.TorchHooked(
+                version="2.4.1",
+                intercepted=["torch.nn.functional.cosine_similarity", "torch.cosine_similarity", "torch.nn.CosineSimilarity"],
+            )
+            source.feed(make.hello(), hooked, make.output("about to compare\n"), make.error_step(step=0))
+            await until(pilot, lambda: "paused at step 0" in status(app))
+            await pilot.press("r")
+            source.feed(make.output(traceback), make.exited("error", 1, exception="RuntimeError: The size of tensor a"))
+            await until(pilot, lambda: "failed" in status(app))
+            await pilot.pause()
+            log = app.query_one(OutputPane)
+            await until(pilot, lambda: log.lines and log.lines[-2].startswith("RuntimeError: "))
+            await pilot.pause()
+            last = len(log.lines) - 2  # (the last line is the empty one after the final newline)
+            top, height = log.scroll_offset.y, log.scrollable_content_region.height
+            assert top <= last < top + height, (top, height, last, list(log.lines))
+
+    run(scenario)
+
+
 def test_a_channel_problem_is_shown_and_the_app_keeps_working(source, make):
     async def scenario():
         app = InspectorApp(source)
