@@ -173,6 +173,36 @@ def test_the_map_of_an_earlier_step_is_the_last_one_made_at_or_before_it(source,
     run(scenario)
 
 
+def test_the_map_at_the_end_of_the_run_is_the_one_the_run_ended_with(source, make):
+    """A free run after a pause: its maps came every few steps, so at the end the screen showed
+    "map of step 8" (``demo/collapse.py``: its step 9, spread 0.15). The agent's map of the
+    latest rows comes with the run's end, and is the one shown, for the last step."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            steps = pictured_run(make, 20)
+            steps[-1].paused = False
+            steps[-1].projection = None  # a free run: the last map was made at step 16
+            steps[-2].projection = None
+            source.feed(make.hello(), steps[0], *steps[1:])
+            await pilot.press("e")
+            final = cloud(19, spread=0.05)
+            source.feed(
+                protocol.ScriptEnded(status="finished", exit_code=0, exception=None, maps=[final]),
+                make.exited("finished", 0),
+            )
+            await until(pilot, lambda: "finished" in status(app))
+            await pilot.pause()
+            chart = app.query_one(EmbeddingMap)
+            title = str(chart.border_title)
+            assert title.endswith("vectors of steps 15–19") and "map of step" not in title, title
+            assert "spread 0.05" in str(chart.border_subtitle), chart.border_subtitle
+            assert app.current is not None and app.current.step == 19 and app.current.projection is None
+
+    run(scenario)
+
+
 def test_a_collapsed_map_is_drawn_as_one_dot_in_the_middle(source, make):
     async def scenario():
         app = InspectorApp(source)
