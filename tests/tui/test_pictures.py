@@ -203,6 +203,26 @@ def test_the_map_at_the_end_of_the_run_is_the_one_the_run_ended_with(source, mak
     run(scenario)
 
 
+def test_a_map_of_vectors_of_one_number_says_its_one_axis_holds_all_of_the_spread(source, make):
+    """``demo/wrong_dim.py``'s map: every point on the first axis. Its share read "1e+02%"."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            paused = make.step1(step=1)
+            paused.projection = dataclasses.replace(
+                cloud(1, count=64), y=[0.0] * 64, explained=[1.0, 3.4e-22], dim_size=1
+            )
+            source.feed(make.hello(), paused)
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            await pilot.press("e")
+            await pilot.pause()
+            subtitle = str(app.query_one(EmbeddingMap).border_subtitle)
+            assert subtitle.endswith("· axes hold 100% + 0% of it"), subtitle
+
+    run(scenario)
+
+
 def test_a_collapsed_map_is_drawn_as_one_dot_in_the_middle(source, make):
     async def scenario():
         app = InspectorApp(source)
