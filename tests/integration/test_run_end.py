@@ -105,3 +105,12 @@ def test_a_script_that_raises_around_an_intercepted_call_prints_python_s_traceba
     output = live.output
     assert "cossim_tui" not in output and "run_and_report" not in output and "intercepted" not in output, output
     assert output == run_plain([str(script)], cwd=tmp_path).stdout
+
+
+def test_a_module_that_raises_inside_an_intercepted_call_prints_python_s_traceback(start_run, tmp_path):
+    """``-m MODULE``: none of cossim-tui's frames; runpy's above the module's, as python shows them."""
+    (tmp_path / "raising_module.py").write_text((FIXTURES / "raise_in_cosine.py").read_text())
+    live = start_run(Target(module="raising_module", args=[]), cwd=tmp_path)
+    assert live.wait_exit().status == "error"
+    assert "cossim_tui" not in live.output and "run_and_report" not in live.output, live.output
+    assert live.output == run_plain(["-m", "raising_module"], cwd=tmp_path).stdout

@@ -77,16 +77,19 @@ def _fresh_main(**given: object) -> dict[str, object]:
 
 
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """``tb`` without our own and runpy's frames, like python's: it starts in the user's code,
-    and a call that raised through one of our wrappers (``intercept.py``) shows the script's
-    line and then torch's frames, as it would without cossim-tui."""
+    """``tb`` as python would print it: none of cossim-tui's frames anywhere (a call that raised
+    through one of our wrappers, ``intercept.py``, shows the script's line and then torch's
+    frames), and no runpy frame of ours above the script's first."""
     import runpy
 
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    # runpy's frames only above the script's first: a script's own runpy.run_path() keeps
+    # them, as under python. (A frozen runpy's are "<frozen runpy>", which python -m shows too.)
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+        tb = tb.tb_next
     kept = []
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not (filename.startswith(package) or filename == runpy.__file__):
+        if not tb.tb_frame.f_code.co_filename.startswith(package):
             kept.append(tb)
         tb = tb.tb_next
     # A traceback's links can be rewritten (tb_next is writable): the exception ends the process.
