@@ -90,3 +90,27 @@ def test_missing_module(start_run, tmp_path):
     assert exited.status == "not-found"
     assert exited.exception is not None and "no_such_module_for_cossim_tests" in exited.exception
     assert not live.steps
+
+
+@pytest.mark.parametrize("name", ["raise_in_cosine.py", "raise_after_cosine.py"])
+def test_a_script_that_raises_around_an_intercepted_call_prints_python_s_traceback(start_run, tmp_path, name):
+    """Raised inside ``F.cosine_similarity`` (torch's error, through cossim-tui's wrapper) or in
+    the script's own code after a call: the traceback is the one python prints, with no frame of
+    cossim-tui's (``intercept.py``, ``intercepted``, ``run_and_report``)."""
+    script = FIXTURES / name
+    live = start_run(script, cwd=tmp_path)
+    exited = live.wait_exit()
+
+    assert exited.status == "error"
+    output = live.output
+    assert "cossim_tui" not in output and "run_and_report" not in output and "intercepted" not in output, output
+    assert output == run_plain([str(script)], cwd=tmp_path).stdout
+
+
+def test_a_module_that_raises_inside_an_intercepted_call_prints_python_s_traceback(start_run, tmp_path):
+    """``-m MODULE``: none of cossim-tui's frames; runpy's above the module's, as python shows them."""
+    (tmp_path / "raising_module.py").write_text((FIXTURES / "raise_in_cosine.py").read_text())
+    live = start_run(Target(module="raising_module", args=[]), cwd=tmp_path)
+    assert live.wait_exit().status == "error"
+    assert "cossim_tui" not in live.output and "run_and_report" not in live.output, live.output
+    assert live.output == run_plain(["-m", "raising_module"], cwd=tmp_path).stdout

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import msgspec.structs
 from textual.content import Content
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -21,6 +22,7 @@ from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.output_log import NOTE_MARK, OutputPane
+from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
@@ -156,6 +158,42 @@ def test_a_step_whose_call_raised_shows_the_error_instead_of_a_similarity(source
             relation = relation_text(app)
             assert relation.startswith("torch raised:\nRuntimeError: The size of tensor a (32) must match")
             assert not app.query_one("#mean-cos", Digits).display
+
+    run(scenario)
+
+
+def test_a_call_that_raised_is_said_on_the_panel_border_and_counted_by_the_history(source, make):
+    """As the agent sends it: torch raised (shapes that do not broadcast), so the relation has
+    dim 1 and size 0. The border said "dim 1 · size 0" and the history "no steps yet"."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            raised = make.error_step(step=0)
+            raised.relation = protocol.Relation(
+                same_object=False, shares_storage=False, equal_values=None, max_abs_diff=None, dim=1, dim_size=0,
+                broadcast_shape=None,
+            )
+            source.feed(make.hello(), raised)
+            await until(pilot, lambda: "paused at step 0" in status(app))
+            panel = app.query_one(RelationPanel)
+            assert Content.from_markup(str(panel.border_subtitle)).plain == "the call raised"
+            relation = relation_text(app)
+            assert "RuntimeError: The size of tensor a (32) must match" in relation
+            assert "no similarity was computed" in relation
+            assert text_of(app.query_one("#history-summary", Static)) == "1 step, no similarity yet"
+
+            await pilot.press("n")
+            source.feed(make.step1(step=1, mean=0.5))
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            assert Content.from_markup(str(panel.border_subtitle)).plain == "dim -1 · size 32"
+            summary = text_of(app.query_one("#history-summary", Static))
+            assert summary.startswith("now 0.5000") and summary.endswith("· 1 step · 1 without one"), summary
+
+            await pilot.press("n")
+            source.feed(msgspec.structs.replace(raised, step=2))
+            await until(pilot, lambda: "paused at step 2" in status(app))
+            assert text_of(app.query_one("#history-summary", Static)).startswith("now none · ")
 
     run(scenario)
 
@@ -433,6 +471,42 @@ def test_output_chunks_split_mid_line_are_joined(source, make):
             log = app.query_one(OutputPane)
             await until(pilot, lambda: "epoch 2 loss 0.6904" in log.lines)
             assert list(log.lines[:2]) == ["epoch 1 loss 0.6931", "epoch 2 loss 0.6904"]
+
+    run(scenario)
+
+
+def test_the_output_pane_follows_a_traceback_to_its_last_line(source, make):
+    """At 100x30 the pane shows two lines, and the torch banner is wider than the pane (a
+    horizontal scrollbar): the pane stopped above "RuntimeError: …", reachable only by hand."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            traceback = (
+                "Traceback (most recent call last):\n"
+                '  File "train.py", line 24, in <module>\n'
+                "    train()\n"
+                '  File "train.py", line 14, in similarity\n'
+                "    return F.cosine_similarity(a, b)\n"
+                "           ^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+                "RuntimeError: The size of tensor a (8) must match the size of tensor b (5) at non-singleton dimension 1\n"
+            )
+            hooked = protocol.TorchHooked(
+                version="2.4.1",
+                intercepted=["torch.nn.functional.cosine_similarity", "torch.cosine_similarity", "torch.nn.CosineSimilarity"],
+            )
+            source.feed(make.hello(), hooked, make.output("about to compare\n"), make.error_step(step=0))
+            await until(pilot, lambda: "paused at step 0" in status(app))
+            await pilot.press("r")
+            source.feed(make.output(traceback), make.exited("error", 1, exception="RuntimeError: The size of tensor a"))
+            await until(pilot, lambda: "failed" in status(app))
+            await pilot.pause()
+            log = app.query_one(OutputPane)
+            await until(pilot, lambda: log.lines and log.lines[-2].startswith("RuntimeError: "))
+            await pilot.pause()
+            last = len(log.lines) - 2  # (the last line is the empty one after the final newline)
+            top, height = log.scroll_offset.y, log.scrollable_content_region.height
+            assert top <= last < top + height, (top, height, last, list(log.lines))
 
     run(scenario)
 

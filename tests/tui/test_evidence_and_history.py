@@ -8,8 +8,11 @@ on a row shows that step on every panel, unmistakably marked, until ``l`` or a s
 
 from __future__ import annotations
 
+import io
+
 import msgspec.structs
 
+from rich.console import Console
 from textual.color import Color
 from textual.content import Content
 from textual.widget import Widget
@@ -21,6 +24,7 @@ from cossim_tui.tui.app import MAX_STEPS_KEPT, InspectorApp
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel
+from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
@@ -359,5 +363,40 @@ def test_help_lists_the_new_keys(source, make):
             help_text = text_of(app.screen.query_one("#help-text", Static))
             assert "f  findings so far, by call site" in help_text
             assert "l  back to the live step" in help_text
+
+    run(scenario)
+
+
+def _sparkline_bars(app: InspectorApp) -> str:
+    """The sparkline's bars as drawn (Content, or a Rich renderable printed at its width)."""
+    sparkline = app.query_one("#history-sparkline")
+    rendered = sparkline.render()
+    if isinstance(rendered, Content):
+        return rendered.plain
+    console = Console(width=sparkline.size.width, file=io.StringIO())
+    with console.capture() as captured:
+        console.print(rendered, end="")
+    return captured.get()
+
+
+def test_the_cos_history_is_drawn_from_minus_one_to_one_so_stuck_at_one_looks_stuck(source, make):
+    """Means between 0.997 and 1.000 are all at the top; fitted to its data, the sparkline drew
+    them as jumps from the bottom to the top. Only a real drop (to −1 here) reaches the bottom."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello())
+            means = [0.997, 1.0, 0.998, 1.0, 0.9985, 0.999]
+            source.feed(*(make.step1(paused=False, step=i, mean=m) for i, m in enumerate(means)))
+            await until(pilot, lambda: len(app.query_one(SimilarityHistory).values) == len(means))
+            await pilot.pause()
+            bars = _sparkline_bars(app)
+            assert bars and set(bars) <= {"▇", "█"}, bars
+            source.feed(make.step1(paused=True, step=len(means), mean=-1.0))
+            await until(pilot, lambda: "paused" in status(app))
+            await pilot.pause()
+            bars = _sparkline_bars(app)
+            assert bars.endswith("▁") and set(bars) <= {"▇", "█", "▁"}, bars
 
     run(scenario)

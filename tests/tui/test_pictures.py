@@ -30,7 +30,8 @@ from cossim_tui.tui.widgets.embedding_map import (
 from cossim_tui.tui.widgets.history_plot import HistoryPlot, cos_axis
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
-from cossim_tui.tui.widgets.value_strips import ValueStrip
+from cossim_tui.tui.format import fmt_float
+from cossim_tui.tui.widgets.value_strips import ValueStrip, shared_scale
 
 from .test_app import SIZE, run, status, until
 from .test_snapshots import wait_for_state
@@ -168,6 +169,56 @@ def test_the_map_of_an_earlier_step_is_the_last_one_made_at_or_before_it(source,
             assert app.viewing == 21
             assert "steps 12–16 (map of step 16)" in str(chart.border_title)
             assert "spread 1 (healthy ≈ 1" in str(chart.border_subtitle)
+
+    run(scenario)
+
+
+def test_the_map_at_the_end_of_the_run_is_the_one_the_run_ended_with(source, make):
+    """A free run after a pause: its maps came every few steps, so at the end the screen showed
+    "map of step 8" (``demo/collapse.py``: its step 9, spread 0.15). The agent's map of the
+    latest rows comes with the run's end, and is the one shown, for the last step."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            steps = pictured_run(make, 20)
+            steps[-1].paused = False
+            steps[-1].projection = None  # a free run: the last map was made at step 16
+            steps[-2].projection = None
+            source.feed(make.hello(), steps[0], *steps[1:])
+            await pilot.press("e")
+            final = cloud(19, spread=0.05)
+            source.feed(
+                protocol.ScriptEnded(status="finished", exit_code=0, exception=None, maps=[final]),
+                make.exited("finished", 0),
+            )
+            await until(pilot, lambda: "finished" in status(app))
+            await pilot.pause()
+            chart = app.query_one(EmbeddingMap)
+            title = str(chart.border_title)
+            assert title.endswith("vectors of steps 15–19") and "map of step" not in title, title
+            assert "spread 0.05" in str(chart.border_subtitle), chart.border_subtitle
+            assert app.current is not None and app.current.step == 19 and app.current.projection is None
+
+    run(scenario)
+
+
+def test_a_map_of_vectors_of_one_number_says_its_one_axis_holds_all_of_the_spread(source, make):
+    """``demo/wrong_dim.py``'s map: every point on the first axis. Its share read "1e+02%"."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            paused = make.step1(step=1)
+            paused.projection = msgspec.structs.replace(
+                cloud(1, count=64), y=[0.0] * 64, explained=[1.0, 3.4e-22], dim_size=1
+            )
+            source.feed(make.hello(), paused)
+            await until(pilot, lambda: "paused at step 1" in status(app))
+            await pilot.press("e")
+            await pilot.pause()
+            subtitle = str(app.query_one(EmbeddingMap).border_subtitle)
+            assert subtitle.endswith("· axes hold 100% + 0% of it"), subtitle
 
     run(scenario)
 
@@ -432,3 +483,37 @@ def test_the_similarity_axis_spans_at_least_a_tenth_within_minus_one_to_one(low,
     bottom, top = cos_axis(low, high)
     assert (bottom, top) == pytest.approx(axis)
     assert bottom <= low and high <= top
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((100, 30), "step 1 · 1st vectors ±{n}"), ((160, 50), "step 1 · 1st vectors: −{n} … +{n}")],
+)
+def test_the_strip_legend_says_what_the_strips_are_and_keeps_its_numbers(source, make, size, expected):
+    """The legend said "step 1 −1.29 · 0 · +1.29": neither the strips' vectors nor that the
+    numbers are their colour scale. At 100 columns the short wording still says both, whole."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=size) as pilot:
+            pictured = make.step1(step=1, paused=False)
+            pictured.args = [msgspec.structs.replace(a, strip=list(WAVE)) for a in pictured.args]
+            source.feed(make.hello(), pictured, make.step1(step=2, paused=True))
+            await until(pilot, lambda: "paused at step 2" in status(app))
+            await pilot.pause()
+            number = fmt_float(shared_scale(pictured.args), 3)
+            legend = app.query_one("#strip-scale", Static)
+            shown = str(legend.render())
+            assert shown == expected.format(n=number)
+            assert len(shown) <= legend.content_size.width
+
+            own = make.step1(step=3)
+            own.args = [msgspec.structs.replace(a, strip=list(WAVE)) for a in own.args]
+            await pilot.press("n")
+            source.feed(own)
+            await until(pilot, lambda: "paused at step 3" in status(app))
+            await pilot.pause()
+            shown = str(legend.render())
+            assert "1st vectors" in shown and number in shown and len(shown) <= legend.content_size.width, shown
+
+    run(scenario)

@@ -346,3 +346,41 @@ def test_a_small_pair_on_a_device_is_copied_in_the_calls_one_transfer(monkeypatc
     _session(monkeypatch, on_device=True, pictures="none")
     copies = [n for n in fetched if n]
     assert copies == [1] * 13  # one copy in each call's transfer: every pair here is small and alike
+
+
+def test_the_run_s_end_sends_the_latest_map_of_every_site_that_ran_on() -> None:
+    """Maps are made every few steps, so the last one on screen was of a step long before the
+    end (``demo/collapse.py``: "map of step 9"); a site of vectors of one number (``dim=0`` over
+    a batch of one, ``demo/wrong_dim.py``) had none at all. The end of the run sends each site's
+    map of its latest rows, and no extra step: one record per step."""
+    channel = KeptMessages()
+    controller = free_run(channel, "every-step")
+    torch.manual_seed(0)
+    for _ in range(20):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))  # steps 0, 2, …, 38
+        call(controller, torch.randn(1, 32), torch.randn(1, 32), dim=0)  # steps 1, 3, …, 39
+    controller.script_ended("finished", 0, None)
+    steps = channel.steps
+    assert len(steps) == 40
+    sites = {s.step: s.site.label for s in steps}
+    assert [s.step for s in steps if s.projection is not None] == [0, 1, 16, 17, 32, 33]
+    ended = channel.messages[-1]
+    assert isinstance(ended, protocol.ScriptEnded)
+    assert [(m.step, m.dim_size) for m in ended.maps] == [(38, 16), (39, 1)]
+    assert sites[38] != sites[39]
+    # Each holds its site's latest rows: 128 a side, the last 16 calls' 8 at the first site
+    # (steps 8, 10, …, 38), every call's 32 vectors of one number at the other.
+    assert (ended.maps[0].first_step, len(ended.maps[0].x)) == (8, 2 * 128)
+    assert (ended.maps[1].first_step, len(ended.maps[1].x)) == (39 - 2 * 3, 2 * 128)
+
+
+def test_a_pause_at_a_site_of_vectors_of_one_number_gets_its_map() -> None:
+    channel = KeptMessages()
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]
+    waits: list[int] = []
+    controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
+    call(controller, torch.randn(1, 32), torch.randn(1, 32), dim=0)  # degenerate-dim: an error, it stops
+    controller._outbox.flush()
+    (step,) = channel.steps
+    assert waits == [1] and step.paused
+    assert step.projection is not None and step.projection.dim_size == 1

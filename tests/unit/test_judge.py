@@ -556,3 +556,14 @@ def test_a_call_torch_refused_has_no_findings() -> None:
     b = tensor("vector2", store=a.storage)
     found = Judge().judge(0, SITE, [a, b], relation(same=True, shares=True, equal=True), None, Evidence(), "RuntimeError: bad dtype")
     assert found == []
+
+
+def test_both_arguments_stale_as_the_same_expression_are_said_once() -> None:
+    """``cos(a, a)`` where ``a`` is step 0's ``a``: one clause, not the same sentence twice."""
+    matches = [
+        StaleMatch(arg=0, earlier_step=0, earlier_arg=0, earlier_expr="a", same_memory=True, detached=False),
+        StaleMatch(arg=1, earlier_step=0, earlier_arg=0, earlier_expr="a", same_memory=True, detached=False),
+    ]
+    finding = only(judge_once(pair("a", "a"), evidence=Evidence(stale=matches)), "stale-partner")
+    assert finding.message == "a (both arguments) is step 0's a (same memory) (never updated since)"
+    assert finding.evidence == ["args.0", "args.1"]

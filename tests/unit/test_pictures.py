@@ -89,10 +89,26 @@ def test_the_map_does_not_consume_the_scripts_random_numbers():
 def test_unprojectable_calls_give_no_map_and_never_raise():
     maps = ProjectionMaps()
     assert maps.observe(0, "s", torch.randn(4, 8), torch.randn(4, 16), -1, force=True) is None  # widths differ
-    assert maps.observe(0, "s", torch.randn(4, 1), torch.randn(4, 1), -1, force=True) is None  # degenerate dim
     assert maps.observe(0, "s", 1.0, torch.randn(4, 8), -1, force=True) is None
     assert maps.observe(0, "s", torch.randn(4, 8), torch.randn(4, 8), 5, force=True) is None
     assert maps.observe(0, "s", torch.randn(4, 8, device="meta"), torch.randn(4, 8, device="meta"), -1, force=True) is None
+
+
+def test_vectors_of_one_number_get_a_map_on_one_axis():
+    """A similarity over a dim of size 1 (``demo/wrong_dim.py``: (1, 32) with ``dim=0``) compares
+    32 vectors of one number each: once normalised they are ±1, on one axis. Such a site had no
+    map at all, even at a pause ("no map yet")."""
+    maps = ProjectionMaps()
+    a, b = torch.randn(1, 32), torch.randn(1, 32)
+    projection = maps.observe(0, "s", a, b, 0, force=True)
+    assert projection is not None and projection.dim_size == 1
+    assert len(projection.x) == 64
+    assert all(abs(y) < 1e-4 for y in projection.y)
+    # Every point is its vector's sign, less the mean sign, on the first axis (or its mirror).
+    signs = torch.cat([a.sign().reshape(-1), b.sign().reshape(-1)])
+    centred = (signs - signs.mean()).tolist()
+    assert [round(abs(x), 3) for x in projection.x] == [round(abs(c), 3) for c in centred]
+    assert maps.observe(0, "t", torch.randn(4, 1), torch.randn(4, 1), -1, force=True) is not None
 
 
 def test_the_map_survives_a_change_of_width_at_a_site():

@@ -77,13 +77,41 @@ def _fresh_main(**given: object) -> dict[str, object]:
 
 
 def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """Drop our own and runpy's frames so the traceback starts in the user's code, like python's."""
+    """``tb`` as python would print it: none of cossim-tui's frames anywhere (a call that raised
+    through one of our wrappers, ``intercept.py``, shows the script's line and then torch's
+    frames), and no runpy frame of ours above the script's first."""
     import runpy
 
-    ours = {__file__, runpy.__file__}
-    while tb is not None and tb.tb_frame.f_code.co_filename in ours:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    # runpy's frames only above the script's first: a script's own runpy.run_path() keeps
+    # them, as under python. (A frozen runpy's are "<frozen runpy>", which python -m shows too.)
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
         tb = tb.tb_next
-    return tb
+    kept = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(package):
+            kept.append(tb)
+        tb = tb.tb_next
+    # A traceback's links can be rewritten (tb_next is writable): the exception ends the process.
+    for earlier, later in zip(kept, kept[1:]):
+        earlier.tb_next = later
+    if kept:
+        kept[-1].tb_next = None
+    return kept[0] if kept else None
+
+
+def _trim_chain(exc: BaseException) -> None:
+    """Trim the traceback of ``exc`` and of every exception it was raised from or during
+    (python prints those above it), each once."""
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        one = pending.pop()
+        if id(one) in seen:
+            continue
+        seen.add(id(one))
+        one.__traceback__ = _user_traceback(one.__traceback__)
+        pending.extend(linked for linked in (one.__cause__, one.__context__) if linked is not None)
 
 
 def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> None:
@@ -144,7 +172,7 @@ def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> No
     except BaseException as exc:  # noqa: BLE001 - reported, then handled exactly like python does
         controller.script_ended("error", 1, f"{type(exc).__name__}: {exc}")
         # The traceback the hook prints is the exception's own; trim it there.
-        exc = exc.with_traceback(_user_traceback(exc.__traceback__))
+        _trim_chain(exc)
         sys.excepthook(type(exc), exc, exc.__traceback__)
         sys.exit(1)
     controller.script_ended("finished", 0, None)

@@ -214,8 +214,19 @@ class Controller:
             return
         self._finish_in_flight()
         self._ended = True
-        self._send(protocol.ScriptEnded(status=status, exit_code=exit_code, exception=exception))  # type: ignore[arg-type]
+        maps = self._final_maps()
+        self._send(protocol.ScriptEnded(status=status, exit_code=exit_code, exception=exception, maps=maps))  # type: ignore[arg-type]
         self._outbox.flush()  # the process ends next: nothing queued may be lost
+
+    def _final_maps(self) -> list[protocol.Projection]:
+        """The maps of the sites that ran on after their last map: the map on screen at the end
+        is then the run's end (``ProjectionMaps.latest_maps``)."""
+        if self.projections is None or self.config.pictures == "none":
+            return []
+        try:
+            return self.projections.latest_maps()
+        except Exception:  # noqa: BLE001 - pictures are never worth breaking the script's end
+            return []
 
     # -- the hot path ---------------------------------------------------------------------
 

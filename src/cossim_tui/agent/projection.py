@@ -5,7 +5,10 @@ healthy ones spread into a cloud. Each call site keeps a bounded ring of its mos
 (``ROWS_PER_SIDE`` per argument, detached float32 copies) on the tensors' own device; they are
 L2-normalised when projected, because cosine similarity only sees directions. Every ``EVERY`` steps at a site,
 and at every step the script will stop at, the ring is projected onto its first two principal
-components and only those coordinates cross the channel.
+components and only those coordinates cross the channel; and at the end of the run, every
+site whose latest rows are in no map yet gets its map (``latest_maps``), so that the last map
+on screen is the run's end, not the last one made while it ran. Vectors of one number (a
+similarity over a dim of size 1) get a map too: their points lie on one axis, at ±1.
 
 Beside each ring of rows is a ring of their labels (``-1`` where unknown), filled from the
 labels the DataLoader's batch gave the vectors (see ``provenance``), so the map can colour
@@ -164,7 +167,6 @@ class ProjectionMaps:
             and r.layout == torch.strided
             and not r.is_meta
             and r.numel() > 0
-            and r.shape[-1] > 1
             and (r.is_floating_point() or r.is_complex())
         ]
         if len(usable) != 2 or usable[0].shape[-1] != usable[1].shape[-1] or usable[0].device != usable[1].device:
@@ -189,19 +191,45 @@ class ProjectionMaps:
         entry.last_map = step
         return self._project(step, entry, width)
 
+    def latest_maps(self) -> list[Projection]:
+        """For the end of the run: the map of every site whose latest rows are in no map made
+        yet (the script ran on after its last one), each at the last step whose rows it holds."""
+        maps = []
+        for entry in self._sites.values():
+            rings = [r for r in entry.rings if r is not None and r.filled]
+            if len(rings) != 2:
+                continue
+            last = max(max(r.steps[: r.filled]) for r in rings)
+            if entry.last_map >= last:
+                continue
+            try:
+                with torch.no_grad():
+                    projection = self._project(last, entry, rings[0].rows.shape[1])
+            except Exception:  # noqa: BLE001 - a map is a picture: never worth breaking the script's end
+                continue
+            if projection is not None:
+                entry.last_map = last
+                maps.append(projection)
+        return maps
+
     def _project(self, step: int, entry: _Site, width: int) -> Projection | None:
         rings = [r for r in entry.rings if r is not None]
         points = torch.cat([r.rows[: r.filled] for r in rings])
         sides = [side for side, r in enumerate(rings) for _ in range(r.filled)]
         labelled = any(any(r.labelled[: r.filled]) for r in rings)
         oldest = min(min(r.steps[: r.filled]) for r in rings)
-        omega = self._probes.get((width, points.device))
+        probed = max(width, 2)
+        omega = self._probes.get((probed, points.device))
         if omega is None:
             generator = torch.Generator(device=points.device).manual_seed(0)
-            omega = torch.randn(width, PROBES, generator=generator, device=points.device)
-            self._probes[(width, points.device)] = omega
+            omega = torch.randn(probed, PROBES, generator=generator, device=points.device)
+            self._probes[(probed, points.device)] = omega
         with torch.autocast(points.device.type, enabled=False):
             points = torch.nn.functional.normalize(points, dim=-1)
+            if width == 1:
+                # Vectors of one number (a similarity over a dim of size 1) are ±1 once
+                # normalised: one axis, and a second one without variance, for the PCA below.
+                points = torch.cat([points, torch.zeros_like(points)], dim=-1)
             centred = points - points.mean(dim=0)
             n = centred.shape[0]
             # A randomized range finder (what pca_lowrank does), probed with our own fixed

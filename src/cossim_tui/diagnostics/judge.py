@@ -211,15 +211,21 @@ class Judge:
                 "args.1.made_by",
             )
 
+        # Both arguments written the same way and matching the same earlier tensor are one
+        # tensor in two places: said once, not as two clauses that read alike.
+        stale: dict[tuple[str, int, str, str], list[tuple[int, bool]]] = {}
         for match in evidence.stale:
             current = args[match.arg]
             how = "same memory" + (", detached" if match.detached else "") if match.same_memory else "equal values, a copy"
             never_updated = match.earlier_arg == match.arg and match.earlier_expr == current.expr
-            role = " (never updated since)" if never_updated else ""
+            stale.setdefault((current.expr, match.earlier_step, match.earlier_expr, how), []).append((match.arg, never_updated))
+        for (expr, earlier_step, earlier_expr, how), places in stale.items():
+            role = " (never updated since)" if any(never_updated for _, never_updated in places) else ""
+            which = " (both arguments)" if len(places) > 1 else ""
             add(
                 "stale-partner",
-                f"{current.expr} is step {match.earlier_step}'s {match.earlier_expr} ({how}){role}",
-                f"args.{match.arg}",
+                f"{expr}{which} is step {earlier_step}'s {earlier_expr} ({how}){role}",
+                *(f"args.{arg}" for arg, _ in places),
             )
 
         for index, t in enumerate(args):

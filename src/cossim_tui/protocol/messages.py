@@ -269,6 +269,9 @@ class ScriptEnded(Message, tag="script-ended"):
     exit_code: int
     exception: str | None
     """``Type: message`` when the script raised."""
+    maps: list[Projection] = field(default_factory=list)
+    """The embedding map of each call site whose latest rows no step's map shows yet, as of the
+    run's end; each map's ``step`` is a step of its site (the last whose rows are in it)."""
 
 
 class BreakChanged(Message, tag="break-changed"):

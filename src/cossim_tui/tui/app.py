@@ -147,6 +147,9 @@ class InspectorApp(App[None]):
         self.phase: Phase = "starting"
         self.hello: protocol.Hello | None = None
         self.script_ended: protocol.ScriptEnded | None = None
+        self._end_maps: dict[int, protocol.Projection] = {}
+        """The run's last map of each call site that ran on after its last one, by the step it is
+        of (``ScriptEnded.maps``): shown for that step and those after it, as its own would be."""
         self.exited: ScriptExited | None = None
         self.muted: set[MutedKey] = set()
         self.break_condition = ""
@@ -273,7 +276,7 @@ class InspectorApp(App[None]):
         steps, self._undrawn = self._undrawn, []
         if not steps:
             return
-        self.query_one(SimilarityHistory).add(step.cos.mean for step in steps if step.cos is not None)
+        self.query_one(SimilarityHistory).add(step.cos.mean if step.cos is not None else None for step in steps)
         self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
         self.query_one(StatusBar).steps = self.step_count
         if self.viewing is None:
@@ -292,6 +295,9 @@ class InspectorApp(App[None]):
 
     def on_script_finished(self, message: ScriptFinished) -> None:
         self.script_ended = message.ended
+        self._end_maps.update((projection.step, projection) for projection in message.ended.maps)
+        if message.ended.maps:
+            self._show_picture()
 
     def on_channel_failed(self, message: ChannelFailed) -> None:
         reason = message.problem.reason
@@ -521,9 +527,14 @@ class InspectorApp(App[None]):
         return self._at_or_before(step, _has_pictures) or step
 
     def _projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
-        """The map of ``step``'s call site made at that step or, failing that, the latest kept one before it."""
-        found = self._at_or_before(step, lambda s: s.projection is not None) if step is not None else None
-        return found.projection if found is not None else None
+        """The map of ``step``'s call site made at that step or, failing that, the latest kept one
+        before it (one sent at the run's end counts as its step's)."""
+        if step is None:
+            return None
+        found = self._at_or_before(step, lambda s: s.projection is not None or s.step in self._end_maps)
+        if found is None:
+            return None
+        return found.projection or self._end_maps.get(found.step)
 
     def _at_or_before(
         self, step: protocol.StepCaptured, holds: Callable[[protocol.StepCaptured], bool]

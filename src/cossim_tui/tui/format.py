@@ -24,6 +24,19 @@ def fmt_float(x: float | None, digits: int = 4) -> str:
     return "0" if text == "-0" else text
 
 
+def fmt_percent(fraction: float) -> str:
+    """A share as a percentage: whole from 10 % up (``100%``, where two significant digits
+    read ``1e+02%``), two digits below, and ``0%`` under a hundredth of a percent."""
+    percent = 100 * fraction
+    if not math.isfinite(percent):
+        return f"{fmt_float(percent)}%"
+    if abs(percent) < 0.01:
+        return "0%"
+    if abs(percent) >= 10:
+        return f"{percent:.0f}%"
+    return f"{fmt_float(percent, 2)}%"
+
+
 def fmt_cos(x: float | None) -> str:
     """A cosine similarity: four decimals, but never rounded to a misleading ±1.
 

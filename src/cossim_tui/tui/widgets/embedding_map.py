@@ -17,7 +17,7 @@ from textual.content import Content
 from textual_plotext import PlotextPlot
 
 from cossim_tui import protocol
-from cossim_tui.tui.format import fmt_float, fmt_int
+from cossim_tui.tui.format import fmt_float, fmt_int, fmt_percent
 from cossim_tui.tui.widgets.history_plot import SIDE_COLOURS, SIDE_STYLES, theme_rgb
 
 MIN_EXTENT = 1.0
@@ -89,7 +89,7 @@ class EmbeddingMap(PlotextPlot):
         self.border_subtitle = Content.assemble(
             *legend,
             f"· spread {fmt_float(projection.spread, 3)} (healthy ≈ 1, collapse < 0.1) · axes hold "
-            f"{fmt_float(100 * projection.explained[0], 2)}% + {fmt_float(100 * projection.explained[1], 2)}% of it"
+            f"{fmt_percent(projection.explained[0])} + {fmt_percent(projection.explained[1])} of it"
         )
         self.refresh()
 

@@ -1,7 +1,9 @@
 """The mean similarity of every step so far, as a sparkline, to see a trend at a glance.
 
 A similarity drifting up to 1 over a few hundred steps (collapse) or sitting flat at 1 from
-the start (a logic error) look different here long before any single step says so.
+the start (a logic error) look different here long before any single step says so. The bars
+are drawn on the similarity's own scale, −1 to 1, never fitted to the values: fitted, a run
+stuck between 0.997 and 1.000 would fill the whole height with jumps that are not there.
 """
 
 from __future__ import annotations
@@ -16,14 +18,51 @@ from textual.content import Content
 from textual.widgets import Sparkline, Static
 
 from cossim_tui.tui import palette
-from cossim_tui.tui.format import fmt_cos, fmt_plural
+from cossim_tui.tui.format import fmt_cos, fmt_int, fmt_plural
 
 MAX_HISTORY = 2000
 """The sparkline buckets these into its width; older steps drop off."""
 
+SCALE = (-1.0, 1.0)
+"""The similarity's range: the bottom and the top of the sparkline's bars."""
+
+BARS = "▁▂▃▄▅▆▇█"
+
+
+class SimilaritySparkline(Sparkline):
+    """Textual's ``Sparkline`` (its data, bucketing and colours), drawn on the fixed ``SCALE``
+    rather than from its data's min to max."""
+
+    def render(self) -> Content:
+        data = list(self.data or [])
+        width, height = self.size.width, max(self.size.height, 1)
+        low_colour = self.get_component_styles("sparkline--min-color").color
+        high_colour = self.get_component_styles("sparkline--max-color").color
+        if not data or width <= 0:
+            return Content("\n" * (height - 1)) + Content.styled(BARS[0] * max(width, 0), low_colour.hex)
+        bottom, top = SCALE
+        columns = []
+        for column in range(width):
+            # Each column sums up its share of the steps as Textual's sparkline does.
+            start = column * len(data) // width
+            end = max((column + 1) * len(data) // width, start + 1)
+            value = self.summary_function(data[start:end])
+            columns.append(min(1.0, max(0.0, (value - bottom) / (top - bottom))))
+        # A bar rises through the rows, eighths of a row at a time, as Textual's does.
+        eighths = len(BARS) * height - 1
+        rows = []
+        for row in reversed(range(height)):
+            cells = []
+            for ratio in columns:
+                level = int(ratio * eighths) - row * len(BARS)
+                bar = " " if level < 0 else BARS[min(level, len(BARS) - 1)]
+                cells.append((bar, low_colour.blend(high_colour, ratio).hex))
+            rows.append(Content.assemble(*cells))
+        return Content("\n").join(rows)
+
 
 class SimilarityHistory(Horizontal):
-    """``cos history ▁▂▅█…  now 0.9993 · min 0.9 · max 1.0000``."""
+    """``cos history ▇▇██…  now 0.9993 · min 0.9970 · max 1.0000``: bars from −1 to 1."""
 
     DEFAULT_CSS = """
     SimilarityHistory {
@@ -35,30 +74,47 @@ class SimilarityHistory(Horizontal):
         super().__init__(id=id, classes=classes)
         self.values: deque[float] = deque(maxlen=max_history)
         """The mean similarity of the last steps that produced one (finite values only)."""
+        self.without = 0
+        """Steps that produced no similarity (the call raised): counted, never drawn."""
+        self.latest_without = False
+        """Whether the latest step is one of those: then there is no similarity 'now'."""
 
     def compose(self) -> ComposeResult:
         yield Static(Content.styled("cos history ", palette.LABEL), id="history-label")
-        yield Sparkline([], id="history-sparkline")
+        yield SimilaritySparkline([], id="history-sparkline")
         yield Static(Content.styled("no steps yet", palette.LABEL), id="history-summary")
 
-    def add(self, means: Iterable[float]) -> None:
-        """Record the mean similarity of newly arrived steps."""
-        # A NaN would flatten the whole sparkline; the relation panel reports it instead.
-        self.values.extend(m for m in means if math.isfinite(m))
+    def add(self, means: Iterable[float | None]) -> None:
+        """Record the mean similarity of newly arrived steps; ``None`` for a step without one."""
+        added = False
+        for mean in means:
+            if mean is None:
+                self.without += 1
+                self.latest_without = added = True
+            elif math.isfinite(mean):  # A NaN would flatten the whole sparkline; the relation panel reports it.
+                self.values.append(mean)
+                self.latest_without, added = False, True
+        if not added:
+            return
+        summary = self.query_one("#history-summary", Static)
+        without = (" · ", palette.LABEL), (f"{fmt_int(self.without)} without one", palette.CAUTION)
         if not self.values:
+            summary.update(Content.styled(f"{fmt_plural(self.without, 'step')}, no similarity yet", palette.CAUTION))
             return
         # A single value would be drawn as one full-height bar across the whole width.
         self.query_one("#history-sparkline", Sparkline).data = list(self.values) if len(self.values) > 1 else []
         low, high = min(self.values), max(self.values)
-        self.query_one("#history-summary", Static).update(
+        now = ("none", palette.CAUTION) if self.latest_without else (fmt_cos(self.values[-1]), palette.EMPHASIS)
+        summary.update(
             Content.assemble(
                 ("now ", palette.LABEL),
-                (fmt_cos(self.values[-1]), palette.EMPHASIS),
+                now,
                 (" · min ", palette.LABEL),
                 fmt_cos(low),
                 (" · max ", palette.LABEL),
                 fmt_cos(high),
                 (" · ", palette.LABEL),
                 fmt_plural(len(self.values), "step"),
+                *(without if self.without else ()),
             )
         )

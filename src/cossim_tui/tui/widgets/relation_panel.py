@@ -70,7 +70,13 @@ class RelationPanel(Vertical):
             return
         self.border_title = Content(f"step {step.step} · {step.label or step.function}")
         relation = step.relation
-        subtitle = Content(f"dim {relation.dim} · size {relation.dim_size}") if relation is not None else None
+        if step.error is not None:
+            # Its relation has no size to give (0 where the shapes do not broadcast): say what happened.
+            subtitle: Content | None = Content.styled("the call raised", palette.ALARM)
+        elif relation is not None:
+            subtitle = Content(f"dim {relation.dim} · size {relation.dim_size}")
+        else:
+            subtitle = None
         if subtitle is not None and highlight.shows("relation.dim", "relation.dim_size"):
             subtitle = subtitle.stylize(highlight.line_style)
         self.border_subtitle = subtitle
@@ -101,6 +107,7 @@ class RelationPanel(Vertical):
         if step.error is not None:
             lines.append((("error",), Content.styled("torch raised:", palette.ALARM)))
             lines.append((("error",), Content.styled(step.error, palette.ALARM)))
+            lines.append(((), Content.styled("no similarity was computed", palette.CAUTION)))
             lines.append(((), Content.styled("(the script received this exception)", palette.LABEL)))
         elif cos is None:
             lines.append((("cos",), Content.styled("no similarity was computed", palette.CAUTION)))

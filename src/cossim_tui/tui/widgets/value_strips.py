@@ -7,7 +7,9 @@ all-zero vector is a dead, empty strip. Negative values are drawn in the theme's
 colour, positive ones in its error colour, zero as the panel's background. The values are the
 agent's (``TensorSummary.strip``: real elements, evenly sampled); this only colours them.
 While the script runs freely the agent gives strips to a few steps a second only; the screen
-then shows the latest strips of the call site, and the legend names their step.
+then shows the latest strips of the call site, and the legend names their step. The legend
+says what the strips are (the first vector of each side) and their colour scale, in as many
+words as its width takes; the numbers are never cut.
 """
 
 from __future__ import annotations
@@ -90,6 +92,42 @@ class ValueStrip(Widget):
         return Content.assemble(*parts)
 
 
+class StripLegend(Static):
+    """``values of the 1st vectors: −1.29 … +1.29``, or shorter where narrow (``values of 1st
+    vectors ±1.29`` at 100 columns); ``step 3 · …`` when the strips are an earlier step's."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.scale: float | None = None
+        self.of_step: int | None = None
+
+    def show(self, scale: float | None, of_step: int | None) -> None:
+        self.scale, self.of_step = scale, of_step
+        self.refresh(layout=True)
+
+    def render(self) -> RenderResult:
+        scale = self.scale
+        if scale is None:
+            return Content.styled("first vector · no finite values", palette.LABEL)
+        number = fmt_float(scale, 3)
+        whose = "values" if self.of_step is None else f"step {self.of_step} ·"
+        full = Content.assemble(
+            (f"{whose} {'of the ' if self.of_step is None else ''}1st vectors: ", palette.LABEL),
+            ("−", "bold $text-primary"),
+            number,
+            (" … ", palette.LABEL),
+            ("+", "bold $text-error"),
+            number,
+        )
+        short = Content.assemble((f"{whose} {'of ' if self.of_step is None else ''}1st vectors ", palette.LABEL), ("±", "bold"), number)
+        numbers_only = Content.assemble((f"{whose} ", palette.LABEL), ("±", "bold"), number)
+        width = self.content_size.width
+        for wording in (full, short):
+            if wording.cell_length <= width:
+                return wording
+        return numbers_only
+
+
 class ValueStrips(Horizontal):
     """``show(args)``: both arguments' strips, aligned under their panels, and the shared scale."""
 
@@ -101,7 +139,7 @@ class ValueStrips(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield ValueStrip(0, id="strip-left")
-        yield Static(id="strip-scale")
+        yield StripLegend(id="strip-scale")
         yield ValueStrip(1, id="strip-right")
 
     def show(self, args: Sequence[protocol.TensorSummary], *, of_step: int | None = None) -> None:
@@ -111,16 +149,4 @@ class ValueStrips(Horizontal):
         for index, strip in enumerate(self.query(ValueStrip)):
             strip.summary = args[index] if len(args) > index else None
             strip.scale = scale
-        legend = (
-            Content.assemble(
-                (f"step {of_step} " if of_step is not None else "values ", palette.LABEL),
-                ("−", "bold $text-primary"),
-                fmt_float(scale, 3),
-                (" · 0 · ", palette.LABEL),
-                ("+", "bold $text-error"),
-                fmt_float(scale, 3),
-            )
-            if scale is not None
-            else Content.styled("first vector · no finite values", palette.LABEL)
-        )
-        self.query_one("#strip-scale", Static).update(legend)
+        self.query_one("#strip-scale", StripLegend).show(scale, of_step)
