@@ -19,6 +19,7 @@ from cossim_tui.agent.evidence import (  # noqa: E402
     sample_vectors,
 )
 from cossim_tui.agent import evidence as evidence_module  # noqa: E402
+from cossim_tui.agent import spread as spread_module  # noqa: E402
 from cossim_tui.diagnostics.judge import Evidence  # noqa: E402
 
 SITE = "train.py:20"
@@ -200,13 +201,13 @@ def test_fingerprints_leave_with_their_steps() -> None:
     repeated = torch.randn(4, 8)
     for step in range(20):
         observe(collector, step, torch.randn(4, 8), repeated if step % 2 else torch.randn(4, 8))
-        window = [seen.fingerprint.key for _, step_seen in collector._seen for seen in step_seen]
-        assert collector._prints == {print_: window.count(print_) for print_ in window}
+        window = [seen.fingerprint.key for _, step_seen in collector.partners._seen for seen in step_seen]
+        assert collector.partners._prints == {print_: window.count(print_) for print_ in window}
     nothing_kept = EvidenceCollector(keep_steps=0)
     anchor = torch.randn(4, 8)
     for step in range(3):
         assert observe(nothing_kept, step, anchor, torch.randn(4, 8)).stale == []
-    assert nothing_kept._prints == {}
+    assert nothing_kept.partners._prints == {}
 
 
 def test_nothing_is_kept_alive() -> None:
@@ -296,7 +297,7 @@ def test_the_ring_skips_stale_partners_and_copies() -> None:
     for step, x in enumerate(fresh):
         evidence = observe(collector, step, x, direction)
     assert evidence.ring_collapse is not None and evidence.ring_collapse > 0.5
-    ring = collector._rings[SITE].rows
+    ring = collector.rings.at(SITE).rows
     assert len(ring) == 4 + 1  # four fresh rows and the partner once (at step 0, before it was stale)
 
 
@@ -311,7 +312,7 @@ def test_few_rows_feed_the_ring_alike_on_the_cpu_and_from_a_device(on_device, mo
     for step, x in enumerate(rows):
         partner = torch.zeros(2, 16) if step == 5 else x.flip(0) * 2  # zero rows: no direction
         evidence = observe(collector, step, x, partner)
-    ring = collector._rings[SITE].rows
+    ring = collector.rings.at(SITE).rows
     assert ring.device.type == "cpu" and ring.shape == (2 * 6 + 2 * 5, 16)
     expected = torch.cat([F.normalize(torch.cat([x, x.flip(0)]), dim=-1) for x in rows[:5]] + [F.normalize(rows[5], dim=-1)])
     assert torch.allclose(ring.double(), expected.double(), atol=1e-6)
@@ -326,7 +327,7 @@ def test_the_ring_s_running_totals_give_the_score_of_its_rows(sizes, every) -> N
     rows, as if made from them anew: collapsed and healthy stretches alike, and vectors of
     another width half way through."""
     torch.manual_seed(1)
-    ring = evidence_module._SiteRing(32)
+    ring = spread_module.SiteRing(32)
     pushed: list[torch.Tensor] = []
     for call in range(300):
         width = 16 if call < 150 else 24
@@ -359,7 +360,7 @@ def test_the_ring_is_bounded() -> None:
     collector = EvidenceCollector(ring_rows=16)
     for step in range(10):
         observe(collector, step, torch.randn(8, 32), torch.randn(8, 32))
-    assert len(collector._rings[SITE].rows) == 16
+    assert len(collector.rings.at(SITE).rows) == 16
 
 
 # -- common mode ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from cossim_tui.agent.tensors import as_rows, broadcast_shape, reduced_dim
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import Relation, Similarity, Spread, StorageInfo, TensorSummary, ValueStats
 
@@ -47,39 +48,6 @@ NORMS_ON_HOST = 64
 SAMPLE = 64
 """Evenly spaced values of each argument, in the order of its rows, fetched with its preview:
 ``evidence`` fingerprints an argument by them (and by its statistics)."""
-
-
-def reduced_dim(dim: int, ndim: int) -> int:
-    """``dim`` as a negative index into a tensor of ``ndim`` dims (torch's wrapping rules)."""
-    if ndim == 0:
-        return -1
-    return dim - ndim if dim >= 0 else dim
-
-
-def broadcast_shape(a: torch.Size, b: torch.Size) -> list[int] | None:
-    """The shape torch broadcasts ``a`` and ``b`` to, ``None`` when it cannot."""
-    if a == b:
-        return list(a)
-    shape = []
-    for i in range(1, max(len(a), len(b)) + 1):
-        x = a[-i] if i <= len(a) else 1
-        y = b[-i] if i <= len(b) else 1
-        if x != y and x != 1 and y != 1:
-            return None
-        shape.append(y if x == 1 else x)
-    return shape[::-1]
-
-
-def _rows(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """The tensor as (rows, d) with the reduced dim last; a view where possible."""
-    if x.dim() == 0:
-        return x.reshape(1, 1)
-    if -dim > x.dim():
-        # The argument has no such dim of its own; broadcasting gives it size 1.
-        return x.reshape(-1, 1)
-    if dim != -1:
-        x = x.movedim(dim, -1)
-    return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
 def _sample(rows: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -265,7 +233,7 @@ def _values(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, bool]:
     data = x.detach()
     if data.is_complex():
         data = data.abs()
-    rows, sampled = _sample(_rows(data, dim))
+    rows, sampled = _sample(as_rows(data, dim))
     # Contiguous, so that equal values always reduce in the same order (evidence fingerprints them).
     values = rows.to(working_dtype(x, rows.numel()))
     if not values.is_contiguous():
@@ -475,7 +443,7 @@ class PendingPair:
         d = self.d
         # (Under no_grad: the stack records no autograd history, so no detach is needed.)
         v1, v2 = (x1, x2) if self.values is None else self.values[:2]
-        values = torch.stack((_rows(v1, d), _rows(v2, d))).to(torch.float64)
+        values = torch.stack((as_rows(v1, d), as_rows(v2, d))).to(torch.float64)
         norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
         self.stacked = (values, norms)
         rows, width = values.shape[1], values.shape[2]

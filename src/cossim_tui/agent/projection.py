@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from cossim_tui.agent.tensors import reduced_dim
 from cossim_tui.protocol import Projection
 
 ROWS_PER_SIDE = 128
@@ -99,7 +100,7 @@ class _Site:
 
 def _as_rows(x: torch.Tensor, dim: int, ndim: int) -> torch.Tensor | None:
     """``x`` as (rows, d) along the reduced dim (negative, relative to the broadcast shape)."""
-    d = dim - ndim if dim >= 0 else dim
+    d = reduced_dim(dim, ndim)
     if x.dim() == 0 or -d > x.dim():
         return None
     moved = x.movedim(d, -1)
@@ -112,7 +113,7 @@ def _row_labels(x: torch.Tensor, rows: torch.Tensor, labels: torch.Tensor | None
     if labels is None or labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         return None
     count = labels.shape[0]
-    reduced = x.dim() + (dim - ndim if dim >= 0 else dim)
+    reduced = x.dim() + reduced_dim(dim, ndim)
     if reduced == 0 or x.shape[0] != count or rows.shape[0] != count:
         return None
     # Labels on another accelerator than the rows could only be copied by waiting for it.

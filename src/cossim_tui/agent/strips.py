@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cossim_tui.agent.tensors import reduced_dim
 from cossim_tui.agent.transfer import HostTransfer
 
 STRIP = 48
@@ -23,7 +24,7 @@ STRIP = 48
 def _first_vector(x: Any, dim: int, ndim: int) -> torch.Tensor | None:
     if not isinstance(x, torch.Tensor) or x.layout != torch.strided or x.is_meta or x.numel() == 0:
         return None
-    d = dim - ndim if dim >= 0 else dim
+    d = reduced_dim(dim, ndim)
     if x.dim() == 0 or -d > x.dim():
         return x.detach().reshape(-1)[:1]
     moved = x.detach().movedim(d, -1)
