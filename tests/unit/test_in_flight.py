@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from cossim_tui import protocol
 from cossim_tui.agent import transfer
-from cossim_tui.agent.controller import IN_FLIGHT, Controller
+from cossim_tui.agent.controller import Controller
+from cossim_tui.agent.summariser import IN_FLIGHT
 from cossim_tui.protocol import AgentConfig
 from small_pairs import KeptMessages, as_if_on_a_device, call, varied_pairs
 from small_pairs import free_run as _controller

@@ -6,7 +6,7 @@ One ``Controller`` lives in the script's main process. For every intercepted cal
 user says how to go on. While the script runs freely, a small pair on a CUDA device whose
 step gets no pictures is not waited for: its values are copied to the host behind the
 device's queued work, and a thread of the agent's summarises, judges and sends its step once
-they arrive, in order, while the script goes on (``_Summariser``).
+they arrive, in order, while the script goes on (``Summariser``).
 
 A daemon thread receives the commands (resume, pause, mute, the break condition) so that
 ``p`` reaches a script that is running between calls. If the channel closes, the debugger is
@@ -15,21 +15,21 @@ gone, and the script and its workers end rather than run on unseen.
 
 from __future__ import annotations
 
-import collections
-import math
 import os
 import signal
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable
 from typing import Any
 
 from cossim_tui import protocol
 from cossim_tui.agent import intercept, source
 from cossim_tui.agent.condition import BreakCondition, ConditionError
+from cossim_tui.agent.call import Call
 from cossim_tui.agent.outbox import Outbox
+from cossim_tui.agent.pictures import Pictures
+from cossim_tui.agent.summariser import Summariser
 from cossim_tui.diagnostics.judge import Judge
 from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured, TensorSummary
 
@@ -53,87 +53,6 @@ class _CaptureTools:
         self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
         self.small_pair_on_device, self.copy_small_pair = small_pair_on_device, copy_small_pair
         self.describe_pair, self.graph_live_now, self.runs_behind = describe_pair, graph_live_now, runs_behind
-
-
-IN_FLIGHT = 8
-"""Calls that may wait for the summariser before the script waits for it in turn."""
-
-
-class _Call:
-    """One intercepted call from its capture queued to its summaries made: what was read from
-    the script's tensors at the call, and what was queued on its transfer."""
-
-    __slots__ = (
-        "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
-        "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
-        "pair", "evidence", "strips", "values",
-    )
-
-    def __init__(
-        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, result: Any,
-        error: BaseException | None, dim: int, eps: float, pictures: bool, transfer: Any,
-    ) -> None:
-        self.step, self.function, self.site, self.exprs = step, function, site, exprs
-        self.x1, self.x2, self.result, self.error, self.dim, self.eps = x1, x2, result, error, dim, eps
-        self.pictures, self.transfer = pictures, transfer
-        self.label: str | None = None
-        self.wall_time = time.time()
-        self.host: Callable[[], Any] | None = None
-        """After the fetch, host copies of a small pair on a device (``copy_small_pair``): its
-        summaries are queued on them then, not on the tensors now."""
-        self.described: Any = None
-        self.graph_live: tuple[bool, bool] | None = None
-        """Read at the call for a call summarised later (``capture.describe_pair``,
-        ``evidence.graph_live_now``), whose ``x1`` and ``x2`` are then views without autograd;
-        otherwise read when summarised, which is then."""
-
-
-class _Summariser:
-    """A thread that finishes calls started on their way to the host (``_send_behind``), one
-    at a time and in order: it waits for each one's values (without the GIL), then summarises
-    it, mostly while the script's thread is inside torch (a backward pass, kernel launches).
-
-    Only it touches the evidence, the judge and the encoder while it has calls; the script's
-    thread touches them only after ``drain``, under the controller's lock, which the thread
-    never takes. At most ``IN_FLIGHT`` calls wait: past that, ``put`` waits for the thread.
-    """
-
-    def __init__(self, finish: Callable[[_Call], None]) -> None:
-        self._finish = finish
-        self._calls: collections.deque[_Call] = collections.deque()
-        self._changed = threading.Condition()
-        self._busy = False
-        self._thread = threading.Thread(target=self._run, name="cossim-tui-summariser", daemon=True)
-        self._thread.start()
-
-    def put(self, call: _Call) -> None:
-        with self._changed:
-            while len(self._calls) >= IN_FLIGHT:
-                self._changed.wait()
-            self._calls.append(call)
-            self._changed.notify_all()
-
-    def drain(self) -> None:
-        """Wait until every call put here has been finished."""
-        with self._changed:
-            while self._calls or self._busy:
-                self._changed.wait()
-
-    def _run(self) -> None:
-        intercept.agent_thread()
-        while True:
-            with self._changed:
-                while not self._calls:
-                    self._changed.wait()
-                call = self._calls.popleft()
-                self._busy = True
-                self._changed.notify_all()
-            try:
-                self._finish(call)  # never raises: a failure is reported as the call's step
-            finally:
-                with self._changed:
-                    self._busy = False
-                    self._changed.notify_all()
 
 
 class Controller:
@@ -168,12 +87,9 @@ class Controller:
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
-        self.thumbnails: Any = None
-        self._summariser: _Summariser | None = None
+        self._summariser: Summariser | None = None
         """Summarises the calls started by ``_send_behind``; made at the first."""
-        self._pictured_at: dict[str, float] = {}
-        """Per call site, when (``time.monotonic``) its last step that got pictures while running
-        freely was made: per site, so that one site's calls cannot take every turn."""
+        self.pictures = Pictures()
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
 
     # -- messages out ---------------------------------------------------------------------
@@ -255,7 +171,7 @@ class Controller:
             pictures = False
             try:
                 site, exprs = self._place(frame, names)
-                pictures = self._pictures_due(site.label)
+                pictures = self.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
                 if not pictures and self._send_behind(step, function, site, exprs, x1, x2, dim, eps, result, error, label):
                     if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                         self._stop_script()
@@ -356,19 +272,19 @@ class Controller:
     def _begin(
         self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
         result: Any, error: BaseException | None, pictures: bool,
-    ) -> _Call:
+    ) -> Call:
         """Read what the call's tensors say now and queue their values on the call's transfer."""
         tools = self._tools
         dim_value = dim if isinstance(dim, int) else -1
         eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
         transfer = tools.HostTransfer()
-        call = _Call(step, function, site, exprs, x1, x2, result, error, dim_value, eps_value, pictures, transfer)
+        call = Call(step, function, site, exprs, x1, x2, result, error, dim_value, eps_value, pictures, transfer)
         made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
         call.fresh = tuple(m is not None and m.call.step == step for m in made)
         call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
         call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        call.images = self._queue_images(made, transfer) if pictures else None
+        call.images = self.pictures.queue_images(made, transfer) if pictures else None
         if tools.small_pair_on_device(x1, x2, result):
             # It travels whole in the transfer, and is summarised on the host afterwards.
             call.host = tools.copy_small_pair(x1, x2, result, transfer)
@@ -376,7 +292,7 @@ class Controller:
             self._queue_summaries(call, transfer, None)
         return call
 
-    def _queue_summaries(self, call: _Call, transfer: Any, copies: Any) -> None:
+    def _queue_summaries(self, call: Call, transfer: Any, copies: Any) -> None:
         """Queue the pair's summaries, evidence and value strips on ``transfer``: from the tensors,
         or from ``copies`` of their values made on the host."""
         tools = self._tools
@@ -389,7 +305,7 @@ class Controller:
         call.values = (x1, x2) if copies is None else copies[:2]
         call.strips = tools.queue_value_strips(*call.values, call.dim, transfer) if call.pictures else None
 
-    def _summarise(self, call: _Call, *, may_stop: bool) -> StepCaptured:
+    def _summarise(self, call: Call, *, may_stop: bool) -> StepCaptured:
         """The step of a call whose transfer has been fetched: summaries, evidence, findings."""
         tools = self._tools
         if call.host is not None:
@@ -413,7 +329,7 @@ class Controller:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
         if call.images is not None and call.strips is not None:
-            self._put_pictures(pair.args, call.images, call.strips)
+            self.pictures.put(pair.args, call.images, call.strips)
         # The map is due every few steps, and always where the script will stop (someone is looking).
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
@@ -445,7 +361,7 @@ class Controller:
         """Start a call's transfer and return without waiting for it, where nothing can stop at
         this step and it gets no pictures (``check``; the TUI running freely, between the steps
         it pictures): a small pair on a device whose copies run behind (CUDA). The
-        ``_Summariser`` makes and sends its step once its values have arrived, in order, with
+        ``Summariser`` makes and sends its step once its values have arrived, in order, with
         its findings as if it had been waited for; a call captured at once waits for it first.
 
         Waiting at the call is what costs there: the copy waits for all the work the script
@@ -473,7 +389,7 @@ class Controller:
         except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead
             return False
         if self._summariser is None:
-            self._summariser = _Summariser(self._finish_one)
+            self._summariser = Summariser(self._finish_one)
             intercept.before_graph_capture(self._finish_in_flight)
         self._summariser.put(call)
         return True
@@ -483,7 +399,7 @@ class Controller:
         if self._summariser is not None:
             self._summariser.drain()
 
-    def _finish_one(self, call: _Call) -> None:
+    def _finish_one(self, call: Call) -> None:
         """Summarise a started call once its values have arrived, and send its step."""
         try:
             with self._tools.no_grad():
@@ -493,41 +409,6 @@ class Controller:
             message = self._failed_step(call.step, call.function, call.site, call.exprs, exc)
         message.label = call.label
         self._send(message)
-
-    def _pictures_due(self, site: str) -> bool:
-        """Whether this step gets its pictures (``AgentConfig.pictures``): with ``paced``, a step
-        the script will stop at does (known here when stepping or asked to pause; a stop decided
-        by a finding gets them in ``_picture_stop``), and while it runs freely one step in each
-        ``PICTURE_INTERVAL`` at each call site: the screen cannot show more, and they cost more
-        than the rest."""
-        wanted = self.config.pictures
-        if wanted == "every-step":
-            return True
-        if wanted == "none":
-            return False
-        if self.mode == "step" or self._pause_requested:
-            return True
-        now = time.monotonic()
-        if now - self._pictured_at.get(site, -math.inf) < protocol.PICTURE_INTERVAL:
-            return False
-        if len(self._pictured_at) >= 4096:  # sites made on the fly: start again
-            self._pictured_at.clear()
-        self._pictured_at[site] = now
-        return True
-
-    def _queue_images(self, made: list[Any], transfer: Any) -> list[Callable[[], protocol.Thumbnail | None]]:
-        """Queue the pictures of both arguments' input images on ``transfer`` (they live where the
-        script's batch does, so they travel with the call's one transfer)."""
-        return [self._queue_input_image(made_one, transfer) for made_one in made]
-
-    @staticmethod
-    def _put_pictures(
-        summaries: list[TensorSummary], images: list[Callable[[], protocol.Thumbnail | None]], strips: Callable[[], list[list[float]]]
-    ) -> None:
-        """Put the fetched input images and value strips on the summaries."""
-        for summary, image, strip in zip(summaries, images, strips()):
-            summary.input_image = image()
-            summary.strip = strip
 
     def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any, *, with_map: bool) -> None:
         """The value strips and input images of a step that stops although it was not due any: a
@@ -540,10 +421,10 @@ class Controller:
             made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
             with tools.no_grad():
                 transfer = tools.HostTransfer()
-                images = self._queue_images(made, transfer)
+                images = self.pictures.queue_images(made, transfer)
                 strips = tools.queue_value_strips(x1, x2, dim_value, transfer)
                 transfer.fetch()
-                self._put_pictures(message.args, images, strips)
+                self.pictures.put(message.args, images, strips)
             if with_map and self.projections is not None:
                 labels = [m.labels if m is not None else None for m in made]
                 message.projection = self.projections.observe(
@@ -551,27 +432,6 @@ class Controller:
                 )
         except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
             return
-
-    def _queue_input_image(self, made: Any, transfer: Any) -> Callable[[], protocol.Thumbnail | None]:
-        """The picture of the image ``made``'s module was fed, its pixels queued on ``transfer``."""
-        if made is None:
-            return lambda: None
-        try:
-            if self.thumbnails is None:
-                from cossim_tui.agent.thumbnail import Thumbnails
-
-                self.thumbnails = Thumbnails()
-            finish = self.thumbnails.queue(made, transfer)
-        except Exception:  # noqa: BLE001 - the step is still worth showing without the picture
-            return lambda: None
-
-        def picture() -> protocol.Thumbnail | None:
-            try:
-                return finish()
-            except Exception:  # noqa: BLE001 - as above
-                return None
-
-        return picture
 
     def _condition_holds(self, message: StepCaptured, frame: types.FrameType | None, result: Any) -> bool:
         """Whether the user's break condition holds here; a failing one stops once and is turned off."""
@@ -658,6 +518,12 @@ class Controller:
     # -- messages in ----------------------------------------------------------------------
 
     def _receive(self) -> None:
+        handlers = {
+            protocol.Resume: self._on_resume,
+            protocol.Pause: self._on_pause,
+            protocol.Mute: self._on_mute,
+            protocol.SetBreak: self._on_set_break,
+        }
         while True:
             try:
                 message = self.connection.receive()
@@ -665,21 +531,30 @@ class Controller:
                 message = None
             if message is None:
                 break
-            with self._resumed:
-                if isinstance(message, protocol.Resume):
-                    self.mode = message.mode
-                    self._pause_requested = False
-                    self._waiting = False
-                    self._resumed.notify_all()
-                elif isinstance(message, protocol.Pause):
-                    self._pause_requested = True
-                elif isinstance(message, protocol.Mute):
-                    self._muted.add((message.code, message.site))
-                elif isinstance(message, protocol.SetBreak):
-                    error = self.condition.set(message.condition)
-                    self._unknown_name_reported = ""
-                    self._send(protocol.BreakChanged(condition=self.condition.text, error=error))
+            handle = handlers.get(type(message))
+            if handle is not None:
+                with self._resumed:
+                    handle(message)
         self._debugger_gone()
+
+    # Each runs on the command thread, holding ``_resumed``.
+
+    def _on_resume(self, message: protocol.Resume) -> None:
+        self.mode = message.mode
+        self._pause_requested = False
+        self._waiting = False
+        self._resumed.notify_all()
+
+    def _on_pause(self, message: protocol.Pause) -> None:
+        self._pause_requested = True
+
+    def _on_mute(self, message: protocol.Mute) -> None:
+        self._muted.add((message.code, message.site))
+
+    def _on_set_break(self, message: protocol.SetBreak) -> None:
+        error = self.condition.set(message.condition)
+        self._unknown_name_reported = ""
+        self._send(protocol.BreakChanged(condition=self.condition.text, error=error))
 
     def _debugger_gone(self) -> None:
         """The launcher closed the channel or died: end the script and its workers with it."""
