@@ -128,23 +128,24 @@ def _controller() -> Any:
 def _start_over(controller: Any, settings: dict[str, Any], behind: bool = True) -> None:
     """A fresh session on the same interceptor: no steps, no history, these settings; with
     ``behind=False`` every call is waited for, as it was before calls could be summarised later."""
-    import dataclasses
+    import msgspec.structs
 
     from cossim_tui.agent import transfer
     from cossim_tui.diagnostics.judge import Judge
 
     controller._finish_in_flight()
     with controller._lock:
-        controller.config = dataclasses.replace(controller.config, **settings)
+        controller.config = msgspec.structs.replace(controller.config, **settings)
         controller.steps = 0
-        controller.evidence = controller.projections = None
-        controller.judge = Judge(ignore=set())
-        controller._pictured_at.clear()
-        context = controller.context
+        pipeline = controller.pipeline
+        pipeline.evidence = pipeline.projections = None
+        pipeline.judge = Judge(ignore=set())
+        pipeline.pictures._pictured_at.clear()
+        context = pipeline.context
         if context is not None:  # the training context seen so far: none yet
             context.epoch = context.batch = context._loss = context._optimizer = None
             context.optimizer_steps = 0
-        tools = controller._ready_tools()
+        tools = pipeline.ready()
         tools.runs_behind = transfer.runs_behind if behind else (lambda device: False)
 
 

@@ -1,7 +1,7 @@
 """``cossim_tui.explain(a, b, dim=-1)``: the same diagnosis in-process, for notebooks and the REPL.
 
-No child process, no TUI: the pair is captured, the evidence gathered and the judges run
-exactly as at an intercepted call, once, with no history (so persistence-based codes such
+No child process, no TUI: the pair goes through the agent's pipeline exactly as an
+intercepted call does, once, with no history (so persistence-based codes such
 as ``collapse`` across steps cannot fire from a single call). The result prints as a short
 readable summary and exposes everything as attributes.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from cossim_tui.diagnostics.codes import CATALOG
 from cossim_tui.diagnostics.judge import Judge
-from cossim_tui.protocol import Finding, Relation, Similarity, TensorSummary
+from cossim_tui.protocol import AgentConfig, CallSite, Finding, Relation, Similarity, TensorSummary
 
 
 @dataclass
@@ -61,20 +61,25 @@ class Explanation:
 
 
 def explain(a: Any, b: Any, dim: int = -1, eps: float = 1e-8, *, names: tuple[str, str] = ("a", "b")) -> Explanation:
-    """Diagnose ``F.cosine_similarity(a, b, dim, eps)`` right here; the call itself is not changed."""
+    """Diagnose ``F.cosine_similarity(a, b, dim, eps)`` right here; the call itself is not changed.
+
+    The pair goes through the agent's own pipeline (``agent.pipeline.Pipeline``), as an
+    intercepted call would, with nothing before it and no pictures."""
     import torch.nn.functional as F
 
-    from cossim_tui.agent.capture import capture_pair
-    from cossim_tui.agent.evidence import EvidenceCollector
+    from cossim_tui.agent.pipeline import Pipeline
 
     cosine = getattr(F.cosine_similarity, "__cossim_tui_original__", F.cosine_similarity)
     result, error = None, None
     try:
         result = cosine(a, b, dim=dim, eps=eps)
     except Exception as exc:  # noqa: BLE001 - the explanation reports it
-        error = f"{type(exc).__name__}: {exc}"
-    pair = capture_pair(a, b, dim, result, names)
-    equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
-    evidence = EvidenceCollector().observe(0, "explain", names, a, b, dim, eps, equal_pair, result)
-    findings = Judge().judge(0, "explain", pair.args, pair.relation, pair.cos, evidence, error)
-    return Explanation(pair.args, pair.relation, pair.cos, findings, error)
+        error = exc
+    config = AgentConfig(mode="run", break_on=["never"], pictures="none")
+    pipeline = Pipeline(Judge(), set(), lambda: config, lambda findings: False)
+    step = pipeline.capture(0, "explain", _HERE, names, a, b, dim, eps, result, error, False)
+    return Explanation(step.args, step.relation, step.cos, step.findings, step.error)
+
+
+_HERE = CallSite(path="explain", line=0, function="explain", first_line=0, lines=[], call_start=0, call_end=0)
+"""Where an explained pair is: no call site of a script."""

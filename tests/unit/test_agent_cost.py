@@ -282,9 +282,9 @@ def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
         call(controller, x, torch.randn(8, 16))
         if step == 0:  # from here on, count what the map is given
             monkeypatch.setattr(
-                controller.projections,
+                controller.pipeline.projections,
                 "observe",
-                lambda step, *a, observe=controller.projections.observe, **k: observed.append(step) or observe(step, *a, **k),
+                lambda step, *a, observe=controller.pipeline.projections.observe, **k: observed.append(step) or observe(step, *a, **k),
             )
     controller._outbox.flush()
     assert channel.steps[1].paused and _pictured(channel.steps[1])

@@ -578,7 +578,7 @@ def test_negative_dim_out_of_range_does_not_raise() -> None:
 def test_large_tensor_is_sampled_and_stats_stay_close() -> None:
     torch.manual_seed(13)
     columns = 64
-    rows = capture.SAMPLE_LIMIT // columns + 1  # just above the limit, and above SAMPLE_ROWS rows
+    rows = capture.SAMPLE_LIMIT // columns + 1  # just above the limit, and above the rows a sample keeps
     big = torch.randn(rows, columns)
     big[:, 0] += 2.0
     assert big.numel() > capture.SAMPLE_LIMIT
@@ -587,7 +587,7 @@ def test_large_tensor_is_sampled_and_stats_stay_close() -> None:
     summary = pair.args[0]
     assert summary.sampled is True
     assert summary.numel == big.numel() and summary.shape == [rows, columns]
-    assert summary.rows == capture.SAMPLE_ROWS
+    assert summary.rows == capture.SAMPLE_LIMIT // columns  # evenly spaced rows of at most SAMPLE_LIMIT values
     assert summary.preview == big[0, : capture.PREVIEW].tolist()
     values = big.double()
     assert summary.stats is not None

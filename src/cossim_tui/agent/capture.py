@@ -37,8 +37,6 @@ SAMPLE_LIMIT = 1 << 18
 elements of them (``sampled``): reading every element of a large tensor several times would cost
 more than the cosine call itself. Whether the two arguments are equal, and by how much they
 differ, is always decided on every element."""
-SAMPLE_ROWS = SAMPLE_LIMIT // 64
-"""Rows kept of 64-wide vectors."""
 SMALL = 1 << 15
 """Up to this many elements a tensor is summarised in float64 (cheap, and nothing overflows)."""
 COS_ON_HOST = 64

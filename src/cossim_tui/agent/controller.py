@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import types
 from typing import Any
 
@@ -28,31 +27,10 @@ from cossim_tui.agent import intercept, source
 from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.call import Call
 from cossim_tui.agent.outbox import Outbox
-from cossim_tui.agent.pictures import Pictures
+from cossim_tui.agent.pipeline import Pipeline
 from cossim_tui.agent.summariser import Summariser
 from cossim_tui.diagnostics.judge import Judge
-from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured, TensorSummary
-
-
-class _CaptureTools:
-    """The modules a capture uses, imported once: they import torch, which only the script may
-    import first, so not at the top of this module."""
-
-    def __init__(self) -> None:
-        import torch
-
-        from cossim_tui.agent.capture import copy_small_pair, describe_pair, queue_pair, small_pair_on_device
-        from cossim_tui.agent.evidence import EvidenceCollector, graph_live_now
-        from cossim_tui.agent.projection import ProjectionMaps
-        from cossim_tui.agent.provenance import PendingIdenticalInputs
-        from cossim_tui.agent.strips import queue_value_strips
-        from cossim_tui.agent.transfer import HostTransfer, runs_behind
-
-        self.no_grad = torch.no_grad
-        self.queue_pair, self.EvidenceCollector, self.ProjectionMaps = queue_pair, EvidenceCollector, ProjectionMaps
-        self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
-        self.small_pair_on_device, self.copy_small_pair = small_pair_on_device, copy_small_pair
-        self.describe_pair, self.graph_live_now, self.runs_behind = describe_pair, graph_live_now, runs_behind
+from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured
 
 
 class Controller:
@@ -62,14 +40,9 @@ class Controller:
         self.pid = os.getpid()
         self.steps = 0
         self.mode = config.mode
-        self.judge = Judge(ignore=set(config.ignore))
-        # These need torch, which only the script may import first: made when it does.
-        self.evidence: Any = None
-        self.projections: Any = None
-        self.provenance: Any = None
-        self.context: Any = None
         self._pause_requested = False
         self._muted: set[tuple[str, str]] = set()
+        self.pipeline = Pipeline(Judge(ignore=set(config.ignore)), self._muted, lambda: self.config, self._should_stop)
         self._lock = threading.RLock()
         self._resumed = threading.Condition()
         self._waiting = False
@@ -82,14 +55,11 @@ class Controller:
         self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, tuple[str, str]]] = {}
         """The call site and argument names of each call instruction (code object id, offset),
         with the code object kept alive so that its id stays its own: one look-up per call."""
-        self._tools: Any = None
-        """The capture's modules, imported at the first call (torch is the script's to import)."""
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
         self._summariser: Summariser | None = None
         """Summarises the calls started by ``_send_behind``; made at the first."""
-        self.pictures = Pictures()
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
 
     # -- messages out ---------------------------------------------------------------------
@@ -120,7 +90,7 @@ class Controller:
             provenance = Provenance(lambda: self.steps, context.labels_of)
             provenance.install()
             context.install()
-            self.provenance, self.context = provenance, context
+            self.pipeline.provenance, self.pipeline.context = provenance, context
         except Exception as exc:  # noqa: BLE001 - the pairs are still intercepted without it
             print(f"cossim-tui: no provenance or training context: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
@@ -130,19 +100,9 @@ class Controller:
             return
         self._finish_in_flight()
         self._ended = True
-        maps = self._final_maps()
+        maps = self.pipeline.final_maps()
         self._send(protocol.ScriptEnded(status=status, exit_code=exit_code, exception=exception, maps=maps))  # type: ignore[arg-type]
         self._outbox.flush()  # the process ends next: nothing queued may be lost
-
-    def _final_maps(self) -> list[protocol.Projection]:
-        """The maps of the sites that ran on after their last map: the map on screen at the end
-        is then the run's end (``ProjectionMaps.latest_maps``)."""
-        if self.projections is None or self.config.pictures == "none":
-            return []
-        try:
-            return self.projections.latest_maps()
-        except Exception:  # noqa: BLE001 - pictures are never worth breaking the script's end
-            return []
 
     # -- the hot path ---------------------------------------------------------------------
 
@@ -171,13 +131,13 @@ class Controller:
             pictures = False
             try:
                 site, exprs = self._place(frame, names)
-                pictures = self.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
+                pictures = self.pipeline.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
                 if not pictures and self._send_behind(step, function, site, exprs, x1, x2, dim, eps, result, error, label):
                     if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                         self._stop_script()
                     return
                 self._finish_in_flight()
-                message = self._capture(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
+                message = self.pipeline.capture(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
                 self._finish_in_flight()
                 message = self._capture_failed(step, function, names, frame, exc)
@@ -188,7 +148,7 @@ class Controller:
                 stop = by_condition = self._condition_holds(message, frame, result)
             message.paused = stop
             if stop and not pictures and self.config.pictures != "none":
-                self._picture_stop(message, x1, x2, dim, with_map=by_condition)
+                self.pipeline.picture_stop(message, x1, x2, dim, with_map=by_condition)
             if stop:
                 # Waiting starts before the step goes out: a Resume that answers it at once
                 # must find the script waiting, not be lost before it waits.
@@ -236,122 +196,6 @@ class Controller:
             )
         return site, info
 
-    def _capture(
-        self,
-        step: int,
-        function: str,
-        site: CallSite,
-        exprs: tuple[str, str],
-        x1: Any,
-        x2: Any,
-        dim: Any,
-        eps: Any,
-        result: Any,
-        error: BaseException | None,
-        pictures: bool,
-    ) -> StepCaptured:
-        tools = self._ready_tools()
-        # One no_grad for the whole capture (the modules skip theirs when grad is off already).
-        with tools.no_grad():
-            call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
-            # Everything read from the tensors was queued on one transfer, fetched once: on a GPU
-            # that is the call's only wait for the device.
-            call.transfer.fetch()
-            return self._summarise(call, may_stop=True)
-
-    def _ready_tools(self) -> Any:
-        tools = self._tools
-        if tools is None:
-            tools = self._tools = _CaptureTools()
-        if self.evidence is None:
-            self.evidence = tools.EvidenceCollector()
-        if self.projections is None:
-            self.projections = tools.ProjectionMaps()
-        return tools
-
-    def _begin(
-        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
-        result: Any, error: BaseException | None, pictures: bool,
-    ) -> Call:
-        """Read what the call's tensors say now and queue their values on the call's transfer."""
-        tools = self._tools
-        dim_value = dim if isinstance(dim, int) else -1
-        eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
-        transfer = tools.HostTransfer()
-        call = Call(step, function, site, exprs, x1, x2, result, error, dim_value, eps_value, pictures, transfer)
-        made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
-        call.fresh = tuple(m is not None and m.call.step == step for m in made)
-        call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
-        call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
-        call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
-        call.images = self.pictures.queue_images(made, transfer) if pictures else None
-        if tools.small_pair_on_device(x1, x2, result):
-            # It travels whole in the transfer, and is summarised on the host afterwards.
-            call.host = tools.copy_small_pair(x1, x2, result, transfer)
-        else:
-            self._queue_summaries(call, transfer, None)
-        return call
-
-    def _queue_summaries(self, call: Call, transfer: Any, copies: Any) -> None:
-        """Queue the pair's summaries, evidence and value strips on ``transfer``: from the tensors,
-        or from ``copies`` of their values made on the host."""
-        tools = self._tools
-        x1, x2 = call.x1, call.x2
-        call.pair = tools.queue_pair(x1, x2, call.dim, call.result, call.exprs, transfer, copies, call.described)
-        call.evidence = self.evidence.queue(
-            call.step, call.site.label, call.exprs, x1, x2, call.dim, call.eps, call.result, call.pair, transfer,
-            call.fresh, call.graph_live,
-        )
-        call.values = (x1, x2) if copies is None else copies[:2]
-        call.strips = tools.queue_value_strips(*call.values, call.dim, transfer) if call.pictures else None
-
-    def _summarise(self, call: Call, *, may_stop: bool) -> StepCaptured:
-        """The step of a call whose transfer has been fetched: summaries, evidence, findings."""
-        tools = self._tools
-        if call.host is not None:
-            # The small pair's values are on the host now: summarised there (a second transfer,
-            # between host tensors, that waits for nothing).
-            on_host = tools.HostTransfer()
-            self._queue_summaries(call, on_host, call.host())
-            on_host.fetch()
-        step, label = call.step, call.site.label
-        pair = call.pair.finish()
-        for summary, made_one, from_loader in zip(pair.args, call.made, call.from_loader):
-            summary.made_by = made_one.call if made_one is not None else None
-            summary.from_loader = from_loader
-        equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
-        evidence = call.evidence.finish(equal_pair)
-        evidence.identical_inputs = call.inputs.finish(call.transfer)
-        error = call.error
-        error_text = f"{type(error).__name__}: {error}" if error is not None else None
-        findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
-        if self._muted:
-            for finding in findings:
-                finding.muted = finding.muted or (finding.code, finding.site) in self._muted or (finding.code, "*") in self._muted
-        if call.images is not None and call.strips is not None:
-            self.pictures.put(pair.args, call.images, call.strips)
-        # The map is due every few steps, and always where the script will stop (someone is looking).
-        # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
-        projection = None
-        stops = may_stop and self._should_stop(findings)
-        if call.pictures or stops:
-            labels = [m.labels if m is not None else None for m in call.made]
-            projection = self.projections.observe(step, label, *call.values, call.dim, force=stops, labels=labels)
-        return StepCaptured(
-            step=step,
-            function=call.function,
-            site=call.site,
-            args=pair.args,
-            relation=pair.relation,
-            cos=pair.cos,
-            error=error_text,
-            findings=findings,
-            context=call.context(),
-            paused=False,
-            wall_time=call.wall_time,
-            projection=projection,
-        )
-
     # -- calls summarised behind the script ------------------------------------------------
 
     def _send_behind(
@@ -370,12 +214,12 @@ class Controller:
         started, and is captured as usual."""
         if self.mode != "run" or self._pause_requested or error is not None:
             return False
-        tools = self._ready_tools()
+        tools = self.pipeline.ready()
         if not (tools.small_pair_on_device(x1, x2, result) and tools.runs_behind(x1.device)):
             return False
         try:
             with tools.no_grad():
-                call = self._begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
+                call = self.pipeline.begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
                 # Read now what a later summary cannot: the tensors may change, and a backward()
                 # frees their graph.
                 call.described = tools.describe_pair(x1, x2, exprs)
@@ -402,36 +246,13 @@ class Controller:
     def _finish_one(self, call: Call) -> None:
         """Summarise a started call once its values have arrived, and send its step."""
         try:
-            with self._tools.no_grad():
+            with self.pipeline.ready().no_grad():
                 call.transfer.fetch()
-                message = self._summarise(call, may_stop=False)
+                message = self.pipeline.summarise(call, may_stop=False)
         except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
-            message = self._failed_step(call.step, call.function, call.site, call.exprs, exc)
+            message = self.pipeline.failed_step(call.step, call.function, call.site, call.exprs, exc)
         message.label = call.label
         self._send(message)
-
-    def _picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any, *, with_map: bool) -> None:
-        """The value strips and input images of a step that stops although it was not due any: a
-        finding or the break condition decided it after the capture; and, ``with_map``, its
-        map (the capture made the map of a step a finding stops at). They take a device→host
-        transfer of their own, on a step where the script is about to wait for the user."""
-        try:
-            tools = self._tools
-            dim_value = dim if isinstance(dim, int) else -1
-            made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
-            with tools.no_grad():
-                transfer = tools.HostTransfer()
-                images = self.pictures.queue_images(made, transfer)
-                strips = tools.queue_value_strips(x1, x2, dim_value, transfer)
-                transfer.fetch()
-                self.pictures.put(message.args, images, strips)
-            if with_map and self.projections is not None:
-                labels = [m.labels if m is not None else None for m in made]
-                message.projection = self.projections.observe(
-                    message.step, message.site.label, x1, x2, dim_value, force=True, labels=labels
-                )
-        except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
-            return
 
     def _condition_holds(self, message: StepCaptured, frame: types.FrameType | None, result: Any) -> bool:
         """Whether the user's break condition holds here; a failing one stops once and is turned off."""
@@ -459,24 +280,7 @@ class Controller:
             site, _ = self._call_site(frame)
         except Exception:  # noqa: BLE001 - the step is still reported, without its source
             site, _ = self._call_site(None)
-        return self._failed_step(step, function, site, names, exc)
-
-    def _failed_step(self, step: int, function: str, site: CallSite, names: tuple[str, str], exc: Exception) -> StepCaptured:
-        import traceback  # only here: a capture that fails is rare, and the script starts sooner without it
-
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        args = [
-            TensorSummary(
-                expr=name, shape=[], dtype="?", device="?", layout="?", numel=0, requires_grad=False,
-                grad_fn=None, is_leaf=True, norm=None, rows=0, stats=None, nan=0, inf=0, preview=[],
-                storage=None, note=f"cossim-tui could not summarise this call: {detail}",
-            )
-            for name in names
-        ]
-        return StepCaptured(
-            step=step, function=function, site=site, args=args, relation=None, cos=None, error=None,
-            findings=[], context={}, paused=False, wall_time=time.time(),
-        )
+        return self.pipeline.failed_step(step, function, site, names, exc)
 
     # -- stepping -------------------------------------------------------------------------
 

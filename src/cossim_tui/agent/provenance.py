@@ -162,15 +162,3 @@ class PendingIdenticalInputs:
         if self.equal_slot is not None and transfer[self.equal_slot][0]:
             return f"{self.name} from inputs with equal values"
         return self.answer
-
-
-def identical_inputs(first: MadeBy | None, second: MadeBy | None) -> str | None:
-    """``"VGG from the same input tensor"`` when one module made both vectors from equal inputs.
-
-    Only when both inputs are still alive (the script holds them at the cosine call, as in
-    ``cos(model(x1), model(x2))``); then the comparison is exact.
-    """
-    transfer = HostTransfer()
-    pending = PendingIdenticalInputs(first, second, transfer)
-    transfer.fetch()
-    return pending.finish(transfer)
