@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cossim_tui.agent import capture
+from cossim_tui.agent import summaries
 from cossim_tui.agent.capture import capture_pair
 from cossim_tui.protocol import TensorSummary
 
@@ -109,8 +109,8 @@ def test_preview_is_the_first_vector_along_the_reduced_dim(dim: int) -> None:
     index = [0, 0, 0]
     index[dim] = slice(None)
     first_vector = a[tuple(index)]
-    assert summary.preview == first_vector[: capture.PREVIEW].tolist()
-    assert len(summary.preview) == min(capture.PREVIEW, a.shape[dim])
+    assert summary.preview == first_vector[: summaries.PREVIEW].tolist()
+    assert len(summary.preview) == min(summaries.PREVIEW, a.shape[dim])
 
 
 def test_value_stats_against_float64() -> None:
@@ -328,8 +328,8 @@ def test_similarity_statistics_match_the_result() -> None:
     assert cos.min == pytest.approx(values.min().item(), abs=1e-7)
     assert cos.mean == pytest.approx(values.mean().item(), abs=1e-6)
     assert cos.max == pytest.approx(values.max().item(), abs=1e-7)
-    assert cos.first == pytest.approx(values[: capture.FIRST_ROWS].tolist(), abs=1e-7)
-    assert len(cos.first) == capture.FIRST_ROWS
+    assert cos.first == pytest.approx(values[: summaries.FIRST_ROWS].tolist(), abs=1e-7)
+    assert len(cos.first) == summaries.FIRST_ROWS
     assert cos.nan == 0
     angles = torch.rad2deg(torch.acos(values.clamp(-1, 1)))
     assert cos.angle_deg.min == pytest.approx(math.degrees(math.acos(values.max().item())), abs=1e-3)
@@ -419,7 +419,7 @@ def test_one_dimensional_vectors_with_dim_zero() -> None:
     pair = cos_capture(a, b, dim=0)
     first = pair.args[0]
     assert first.rows == 1
-    assert first.preview == a[: capture.PREVIEW].tolist()
+    assert first.preview == a[: summaries.PREVIEW].tolist()
     assert_norms_match(first, a, 0)
     assert_stats_match(first, a)
     assert pair.relation is not None and pair.relation.dim_size == 10
@@ -438,11 +438,11 @@ def test_half_precision_stats_are_those_of_the_stored_values(dtype: torch.dtype)
     # Against float64 of the same (rounded) data, not of the float32 it was made from.
     assert_stats_match(first, a, rel=1e-5)
     assert_norms_match(first, a, -1, rel=1e-5)
-    assert first.preview == a[0, : capture.PREVIEW].double().tolist()
+    assert first.preview == a[0, : summaries.PREVIEW].double().tolist()
     result = F.cosine_similarity(a, b, dim=-1)
     assert pair.cos is not None
     assert pair.cos.mean == pytest.approx(result.double().mean().item(), abs=1e-5)
-    assert pair.cos.first == result[: capture.FIRST_ROWS].double().tolist()
+    assert pair.cos.first == result[: summaries.FIRST_ROWS].double().tolist()
 
 
 def test_large_float32_values_have_their_true_norm_and_std() -> None:
@@ -486,7 +486,7 @@ def test_transposed_non_contiguous_tensor() -> None:
     pair = cos_capture(t, torch.randn(5, 7))
     first = pair.args[0]
     assert first.shape == [5, 7]
-    assert first.preview == base[: capture.PREVIEW, 0].tolist()
+    assert first.preview == base[: summaries.PREVIEW, 0].tolist()
     assert_norms_match(first, t, -1)
     assert_stats_match(first, t)
     assert first.storage is not None and first.storage.strides == [1, 5]
@@ -578,17 +578,17 @@ def test_negative_dim_out_of_range_does_not_raise() -> None:
 def test_large_tensor_is_sampled_and_stats_stay_close() -> None:
     torch.manual_seed(13)
     columns = 64
-    rows = capture.SAMPLE_LIMIT // columns + 1  # just above the limit, and above the rows a sample keeps
+    rows = summaries.SAMPLE_LIMIT // columns + 1  # just above the limit, and above the rows a sample keeps
     big = torch.randn(rows, columns)
     big[:, 0] += 2.0
-    assert big.numel() > capture.SAMPLE_LIMIT
+    assert big.numel() > summaries.SAMPLE_LIMIT
     other = big.flip(0)
     pair = capture_pair(big, other, -1, None, ("big", "other"))
     summary = pair.args[0]
     assert summary.sampled is True
     assert summary.numel == big.numel() and summary.shape == [rows, columns]
-    assert summary.rows == capture.SAMPLE_LIMIT // columns  # evenly spaced rows of at most SAMPLE_LIMIT values
-    assert summary.preview == big[0, : capture.PREVIEW].tolist()
+    assert summary.rows == summaries.SAMPLE_LIMIT // columns  # evenly spaced rows of at most SAMPLE_LIMIT values
+    assert summary.preview == big[0, : summaries.PREVIEW].tolist()
     values = big.double()
     assert summary.stats is not None
     assert summary.stats.mean == pytest.approx(values.mean().item(), abs=0.01)

@@ -94,9 +94,9 @@ def test_stale_partner_by_fingerprint_when_the_earlier_tensor_is_gone() -> None:
 def test_a_stale_partner_is_found_whatever_the_last_bits_of_its_mean_and_std(monkeypatch) -> None:
     """Summarised alone or in a stack, the same values can reduce to means and stds a few ulps
     apart (on a GPU the order of a reduction depends on the layout): the match must not."""
-    from cossim_tui.agent import capture
+    from cossim_tui.agent import summaries
 
-    first_pass = capture.ArgValues.first_pass
+    first_pass = summaries.ArgValues.first_pass
     calls = iter(range(1_000_000))
 
     def nudged(self, transfer):  # every other summary's mean and std one ulp up
@@ -105,7 +105,7 @@ def test_a_stale_partner_is_found_whatever_the_last_bits_of_its_mean_and_std(mon
             figures[0], figures[1] = math.nextafter(figures[0], math.inf), math.nextafter(figures[1], math.inf)
         return figures
 
-    monkeypatch.setattr(capture.ArgValues, "first_pass", nudged)
+    monkeypatch.setattr(summaries.ArgValues, "first_pass", nudged)
     (match,) = stale_once_the_anchor_is_gone(torch.randn(8, 32))
     assert match.earlier_step == 0 and not match.same_memory
 

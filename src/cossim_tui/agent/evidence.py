@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from cossim_tui.agent.capture import SAMPLE, SMALL, ArgValues, PendingPair, queue_pair, working_dtype
+from cossim_tui.agent.capture import PendingPair, queue_pair
 from cossim_tui.agent.partners import (
     MOMENTS_TOLERANCE,
     NAN_SENTINEL,
@@ -57,6 +57,7 @@ from cossim_tui.agent.spread import (
     common_mode_drop,
     sample_vectors,
 )
+from cossim_tui.agent.summaries import SAMPLE, SMALL, ArgValues, working_dtype
 from cossim_tui.agent.tensors import as_rows, reduced_dim
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from cossim_tui.agent.capture import SMALL
+from cossim_tui.agent.summaries import SMALL
 from cossim_tui.diagnostics.judge import COMMON_MODE_DROP
 
 SAMPLE_ROWS = 64
