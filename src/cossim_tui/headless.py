@@ -53,16 +53,19 @@ def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) 
     # Ctrl+C or a closed terminal must not leave the script running behind us.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        handlers = {
+            OutputReceived: lambda event: _write(event.text),
+            StepCaptured: builder.add,
+            ChannelProblem: lambda event: print(f"cossim-tui: bad message from the agent ignored: {event.reason}", file=sys.stderr),
+        }
         for event in run.events():
             _record(recorder, event)
-            if isinstance(event, OutputReceived):
-                _write(event.text)
-            elif isinstance(event, StepCaptured):
-                builder.add(event)
-            elif isinstance(event, ChannelProblem):
-                print(f"cossim-tui: bad message from the agent ignored: {event.reason}", file=sys.stderr)
-            elif isinstance(event, ScriptExited):
+            if isinstance(event, ScriptExited):
                 exited = event
+                continue
+            handle = handlers.get(type(event))
+            if handle is not None:
+                handle(event)
     except KeyboardInterrupt as interrupt:
         run.terminate()
         print("cossim-tui: interrupted; the script was ended", file=sys.stderr)

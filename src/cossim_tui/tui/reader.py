@@ -8,6 +8,7 @@ the app in exactly the order the events happened.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from textual.message import Message
 
@@ -27,6 +28,21 @@ from cossim_tui.tui.messages import (
 
 STREAM_ENDED_EARLY = "the run's events stopped before it reported how the script ended"
 
+_BATCHED: dict[type, tuple[type[Batch], Callable[[Any], object]]] = {
+    protocol.StepCaptured: (StepsReceived, lambda step: step),
+    OutputReceived: (OutputArrived, lambda output: output.text),
+}
+"""The busy kinds of event, and what of each a batch carries."""
+_MESSAGES: dict[type, Callable[[Any], Message]] = {
+    ScriptExited: RunEnded,
+    protocol.Hello: RunStarted,
+    protocol.TorchHooked: TorchReady,
+    protocol.ScriptEnded: ScriptFinished,
+    protocol.BreakChanged: BreakConditionChanged,
+    ChannelProblem: ChannelFailed,
+}
+"""The app's message for each other kind of event."""
+
 
 class EventForwarder:
     """Feed it every event of a run, then call ``finish``."""
@@ -37,33 +53,23 @@ class EventForwarder:
         self.saw_exit = False
 
     def forward(self, event: RunEvent) -> None:
-        if isinstance(event, protocol.StepCaptured):
-            self._add(StepsReceived, event)
-        elif isinstance(event, OutputReceived):
-            self._add(OutputArrived, event.text)
+        batched = _BATCHED.get(type(event))
+        if batched is not None:
+            kind, item = batched
+            self._add(kind, item(event))
+            return
+        if isinstance(event, ScriptExited):
+            self.saw_exit = True
+        message = _MESSAGES.get(type(event))
+        if message is None:
+            self._send(ChannelFailed(ChannelProblem(f"unexpected event from the run: {type(event).__name__}")))
         else:
-            self._send(self._message_for(event))
+            self._send(message(event))
 
     def finish(self) -> None:
         """The stream ended; make sure the app hears that the run is over."""
         if not self.saw_exit:
             self._send(RunEnded(ScriptExited("error", None, None, STREAM_ENDED_EARLY)))
-
-    def _message_for(self, event: object) -> Message:
-        if isinstance(event, ScriptExited):
-            self.saw_exit = True
-            return RunEnded(event)
-        if isinstance(event, protocol.Hello):
-            return RunStarted(event)
-        if isinstance(event, protocol.TorchHooked):
-            return TorchReady(event)
-        if isinstance(event, protocol.ScriptEnded):
-            return ScriptFinished(event)
-        if isinstance(event, protocol.BreakChanged):
-            return BreakConditionChanged(event)
-        if isinstance(event, ChannelProblem):
-            return ChannelFailed(event)
-        return ChannelFailed(ChannelProblem(f"unexpected event from the run: {type(event).__name__}"))
 
     def _add(self, kind: type[Batch], item: object) -> None:
         if isinstance(self._open, kind) and self._open.add(item):
