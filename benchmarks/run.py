@@ -318,6 +318,17 @@ def figure_untouched_ops(reps: int, steps: int, width: int = 512, batch: int = 6
     report("ratio check / python", [c / p for c, p in zip(loops["check"], loops["python"])], _x, 1.02)
 
 
+def figure_small_steps(reps: int, steps: int) -> None:
+    print("9. a loop of small training steps, whole process (12-layer 64-wide MLP, batch 32, one cosine call a step)", flush=True)
+    script = [str(FIXTURES / "mlp_loop.py"), "--steps", str(steps), "--layers", "12", "--width", "64", "--batch", "32"]
+    walls: dict[str, list[float]] = {"python": [], "check": []}
+    for name, (wall, _) in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, reps):
+        walls[name].append(wall)
+    report(f"python mlp_loop.py ({steps} steps)", walls["python"], _s)
+    report("cossim-tui check (same)", walls["check"], _s)
+    report("ratio check / python", [c / p for c, p in zip(walls["check"], walls["python"])], _x, 1.05)
+
+
 # --------------------------------------------------------------------------------------
 # 3: one intercepted call, in this process
 # --------------------------------------------------------------------------------------
@@ -738,7 +749,7 @@ def compile_bytecode() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated figure numbers")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,9", help="comma-separated figure numbers (8 is gpu_check.py)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
         "--instructions",
@@ -770,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
         5: lambda: figure_free_run(2 if quick else 6, 10_000 if quick else 30_000),
         6: lambda: figure_memory(20_000 if quick else 100_000, 5_000),
         7: lambda: figure_startup(2 if quick else 5),
+        9: lambda: figure_small_steps(3 if quick else 7, 1500),
     }
     for number in sorted(only):
         figures[number]()
