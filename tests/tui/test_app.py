@@ -17,7 +17,8 @@ from textual.widget import Widget
 from textual.widgets import Digits, OptionList, Static
 
 from cossim_tui import protocol
-from cossim_tui.tui.app import MAX_STEPS_KEPT, InspectorApp
+from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.model import MAX_STEPS_KEPT
 from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel
 from cossim_tui.tui.widgets.history import SimilarityHistory
@@ -568,5 +569,19 @@ def test_escape_sequences_in_the_output_are_shown_not_obeyed(source, make):
             log = app.query_one(OutputPane)
             await until(pilot, lambda: "before␛[2Jafter" in log.lines)
             assert not any("\x1b" in line for line in log.lines)
+
+    run(scenario)
+
+
+def test_an_unexpected_event_from_the_run_is_shown_as_a_channel_problem(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), object(), make.step0())  # type: ignore[arg-type]
+            await until(pilot, lambda: app.phase == "paused")
+            log = app.query_one(OutputPane)
+            assert any("channel problem: unexpected event from the run: object" in line for line in log.lines)
+            # The run goes on: the step after it is on screen.
+            assert status(app).startswith("cossim-tui · paused at step 0")
 
     run(scenario)

@@ -20,7 +20,8 @@ from textual.widgets import Digits, OptionList, Static
 
 from cossim_tui import protocol
 from cossim_tui.tui import palette
-from cossim_tui.tui.app import MAX_STEPS_KEPT, InspectorApp
+from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.model import MAX_STEPS_KEPT
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel

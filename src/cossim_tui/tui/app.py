@@ -29,21 +29,13 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
-from cossim_tui.session.events import ScriptExited
+from cossim_tui.session.events import ChannelProblem, ScriptExited
 from cossim_tui.session.findings import FindingSummary
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
-from cossim_tui.tui.messages import (
-    BreakConditionChanged,
-    ChannelFailed,
-    OutputArrived,
-    RunEnded,
-    RunStarted,
-    ScriptFinished,
-    StepsReceived,
-    TorchReady,
-)
-from cossim_tui.tui.reader import EventForwarder
+from cossim_tui.tui.messages import EventsArrived
+from cossim_tui.tui.model import MAX_STEPS_KEPT, OutputArrived, Phase, RunView, StepsArrived, grouped
+from cossim_tui.tui.reader import Arrivals
 from cossim_tui.tui.screens.break_condition import BreakConditionScreen
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.screens.help import HelpScreen
@@ -58,13 +50,10 @@ from cossim_tui.tui.widgets.loss_history import LossHistory
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
-from cossim_tui.tui.widgets.status_bar import Phase, StatusBar
+from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
 from cossim_tui.tui.widgets.training_bar import TrainingBar
 from cossim_tui.tui.widgets.value_strips import ValueStrips
-
-MAX_STEPS_KEPT = 1000
-"""Steps kept in memory for browsing back; ``step_count`` still counts every one."""
 
 _STEPPING = ("step", "continue_to_finding", "run_freely")
 
@@ -134,29 +123,16 @@ class InspectorApp(App[None]):
         """What ``continue`` stops at (the agent applies it; shown in the help)."""
         self.replay = replay
         """The source is a recorded trace (``cossim-tui replay``): nothing runs, no command has an effect."""
-        self.steps: deque[protocol.StepCaptured] = deque(maxlen=MAX_STEPS_KEPT)
-        """The most recent steps received, oldest first."""
-        self.step_count = 0
-        """Every step received, including those no longer kept in ``steps``."""
-        self.latest: protocol.StepCaptured | None = None
-        """The live step: the last one received."""
+        self.model = RunView()
+        """The run as the screen knows it: steps, findings, phase (``model.RunView``)."""
+        self._arrivals = Arrivals(lambda: self.post_message(EventsArrived()))
+        """What the reader thread has read and the app has not taken yet."""
         self.current: protocol.StepCaptured | None = None
         """The step on screen: ``latest``, or the one ``viewing`` names."""
-        self.tally = FindingTally()
-        """Every finding of the run, counted per (code, site) as the steps arrive."""
-        self.phase: Phase = "starting"
-        self.hello: protocol.Hello | None = None
-        self.script_ended: protocol.ScriptEnded | None = None
-        self._end_maps: dict[int, protocol.Projection] = {}
-        """The run's last map of each call site that ran on after its last one, by the step it is
-        of (``ScriptEnded.maps``): shown for that step and those after it, as its own would be."""
-        self.exited: ScriptExited | None = None
         self.muted: set[MutedKey] = set()
         self.break_condition = ""
         """The break condition ``c`` also stops at, as last set or confirmed; ``""`` for none."""
         self._terminated = False
-        self._undrawn: list[protocol.StepCaptured] = []
-        """Steps received but not drawn yet (histories, step count, the live step)."""
         self._drawn_at = float("-inf")
         """When arrived steps were last drawn (``time.monotonic``)."""
         self._follow_pending = False
@@ -166,10 +142,6 @@ class InspectorApp(App[None]):
         """What each key in the footer could do when the footer was last refreshed."""
         self.screenshot_dir: str | None = None
         """Where ``s`` saves screenshots; ``None`` for the working directory."""
-        self._stepping = False
-        """The last command was a step and its paused step has not arrived yet."""
-        self.steps_queued = 0
-        """Steps asked for (``n``) while one was still on its way: each is sent as the previous lands."""
 
     # -- layout -------------------------------------------------------------------------
 
@@ -203,10 +175,9 @@ class InspectorApp(App[None]):
     @work(thread=True, exit_on_error=False, name="run-reader", description="reads the run's events")
     def read_events(self) -> None:
         """Forward every event of the run to the app, batching steps and output."""
-        forwarder = EventForwarder(self.post_message)
         for event in self.source.events():
-            forwarder.forward(event)
-        forwarder.finish()
+            self._arrivals.put(event)
+        self._arrivals.finish()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name != "run-reader" or event.state != WorkerState.ERROR:
@@ -219,39 +190,39 @@ class InspectorApp(App[None]):
 
     # -- run events -----------------------------------------------------------------------
 
-    def on_run_started(self, message: RunStarted) -> None:
-        self.hello = message.hello
-        if self.phase == "starting":
-            self._set_phase("running", "running")
+    def on_events_arrived(self, message: EventsArrived) -> None:
+        handlers = {
+            StepsArrived: self._steps_arrived,
+            OutputArrived: self._output_arrived,
+            protocol.Hello: self._run_started,
+            protocol.TorchHooked: self._torch_hooked,
+            protocol.BreakChanged: self._break_condition_changed,
+            protocol.ScriptEnded: self._script_finished,
+            ChannelProblem: self._channel_problem,
+            ScriptExited: self._run_ended,
+        }
+        for group in grouped(self._arrivals.take()):
+            handle = handlers.get(type(group))
+            if handle is None:
+                self._channel_problem(ChannelProblem(f"unexpected event from the run: {type(group).__name__}"))
+            else:
+                handle(group)  # type: ignore[operator]
 
-    def on_torch_ready(self, message: TorchReady) -> None:
-        hooked = message.hooked
+    def _run_started(self, hello: protocol.Hello) -> None:
+        self._show_phase(self.model.started(hello))
+
+    def _torch_hooked(self, hooked: protocol.TorchHooked) -> None:
         self.query_one(OutputPane).write_note(
             f"torch {hooked.version} hooked: {', '.join(hooked.intercepted) or 'nothing intercepted'}"
         )
 
-    def on_steps_received(self, message: StepsReceived) -> None:
-        steps = message.take()
-        self.steps.extend(steps)
-        self.step_count += len(steps)
-        self.tally.add(steps)
-        self.latest = steps[-1]
-        self._undrawn.extend(steps)
+    def _steps_arrived(self, arrived: StepsArrived) -> None:
+        self._show_phase(self.model.steps_arrived(arrived.steps))
         if isinstance(self.screen, FindingsSummaryScreen):
             self.screen.groups = self.tally.by_site()
-        if self.phase in ("ended", "failed"):
-            pass  # a late step must not make a finished run look alive again
-        elif steps[-1].paused:
-            self._stepping = False
-            self._set_phase("paused", f"paused at step {steps[-1].step}")
-        elif self.phase != "pausing":
-            # After ``p`` the script only stops at its next call; steps already on their way
-            # arrive unpaused, and the state keeps saying "pausing…" until the pause lands.
-            self._set_phase("running", "running")
         self._follow()
-        if self.steps_queued and self.phase == "paused":
+        if self.model.next_queued_step():
             # ``n`` pressed while the previous step was on its way: every press is one step.
-            self.steps_queued -= 1
             self._resume("step")
 
     def _follow(self) -> None:
@@ -259,7 +230,8 @@ class InspectorApp(App[None]):
         otherwise at most every ``RUNNING_REDRAW`` seconds, so that a free run costs a bounded
         number of frames however fast the steps come."""
         now = time.monotonic()
-        paused = bool(self._undrawn) and self._undrawn[-1].paused
+        undrawn = self.model.undrawn
+        paused = bool(undrawn) and undrawn[-1].paused
         if paused or now - self._drawn_at >= RUNNING_REDRAW:
             self._drawn_at = now
             self._draw_arrived()
@@ -269,11 +241,11 @@ class InspectorApp(App[None]):
 
     def _follow_later(self) -> None:
         self._follow_pending = False
-        if self._undrawn and self.screen_stack:  # (not while the app closes)
+        if self.model.undrawn and self.screen_stack:  # (not while the app closes)
             self._follow()
 
     def _draw_arrived(self) -> None:
-        steps, self._undrawn = self._undrawn, []
+        steps = self.model.take_undrawn()
         if not steps:
             return
         self.query_one(SimilarityHistory).add(step.cos.mean if step.cos is not None else None for step in steps)
@@ -282,33 +254,70 @@ class InspectorApp(App[None]):
         if self.viewing is None:
             self.show_step(steps[-1])
 
-    def on_output_arrived(self, message: OutputArrived) -> None:
-        self.query_one(OutputPane).write_output("".join(message.take()))
+    def _output_arrived(self, output: OutputArrived) -> None:
+        self.query_one(OutputPane).write_output(output.text)
 
-    def on_break_condition_changed(self, message: BreakConditionChanged) -> None:
-        changed = message.changed
+    def _break_condition_changed(self, changed: protocol.BreakChanged) -> None:
         self._show_break_condition(changed.condition, changed.error)
         if changed.error:
             where = f" at step {changed.step}" if changed.step is not None else ""
             self.notify(changed.error, title=f"break condition{where}", severity="error", timeout=15)
             self.query_one(OutputPane).write_note(f"break condition{where}: {changed.error}")
 
-    def on_script_finished(self, message: ScriptFinished) -> None:
-        self.script_ended = message.ended
-        self._end_maps.update((projection.step, projection) for projection in message.ended.maps)
-        if message.ended.maps:
+    def _script_finished(self, ended: protocol.ScriptEnded) -> None:
+        self.model.script_finished(ended)
+        if ended.maps:
             self._show_picture()
 
-    def on_channel_failed(self, message: ChannelFailed) -> None:
-        reason = message.problem.reason
+    def _channel_problem(self, problem: ChannelProblem) -> None:
+        reason = problem.reason
         self.notify(reason, title="problem on the channel from the script", severity="error", timeout=10)
         self.query_one(OutputPane).write_note(f"channel problem: {reason}")
 
-    def on_run_ended(self, message: RunEnded) -> None:
-        self.exited = message.exited
-        self._stepping, self.steps_queued = False, 0
-        phase: Phase = "ended" if message.exited.status in ("finished", "stopped", "quit") else "failed"
-        self._set_phase(phase, message.exited.description)
+    def _run_ended(self, exited: ScriptExited) -> None:
+        self._show_phase(self.model.run_ended(exited))
+
+    # -- the run, as the model holds it ---------------------------------------------------
+
+    @property
+    def steps(self) -> deque[protocol.StepCaptured]:
+        return self.model.steps
+
+    @property
+    def step_count(self) -> int:
+        return self.model.step_count
+
+    @property
+    def latest(self) -> protocol.StepCaptured | None:
+        return self.model.latest
+
+    @property
+    def tally(self) -> FindingTally:
+        return self.model.tally
+
+    @property
+    def phase(self) -> Phase:
+        return self.model.phase
+
+    @property
+    def exited(self) -> ScriptExited | None:
+        return self.model.exited
+
+    @property
+    def script_ended(self) -> protocol.ScriptEnded | None:
+        return self.model.script_ended
+
+    @property
+    def hello(self) -> protocol.Hello | None:
+        return self.model.hello
+
+    @property
+    def steps_queued(self) -> int:
+        return self.model.steps_queued
+
+    def _show_phase(self, change: tuple[Phase, str] | None) -> None:
+        if change is not None:
+            self._set_phase(*change)
 
     # -- what is on screen --------------------------------------------------------------
 
@@ -342,20 +351,11 @@ class InspectorApp(App[None]):
 
     def kept_step(self, number: int) -> protocol.StepCaptured | None:
         """Step ``number`` if it is still kept in memory."""
-        steps = self.steps
-        if not steps:
-            return None
-        # Steps arrive numbered one after another, so the number is (almost always) the index.
-        index = number - steps[0].step
-        if 0 <= index < len(steps) and steps[index].step == number:
-            return steps[index]
-        return next((step for step in steps if step.step == number), None)
+        return self.model.kept_step(number)
 
     def validate_viewing(self, viewing: int | None) -> int | None:
         # The live step is not history, and a step no longer kept cannot be shown.
-        if viewing is None or (self.latest is not None and viewing == self.latest.step):
-            return None
-        return viewing if self.kept_step(viewing) is not None else None
+        return self.model.viewable(viewing)
 
     def watch_viewing(self, viewing: int | None) -> None:
         self.query_one(StatusBar).viewing = viewing
@@ -385,7 +385,7 @@ class InspectorApp(App[None]):
             # keys each time kept a pressed `p` waiting for hundreds of milliseconds.
             return
         stepping = phase == "running" and self.phase == "paused"
-        self.phase = phase
+        self.model.phase = phase
         status.phase = phase
         status.state = state
         if stepping:
@@ -418,7 +418,7 @@ class InspectorApp(App[None]):
             return self.replay
         if action == "step":
             # While a step is on its way, n is taken: it will step again once that one lands.
-            return True if self.phase == "paused" or (self.phase == "running" and self._stepping) else None
+            return True if self.phase == "paused" or (self.phase == "running" and self.model.stepping) else None
         if action in _STEPPING:
             return True if self.phase == "paused" else None
         if action == "pause":
@@ -437,8 +437,8 @@ class InspectorApp(App[None]):
     def action_step(self) -> None:
         if self.phase == "paused":
             self._resume("step")
-        elif self._stepping:
-            self.steps_queued += 1
+        elif self.model.stepping:
+            self.model.steps_queued += 1
 
     def action_continue_to_finding(self) -> None:
         self._resume("continue")
@@ -449,12 +449,12 @@ class InspectorApp(App[None]):
     def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
         # The script goes on from the live step, whatever is on screen; so the screen follows it.
         self.viewing = None
-        self._stepping = mode == "step"
+        self.model.stepping = mode == "step"
         self._send(protocol.Resume(mode))
         self._set_phase("running", "running")
 
     def action_pause(self) -> None:
-        self.steps_queued = 0
+        self.model.steps_queued = 0
         self._send(protocol.Pause())
         self._set_phase("pausing", "pausing…")
 
@@ -531,10 +531,10 @@ class InspectorApp(App[None]):
         before it (one sent at the run's end counts as its step's)."""
         if step is None:
             return None
-        found = self._at_or_before(step, lambda s: s.projection is not None or s.step in self._end_maps)
+        found = self._at_or_before(step, lambda s: s.projection is not None or s.step in self.model.end_maps)
         if found is None:
             return None
-        return found.projection or self._end_maps.get(found.step)
+        return found.projection or self.model.end_maps.get(found.step)
 
     def _at_or_before(
         self, step: protocol.StepCaptured, holds: Callable[[protocol.StepCaptured], bool]

@@ -8,8 +8,6 @@ of its own (``-history``), so that history is never mistaken for the live step.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from textual.app import RenderResult
 from textual.content import Content
 from textual.reactive import reactive
@@ -17,9 +15,7 @@ from textual.widget import Widget
 
 from cossim_tui.tui import palette
 from cossim_tui.tui.format import fmt_int, fmt_plural
-
-Phase = Literal["starting", "running", "pausing", "paused", "ended", "failed"]
-"""Where the run stands; ``failed`` is an end that the user should look into."""
+from cossim_tui.tui.model import Phase
 
 
 class StatusBar(Widget):
