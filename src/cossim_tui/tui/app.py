@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
@@ -51,6 +51,7 @@ from cossim_tui.tui.screens.inputs import InputsScreen, has_input_images
 from cossim_tui.tui.source import Command, EventSource
 from cossim_tui.tui.tally import FindingTally
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
+from cossim_tui.tui.widgets.essential_keys import EssentialKeys
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
@@ -71,6 +72,13 @@ _STEPPING = ("step", "continue_to_finding", "run_freely")
 RUNNING_REDRAW = 0.2
 """Seconds between two frames of a free run: the live step, the histories and the step count."""
 
+NARROW_BELOW = 100
+"""Below this many columns the two tensors stand side by side with the relation under them
+(``-narrow``): three panels across 80 columns would leave each too narrow for a norm."""
+
+LOW_BELOW = 30
+"""Below this many rows (``-low``) the value strips give their row to the call's source."""
+
 KEYS_SETTLE = 0.15
 """Seconds a stepping key waits before the footer shows the keys of a running script."""
 
@@ -85,7 +93,8 @@ class InspectorApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "cossim-tui"
     ENABLE_COMMAND_PALETTE = False
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide"), (140, "-widest")]
+    VERTICAL_BREAKPOINTS = [(0, "-low"), (LOW_BELOW, "-short"), (40, "-tall")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "step", "Step"),
@@ -106,8 +115,9 @@ class InspectorApp(App[None]):
         Binding("s", "save_screenshot", "Screenshot", show=False),
         Binding("b", "break_condition", "Break"),
         Binding("i", "inputs", "Inputs"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        # Not in the footer, which cuts what does not fit: ``EssentialKeys`` always shows these two.
+        Binding("question_mark", "help", "Help", key_display="?", show=False),
+        Binding("q", "quit", "Quit", show=False),
     ]
 
     viewing: reactive[int | None] = reactive(None, init=False)
@@ -154,9 +164,19 @@ class InspectorApp(App[None]):
     # -- layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        # The top line and the keys are docked, so that they stay on screen whatever the
+        # height: what does not fit between them scrolls.
         with Horizontal(id="header"):
             yield StatusBar(id="status")
             yield TrainingBar(id="training")
+        with Vertical(id="bottom"):
+            with Horizontal(id="history-row"):
+                yield SimilarityHistory(id="history")
+                yield LossHistory(id="loss-history")
+            with Horizontal(id="keys"):
+                # Compact: as many keys as fit; help and quit have a place of their own on the right.
+                yield Footer(compact=True)
+                yield EssentialKeys(id="essential-keys")
         with Horizontal(id="pair"):
             yield TensorPanel(0, id="left-tensor")
             yield RelationPanel(id="relation")
@@ -168,15 +188,27 @@ class InspectorApp(App[None]):
         yield OutputPane(id="output")
         yield HistoryPlot(id="history-plot")
         yield EmbeddingMap(id="embedding-map")
-        with Horizontal(id="history-row"):
-            yield SimilarityHistory(id="history")
-            yield LossHistory(id="loss-history")
-        # Compact: every key, q and ? included, must fit in 100 columns.
-        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).target = self.source.target_name
+        self._arrange_pair(self.size.width)
         self.read_events()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._arrange_pair(event.size.width)
+
+    def _arrange_pair(self, width: int) -> None:
+        """Tensor, relation, tensor across a wide screen; in a narrow one (``-narrow``) the two
+        tensors side by side and the relation, compact, across the width under them."""
+        narrow = width < NARROW_BELOW
+        pair = self.query_one("#pair")
+        relation = self.query_one(RelationPanel)
+        right = self.query_one("#right-tensor", TensorPanel)
+        if narrow and pair.children[-1] is not relation:
+            pair.move_child(relation, after=right)
+        elif not narrow and pair.children[1] is not relation:
+            pair.move_child(relation, before=right)
+        relation.compact = narrow
 
     # -- the reader thread --------------------------------------------------------------
 
@@ -206,9 +238,11 @@ class InspectorApp(App[None]):
 
     def on_torch_ready(self, message: TorchReady) -> None:
         hooked = message.hooked
-        self.query_one(OutputPane).write_note(
-            f"torch {hooked.version} hooked: {', '.join(hooked.intercepted) or 'nothing intercepted'}"
-        )
+        # Short names (``F.``, ``nn.``), so that the line fits the pane rather than scrolling it sideways.
+        names = [
+            name.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for name in hooked.intercepted
+        ]
+        self.query_one(OutputPane).write_note(f"torch {hooked.version} hooked: {', '.join(names) or 'nothing intercepted'}")
 
     def on_steps_received(self, message: StepsReceived) -> None:
         steps = message.take()
