@@ -21,6 +21,7 @@ from textual.widgets import Digits, Static
 from cossim_tui import protocol
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.widgets.essential_keys import EssentialKeys
+from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
@@ -144,6 +145,54 @@ def test_every_number_that_proves_the_stale_partner_is_on_screen_whole(make, siz
                 # ... and its first row is on the screen, above the history and the keys.
                 call_row = panel.region.y + source_text[:call].count("\n")
                 assert 0 < call_row < height - 2
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=["80x24", "100x30"])
+def test_help_lines_go_on_under_themselves_rather_than_being_cut(source, size):
+    from cossim_tui.tui.screens.help import HelpScreen
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            help_static = app.screen.query_one("#help-text", Static)
+            # The text is no wider than the box shows (it may be taller: the box scrolls).
+            geometry = app.screen.find_widget(help_static)
+            assert geometry.region.right <= geometry.clip.right
+            shown = " ".join(on_screen(help_static).split())
+            for text in (
+                "step: run to the next cosine-similarity call and pause there",
+                "break condition: c also stops where a Python expression holds (cos.mean > 0.999)",
+                "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)",
+            ):
+                assert text in shown, f"{text!r} is cut"
+
+    asyncio.run(scenario())
+
+
+def test_the_output_pane_has_lines_to_read_and_no_sideways_scrollbar_at_100x30(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(100, 30)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                pane = app.query_one(OutputPane)
+                # The "torch … hooked" note fits the pane's width: it no longer brings a
+                # horizontal scrollbar that takes one of the pane's rows.
+                assert pane.max_scroll_x == 0
+                assert "nn.CosineEmbeddingLoss" in on_screen(pane)
+                assert pane.scrollable_content_region.height >= 3
+                assert "epoch 0 batch 1 loss 0.6904" in on_screen(pane)
         finally:
             source.close()
 

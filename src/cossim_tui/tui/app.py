@@ -31,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from cossim_tui import protocol
 from cossim_tui.launcher import ScriptExited
 from cossim_tui.report import FindingSummary
-from cossim_tui.tui.format import fmt_int
+from cossim_tui.tui.format import fmt_int, pack
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.messages import (
     BreakConditionChanged,
@@ -56,7 +56,7 @@ from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.loss_history import LossHistory
-from cossim_tui.tui.widgets.output_log import OutputPane
+from cossim_tui.tui.widgets.output_log import NOTE_MARK, OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import Phase, StatusBar
@@ -197,6 +197,11 @@ class InspectorApp(App[None]):
     def on_resize(self, event: events.Resize) -> None:
         self._arrange_pair(event.size.width)
 
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Below 30 rows the output lies under the call's source, past the screen's end: tab
+        # to it brings it into view (and tab back, the findings).
+        event.widget.scroll_visible(animate=False)
+
     def _arrange_pair(self, width: int) -> None:
         """Tensor, relation, tensor across a wide screen; in a narrow one (``-narrow``) the two
         tensors side by side and the relation, compact, across the width under them."""
@@ -238,11 +243,20 @@ class InspectorApp(App[None]):
 
     def on_torch_ready(self, message: TorchReady) -> None:
         hooked = message.hooked
-        # Short names (``F.``, ``nn.``), so that the line fits the pane rather than scrolling it sideways.
+        # Short names (``F.``, ``nn.``) on as many lines as the pane's width needs: a line
+        # wider than the pane brought a horizontal scrollbar that took one of its few rows.
         names = [
             name.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for name in hooked.intercepted
         ]
-        self.query_one(OutputPane).write_note(f"torch {hooked.version} hooked: {', '.join(names) or 'nothing intercepted'}")
+        fields = [f"torch {hooked.version} hooked:"] + [
+            name + ("," if index < len(names) - 1 else "") for index, name in enumerate(names)
+        ]
+        if not names:
+            fields.append("nothing intercepted")
+        pane = self.query_one(OutputPane)
+        width = pane.content_size.width - len(NOTE_MARK) - 1
+        for row in pack(fields, max(width, 0), gap=" ", indent=2):
+            pane.write_note(row.plain)
 
     def on_steps_received(self, message: StepsReceived) -> None:
         steps = message.take()

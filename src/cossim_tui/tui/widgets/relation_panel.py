@@ -86,6 +86,8 @@ class RelationPanel(Vertical):
         self.border_title = Content(f"step {step.step} · {step.label or step.function}")
         relation = step.relation
         subtitle = Content(f"dim {relation.dim} · size {relation.dim_size}") if relation is not None else None
+        if self.compact:
+            subtitle = None  # (in the text, with the relation: a low screen has no bottom border for it)
         if subtitle is not None and highlight.shows("relation.dim", "relation.dim_size"):
             subtitle = subtitle.stylize(highlight.line_style)
         self.border_subtitle = subtitle
@@ -110,26 +112,23 @@ class RelationPanel(Vertical):
     def _packed(
         self, lines: list[tuple[tuple[str, ...], Content]], width: int
     ) -> list[tuple[tuple[str, ...], Content]]:
-        """The similarity's lines, then the relation's, each set packed side by side (``compact``).
+        """The lines packed side by side, in their order (``compact``).
 
         A packed line lights up when any of its fields is evidence, so what proves a finding
         still shows; the aligned label columns are squeezed to one space."""
-        groups: list[list[tuple[tuple[str, ...], Content]]] = [[], []]
-        for fields, line in lines:
-            groups[any(field.startswith("relation.") for field in fields)].append((fields, _squeeze(line)))
         packed: list[tuple[tuple[str, ...], Content]] = []
-        for group in groups:
-            row_fields: tuple[str, ...] = ()
-            row: Content | None = None
-            for fields, line in group:
-                if row is not None and row.cell_length + 3 + line.cell_length <= width:
-                    row, row_fields = Content.assemble(row, _label(" · "), line), row_fields + fields
-                    continue
-                if row is not None:
-                    packed.append((row_fields, row))
-                row, row_fields = line, fields
+        row_fields: tuple[str, ...] = ()
+        row: Content | None = None
+        for fields, line in lines:
+            line = _squeeze(line)
+            if row is not None and row.cell_length + 3 + line.cell_length <= width:
+                row, row_fields = Content.assemble(row, _label(" · "), line), row_fields + fields
+                continue
             if row is not None:
                 packed.append((row_fields, row))
+            row, row_fields = line, fields
+        if row is not None:
+            packed.append((row_fields, row))
         return packed
 
     def watch_compact(self) -> None:
@@ -157,7 +156,7 @@ class RelationPanel(Vertical):
                     (
                         ("cos", "cos.mean", "cos.nan"),
                         Content.assemble(
-                            _label("mean cos "),
+                            _label("cos " if self.compact else "mean cos "),
                             (fmt_cos(cos.mean), palette.ALARM if not math.isfinite(cos.mean) else palette.EMPHASIS),
                         ),
                     )
@@ -166,7 +165,7 @@ class RelationPanel(Vertical):
                 (
                     ("cos.count", "cos.angle_deg"),
                     Content.assemble(
-                        _label("mean of "), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
+                        _label("mean of " if not self.compact else ""), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
                     ),
                 )
             )
@@ -192,6 +191,13 @@ class RelationPanel(Vertical):
         if relation is None:
             lines.append(((), Content.styled("relation unknown", palette.LABEL)))
             return lines
+        if self.compact:
+            lines.append(
+                (
+                    ("relation.dim", "relation.dim_size"),
+                    Content.assemble(_label("dim "), str(relation.dim), _label(" size "), str(relation.dim_size)),
+                )
+            )
         lines.append(
             (("relation.same_object",), Content.assemble(_label("same object    "), _answer(relation.same_object)))
         )
