@@ -197,3 +197,28 @@ def test_the_output_pane_has_lines_to_read_and_no_sideways_scrollbar_at_100x30(m
             source.close()
 
     asyncio.run(scenario())
+
+
+def test_a_long_output_line_goes_on_in_the_next_row_rather_than_sideways(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=(100, 30)) as pilot:
+            words = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters, one line
+            source.feed(make.hello(), make.output("start\n" + words[:150]), make.output(words[150:] + "\nend\n"))
+            pane = app.query_one(OutputPane)
+            deadline = time.monotonic() + 5
+            while "end" not in pane.lines:
+                assert time.monotonic() < deadline, list(pane.lines)
+                await pilot.pause(0.01)
+            await pilot.pause()
+            assert pane.max_scroll_x == 0
+            width = pane.scrollable_content_region.width
+            assert all(len(line) <= width for line in pane.lines)
+            # Every word is there, whole, in order, and the rows after the first say they go on.
+            rows = list(pane.lines)
+            start, end = rows.index("start"), rows.index("end")
+            assert len(rows[start + 1 : end]) >= 4
+            assert all(row.startswith("↪ ") for row in rows[start + 2 : end])
+            assert " ".join(row.removeprefix("↪ ") for row in rows[start + 1 : end]).split() == words.split()
+
+    asyncio.run(scenario())

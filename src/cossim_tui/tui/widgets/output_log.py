@@ -2,10 +2,14 @@
 
 Output arrives in whatever chunks the pipe delivered, often in the middle of a line;
 ``Log.write`` joins them into lines. Lines from cossim-tui itself (a broken channel, torch
-being hooked) are marked so they are never mistaken for the script's output.
+being hooked) are marked so they are never mistaken for the script's output. A line wider
+than the pane goes on in the next row, marked ``↪``, rather than scrolling the pane sideways
+(at the width the pane had when the line arrived).
 """
 
 from __future__ import annotations
+
+import re
 
 from textual.widgets import Log
 
@@ -15,6 +19,11 @@ MAX_LINES = 5000
 """Enough to scroll back through a training run's recent output without growing forever."""
 
 NOTE_MARK = "▌cossim-tui: "
+
+CONTINUED = "↪ "
+"""Starts a row that goes on with the line above (a wrap, not a newline the script printed)."""
+
+_LINE_END = re.compile(r"(\r\n|\n|\r)")
 
 
 class OutputPane(Log):
@@ -27,9 +36,34 @@ class OutputPane(Log):
     def write_output(self, text: str) -> None:
         """A chunk of the script's output as it arrived, with control characters made visible:
         an escape sequence a script prints must not clear or retitle the user's terminal."""
-        self.write(printable(text))
+        self.write(self._wrapped(printable(text)))
 
     def write_note(self, text: str) -> None:
         """A line from cossim-tui itself, on a line of its own."""
         partial_line = bool(self.lines) and self.lines[-1] != ""
-        self.write(f"{chr(10) if partial_line else ''}{NOTE_MARK}{text}\n")
+        self.write(self._wrapped(f"{chr(10) if partial_line else ''}{NOTE_MARK}{text}\n"))
+
+    def _wrapped(self, text: str) -> str:
+        """``text`` with a break (and ``CONTINUED``) wherever a line would pass the pane's
+        right edge, after a space where one is near; the line already begun counts."""
+        # The width left once the vertical scrollbar shows, so that a full pane stays as wide.
+        width = min(self.scrollable_content_region.width, self.content_region.width - self.styles.scrollbar_size_vertical)
+        if width < 20:
+            return text  # not laid out yet, or too narrow to wrap usefully
+        column = len(self.lines[-1]) if self.lines else 0
+        out: list[str] = []
+        for piece in _LINE_END.split(text):
+            if _LINE_END.fullmatch(piece):
+                out.append(piece)
+                column = 0
+                continue
+            while column + len(piece) > width:
+                room = width - column
+                space = piece.rfind(" ", 0, room)
+                cut = space + 1 if space >= room // 2 else room
+                out += [piece[:cut], "\n", CONTINUED]
+                piece = piece[cut:]
+                column = len(CONTINUED)
+            out.append(piece)
+            column += len(piece)
+        return "".join(out)
