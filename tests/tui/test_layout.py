@@ -222,3 +222,33 @@ def test_a_long_output_line_goes_on_in_the_next_row_rather_than_sideways(source,
             assert " ".join(row.removeprefix("↪ ") for row in rows[start + 1 : end]).split() == words.split()
 
     asyncio.run(scenario())
+
+
+def test_a_long_failure_leaves_the_script_name_on_the_top_line_at_80x24(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                message = (
+                    "RuntimeError: The size of tensor a (3) must match the size of tensor b (4) "
+                    "at non-singleton dimension 1"
+                )
+                source.feed(
+                    make.hello(), make.step0(paused=False), make.exited("error", 1, exception=message)
+                )
+                status = app.query_one(StatusBar)
+                deadline = time.monotonic() + 5
+                while not status.state.startswith("failed"):
+                    assert time.monotonic() < deadline, status.state
+                    await pilot.pause(0.01)
+                await pilot.pause()
+                header = on_screen(status)
+                assert "siamese_stale_partner.py" in header
+                assert "failed: RuntimeError" in header
+        finally:
+            source.close()
+
+    asyncio.run(scenario())

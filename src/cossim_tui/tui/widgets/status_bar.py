@@ -103,5 +103,7 @@ class StatusBar(Widget):
                 [state, target],
                 [state, steps, name],
                 [state, name],
+                # A state too long for the line (a failure's message) is cut after the name.
+                [Content.styled(name, palette.EMPHASIS), self.state],
             ]
         return [Content(" · ").join(Content(part) if isinstance(part, str) else part for part in form) for form in forms]
