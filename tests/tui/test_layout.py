@@ -16,7 +16,7 @@ import pytest
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import Digits, Static
+from textual.widgets import Digits, OptionList, Static
 
 from cossim_tui import protocol
 from cossim_tui.tui.app import InspectorApp
@@ -248,6 +248,37 @@ def test_a_long_failure_leaves_the_script_name_on_the_top_line_at_80x24(make):
                 header = on_screen(status)
                 assert "siamese_stale_partner.py" in header
                 assert "failed: RuntimeError" in header
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_80x24_tab_to_the_output_gives_it_the_pairs_place_and_back(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                # Nothing scrolls: the pair right under the top line, the findings focused.
+                assert app.screen.scroll_y == 0 and app.screen.max_scroll_y == 0
+                assert isinstance(at(app, 1, 1), TensorPanel)
+                assert isinstance(app.focused, OptionList)
+                pane = app.query_one(OutputPane)
+                while app.focused is not pane:
+                    await pilot.press("tab")
+                await pilot.pause()
+                assert pane.region.height >= 5
+                assert "epoch 0 batch 1 loss 0.6904" in on_screen(pane)
+                assert isinstance(at(app, 1, 0), StatusBar)
+                await pilot.press("shift+tab")
+                await pilot.pause()
+                assert isinstance(at(app, 1, 1), TensorPanel)
+                assert app.screen.max_scroll_y == 0
         finally:
             source.close()
 

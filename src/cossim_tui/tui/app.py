@@ -25,13 +25,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
 from cossim_tui.launcher import ScriptExited
 from cossim_tui.report import FindingSummary
-from cossim_tui.tui.format import fmt_int, pack
+from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.messages import (
     BreakConditionChanged,
@@ -56,7 +57,7 @@ from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.loss_history import LossHistory
-from cossim_tui.tui.widgets.output_log import NOTE_MARK, OutputPane
+from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import Phase, StatusBar
@@ -85,6 +86,15 @@ KEYS_SETTLE = 0.15
 
 def _has_pictures(step: protocol.StepCaptured) -> bool:
     return any(summary.strip or summary.input_image is not None for summary in step.args)
+
+
+class InspectorScreen(Screen[None]):
+    """The inspector's own screen, so that it can say which widget has the focus first."""
+
+    AUTO_FOCUS = "#finding-list"
+    """The findings, as the help says (↑ ↓ choose a finding). The output pane, focused first
+    before, lies past the end of a screen under 30 rows, and focusing it scrolled the panels
+    (and, before the top line was docked, the top line) out of view."""
 
 
 class InspectorApp(App[None]):
@@ -163,6 +173,9 @@ class InspectorApp(App[None]):
 
     # -- layout -------------------------------------------------------------------------
 
+    def get_default_screen(self) -> Screen[None]:
+        return InspectorScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         # The top line and the keys are docked, so that they stay on screen whatever the
         # height: what does not fit between them scrolls.
@@ -198,9 +211,10 @@ class InspectorApp(App[None]):
         self._arrange_pair(event.size.width)
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
-        # Below 30 rows the output lies under the call's source, past the screen's end: tab
-        # to it brings it into view (and tab back, the findings).
-        event.widget.scroll_visible(animate=False)
+        # Below 30 rows the output has no rows of its own: while it has the focus (tab), it
+        # takes the pair's place (``-reading-output``), and tab away gives the pair back.
+        if event.widget.screen is self.screen:
+            self.set_class(isinstance(event.widget, OutputPane), "-reading-output")
 
     def _arrange_pair(self, width: int) -> None:
         """Tensor, relation, tensor across a wide screen; in a narrow one (``-narrow``) the two
@@ -243,20 +257,11 @@ class InspectorApp(App[None]):
 
     def on_torch_ready(self, message: TorchReady) -> None:
         hooked = message.hooked
-        # Short names (``F.``, ``nn.``) on as many lines as the pane's width needs: a line
-        # wider than the pane brought a horizontal scrollbar that took one of its few rows.
+        # Short names (``F.``, ``nn.``): five of them in full took two rows of a small pane.
         names = [
             name.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for name in hooked.intercepted
         ]
-        fields = [f"torch {hooked.version} hooked:"] + [
-            name + ("," if index < len(names) - 1 else "") for index, name in enumerate(names)
-        ]
-        if not names:
-            fields.append("nothing intercepted")
-        pane = self.query_one(OutputPane)
-        width = pane.content_size.width - len(NOTE_MARK) - 1
-        for row in pack(fields, max(width, 0), gap=" ", indent=2):
-            pane.write_note(row.plain)
+        self.query_one(OutputPane).write_note(f"torch {hooked.version} hooked: {', '.join(names) or 'nothing intercepted'}")
 
     def on_steps_received(self, message: StepsReceived) -> None:
         steps = message.take()

@@ -32,22 +32,39 @@ class OutputPane(Log):
     def __init__(self, *, max_lines: int = MAX_LINES, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(max_lines=max_lines, id=id, classes=classes)
         self.border_title = "output"
+        self._waiting: list[str] = []
+        """What arrived before the pane had a width to wrap it at."""
 
     def write_output(self, text: str) -> None:
         """A chunk of the script's output as it arrived, with control characters made visible:
         an escape sequence a script prints must not clear or retitle the user's terminal."""
-        self.write(self._wrapped(printable(text)))
+        self._put(printable(text))
 
     def write_note(self, text: str) -> None:
         """A line from cossim-tui itself, on a line of its own."""
-        partial_line = bool(self.lines) and self.lines[-1] != ""
-        self.write(self._wrapped(f"{chr(10) if partial_line else ''}{NOTE_MARK}{text}\n"))
+        if self._waiting:
+            partial_line = not self._waiting[-1].endswith("\n")
+        else:
+            partial_line = bool(self.lines) and self.lines[-1] != ""
+        self._put(f"{chr(10) if partial_line else ''}{NOTE_MARK}{text}\n")
+
+    def _put(self, text: str) -> None:
+        if not self.content_region.width:
+            # Not laid out yet (torch's note can come first): wrapped once the width is known.
+            self._waiting.append(text)
+            return
+        self.write(self._wrapped(text))
+
+    def on_resize(self) -> None:
+        if self._waiting and self.content_region.width:
+            waiting, self._waiting = "".join(self._waiting), []
+            self.write(self._wrapped(waiting))
 
     def _wrapped(self, text: str) -> str:
         """``text`` with a break (and ``CONTINUED``) wherever a line would pass the pane's
         right edge, after a space where one is near; the line already begun counts."""
         # The width left once the vertical scrollbar shows, so that a full pane stays as wide.
-        width = min(self.scrollable_content_region.width, self.content_region.width - self.styles.scrollbar_size_vertical)
+        width = self.content_region.width - self.styles.scrollbar_size_vertical
         if width < 20:
             return text  # not laid out yet, or too narrow to wrap usefully
         column = len(self.lines[-1]) if self.lines else 0
