@@ -30,7 +30,7 @@ class StatusBar(Widget):
     """``cossim-tui · <state> · <N> steps · <target>``.
 
     The state and the script's name are always there: where the line is short, the brand,
-    the step count and the script's folder give way first (``paused at step 1 · train.py``).
+    the script's folder and the step count give way first (``paused at step 1 · train.py``).
     While ``viewing`` an earlier step: ``cossim-tui · viewing step 3 of 17 (history) — press l
     for the live step · live: <state> · <target>``, shortened the same way.
     """
@@ -74,8 +74,8 @@ class StatusBar(Widget):
         return shortest
 
     def _forms(self) -> list[Content]:
-        """What the line can say, fullest first: the brand, the step count, the folder of
-        the script and the wording go, in that order, before the state or the script's name."""
+        """What the line can say, fullest first: the brand, the script's folder, the step
+        count and the wording go, about in that order, before the state or the script's name."""
         target = self.target
         name = target.replace("\\", "/").rsplit("/", 1)[-1]
         brand = [Content.styled("cossim-tui", palette.EMPHASIS)]
@@ -100,8 +100,8 @@ class StatusBar(Widget):
             forms = [
                 [*brand, state, steps, target],
                 [state, steps, target],
-                [state, target],
                 [state, steps, name],
+                [state, target],
                 [state, name],
                 # A state too long for the line (a failure's message) is cut after the name.
                 [Content.styled(name, palette.EMPHASIS), self.state],

@@ -62,7 +62,8 @@ class TensorPanel(Widget):
     finding selected in the findings panel.
     """
 
-    summary: reactive[protocol.TensorSummary | None] = reactive(None)
+    # ``layout``: the panel is as tall as its lines, and a narrow one has more of them.
+    summary: reactive[protocol.TensorSummary | None] = reactive(None, layout=True)
     highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT)
 
     def __init__(self, index: int, *, id: str | None = None, classes: str | None = None) -> None:
