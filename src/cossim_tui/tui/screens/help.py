@@ -54,7 +54,7 @@ class HelpScreen(ModalScreen[None]):
             ("g", "history plot: similarity and norms per step, findings marked (g again: back)"),
             ("e", "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)"),
             ("s", "save an SVG screenshot of the screen"),
-            ("tab", "move between the findings and the output"),
+            ("tab", "move between the findings and the output (under 30 rows, the output then takes the tensors' place)"),
             ("?", "this help (? or escape closes it)"),
             ("q", "quit: stop the script and leave"),
         ]
