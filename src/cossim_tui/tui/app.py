@@ -20,11 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import ClassVar, Literal
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
@@ -43,6 +44,7 @@ from cossim_tui.tui.screens.inputs import InputsScreen, has_input_images
 from cossim_tui.session.events import Command, EventSource
 from cossim_tui.session.findings import FindingTally
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
+from cossim_tui.tui.widgets.essential_keys import EssentialKeys
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
@@ -63,6 +65,13 @@ _DRIVING = (*_STEPPING, "pause", "mute", "break_condition")
 RUNNING_REDRAW = 0.2
 """Seconds between two frames of a free run: the live step, the histories and the step count."""
 
+NARROW_BELOW = 100
+"""Below this many columns the two tensors stand side by side with the relation under them
+(``-narrow``): three panels across 80 columns would leave each too narrow for a norm."""
+
+LOW_BELOW = 30
+"""Below this many rows (``-low``) the value strips give their row to the call's source."""
+
 KEYS_SETTLE = 0.15
 """Seconds a stepping key waits before the footer shows the keys of a running script."""
 
@@ -71,13 +80,23 @@ def _has_pictures(step: protocol.StepCaptured) -> bool:
     return any(summary.strip or summary.input_image is not None for summary in step.args)
 
 
+class InspectorScreen(Screen[None]):
+    """The inspector's own screen, so that it can say which widget has the focus first."""
+
+    AUTO_FOCUS = "#finding-list"
+    """The findings, as the help says (↑ ↓ choose a finding). The output pane, focused first
+    before, lies past the end of a screen under 30 rows, and focusing it scrolled the panels
+    (and, before the top line was docked, the top line) out of view."""
+
+
 class InspectorApp(App[None]):
     """``InspectorApp(source, break_on="error")``: inspect one run of the user's script."""
 
     CSS_PATH = "app.tcss"
     TITLE = "cossim-tui"
     ENABLE_COMMAND_PALETTE = False
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide"), (140, "-widest")]
+    VERTICAL_BREAKPOINTS = [(0, "-low"), (LOW_BELOW, "-short"), (40, "-tall")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "step", "Step"),
@@ -98,8 +117,9 @@ class InspectorApp(App[None]):
         Binding("s", "save_screenshot", "Screenshot", show=False),
         Binding("b", "break_condition", "Break"),
         Binding("i", "inputs", "Inputs"),
-        Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("q", "quit", "Quit"),
+        # Not in the footer, which cuts what does not fit: ``EssentialKeys`` always shows these two.
+        Binding("question_mark", "help", "Help", key_display="?", show=False),
+        Binding("q", "quit", "Quit", show=False),
         # pdb's break-in: pause at the next call; pressed again (paused, or still pausing), quit.
         Binding("ctrl+c", "interrupt", "Pause or quit", show=False),
         # A replay runs nothing: the keys above that drive the script are hidden there
@@ -145,10 +165,23 @@ class InspectorApp(App[None]):
 
     # -- layout -------------------------------------------------------------------------
 
+    def get_default_screen(self) -> Screen[None]:
+        return InspectorScreen(id="_default")
+
     def compose(self) -> ComposeResult:
+        # The top line and the keys are docked, so that they stay on screen whatever the
+        # height: what does not fit between them scrolls.
         with Horizontal(id="header"):
             yield StatusBar(id="status")
             yield TrainingBar(id="training")
+        with Vertical(id="bottom"):
+            with Horizontal(id="history-row"):
+                yield SimilarityHistory(id="history")
+                yield LossHistory(id="loss-history")
+            with Horizontal(id="keys"):
+                # Compact: as many keys as fit; help and quit have a place of their own on the right.
+                yield Footer(compact=True)
+                yield EssentialKeys(id="essential-keys")
         with Horizontal(id="pair"):
             yield TensorPanel(0, id="left-tensor")
             yield RelationPanel(id="relation")
@@ -160,15 +193,33 @@ class InspectorApp(App[None]):
         yield OutputPane(id="output")
         yield HistoryPlot(id="history-plot")
         yield EmbeddingMap(id="embedding-map")
-        with Horizontal(id="history-row"):
-            yield SimilarityHistory(id="history")
-            yield LossHistory(id="loss-history")
-        # Compact: every key, q and ? included, must fit in 100 columns.
-        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(StatusBar).target = self.source.target_name
+        self._arrange_pair(self.size.width)
         self.read_events()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._arrange_pair(event.size.width)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        # Below 30 rows the output has no rows of its own: while it has the focus (tab), it
+        # takes the pair's place (``-reading-output``), and tab away gives the pair back.
+        if event.widget.screen is self.screen:
+            self.set_class(isinstance(event.widget, OutputPane), "-reading-output")
+
+    def _arrange_pair(self, width: int) -> None:
+        """Tensor, relation, tensor across a wide screen; in a narrow one (``-narrow``) the two
+        tensors side by side and the relation, compact, across the width under them."""
+        narrow = width < NARROW_BELOW
+        pair = self.query_one("#pair")
+        relation = self.query_one(RelationPanel)
+        right = self.query_one("#right-tensor", TensorPanel)
+        if narrow and pair.children[-1] is not relation:
+            pair.move_child(relation, after=right)
+        elif not narrow and pair.children[1] is not relation:
+            pair.move_child(relation, before=right)
+        relation.compact = narrow
 
     # -- the reader thread --------------------------------------------------------------
 
@@ -212,9 +263,11 @@ class InspectorApp(App[None]):
         self._show_phase(self.model.started(hello))
 
     def _torch_hooked(self, hooked: protocol.TorchHooked) -> None:
-        self.query_one(OutputPane).write_note(
-            f"torch {hooked.version} hooked: {', '.join(hooked.intercepted) or 'nothing intercepted'}"
-        )
+        # Short names (``F.``, ``nn.``): five of them in full took two rows of a small pane.
+        names = [
+            name.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for name in hooked.intercepted
+        ]
+        self.query_one(OutputPane).write_note(f"torch {hooked.version} hooked: {', '.join(names) or 'nothing intercepted'}")
 
     def _steps_arrived(self, arrived: StepsArrived) -> None:
         self._show_phase(self.model.steps_arrived(arrived.steps))

@@ -3,12 +3,16 @@
 Every panel formats through these helpers so the same quantity looks the same everywhere
 (a norm in the left panel and in the right one, a similarity in the panel and in the history).
 They only format: no statistic is computed here, the agent measured everything already.
+``pack`` lays a line's fields out in the width a panel has, so that a narrow terminal moves
+a field to the next line rather than cutting a number off.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from textual.content import Content
 
 
 def fmt_float(x: float | None, digits: int = 4) -> str:
@@ -95,3 +99,26 @@ def fmt_yes_no(answer: bool | None) -> str:
     if answer is None:
         return "n/a"
     return "YES" if answer else "NO"
+
+
+def pack(fields: Sequence[Content | str], width: int, *, gap: str = "  ", indent: int = 0) -> list[Content]:
+    """``fields`` on as few lines of ``width`` cells as they fit, never splitting a field.
+
+    A field that does not fit after the others starts a new line, indented by ``indent``
+    cells (under the first field's value, past its label). A field wider than the whole width
+    gets a line of its own; the widget's own wrapping then folds it rather than cutting it.
+    ``width`` 0 (not laid out yet) puts every field on one line.
+    """
+    parts = [Content(field) if isinstance(field, str) else field for field in fields if field]
+    if not parts:
+        return [Content("")]
+    lines: list[Content] = []
+    line = parts[0]
+    for part in parts[1:]:
+        if width <= 0 or line.cell_length + len(gap) + part.cell_length <= width:
+            line = Content.assemble(line, gap, part)
+        else:
+            lines.append(line)
+            line = Content.assemble(" " * indent, part)
+    lines.append(line)
+    return lines

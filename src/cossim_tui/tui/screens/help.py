@@ -1,10 +1,15 @@
-"""The keys, in one place, over the inspector; ``?`` or escape closes it."""
+"""The keys, in one place, over the inspector; ``?`` or escape closes it.
+
+In a narrow terminal a description goes on under itself, past the column of keys, and a low
+one scrolls the list: no line is cut at the box's edge.
+"""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual import events
+from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
@@ -50,14 +55,30 @@ class HelpScreen(InspectorView[None]):
             ("g", "history plot: similarity and norms per step, findings marked (g again: back)"),
             ("e", "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)"),
             ("s", "save an SVG screenshot of the screen"),
-            ("tab", "move between the findings and the output"),
+            ("tab", "move between the findings and the output (under 30 rows, the output then takes the tensors' place)"),
             ("?", "this help (? or escape closes it)"),
             ("q", "quit: stop the script and leave"),
         ]
+        self.keys = keys
+        with VerticalScroll(id="help-box"):
+            yield Static(self._text(0), id="help-text")
+
+    def on_resize(self, event: events.Resize) -> None:
+        # The box is at most 90% of the screen, inside a thick border, two cells of padding and
+        # a scrollbar where the screen is too low for every line.
+        width = int(event.size.width * 0.9) - 8
+        self.query_one("#help-text", Static).update(self._text(width))
+
+    def _text(self, width: int) -> Content:
+        """Each key and what it does; a description too long for ``width`` goes on under
+        itself, past the key column, rather than being cut at the box's edge (0: one line each)."""
+        column = 11
         lines = [Content.styled("cossim-tui keys", palette.EMPHASIS), Content("")]
-        lines += [Content.assemble((f"{key:>9}  ", palette.EMPHASIS), text) for key, text in keys]
-        with Vertical(id="help-box"):
-            yield Static(Content("\n").join(lines), id="help-text")
+        for key, text in self.keys:
+            rows = Content(text).wrap(width - column) if width > column + 10 else [Content(text)]
+            lines.append(Content.assemble((f"{key:>9}  ", palette.EMPHASIS), rows[0]))
+            lines += [Content.assemble(" " * column, row) for row in rows[1:]]
+        return Content("\n").join(lines)
 
     def action_close(self) -> None:
         self.dismiss(None)

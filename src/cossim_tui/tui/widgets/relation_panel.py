@@ -4,6 +4,10 @@ The mean similarity is drawn large because it is the number the user came for. U
 the three questions that explain most similarities stuck at 1 get a plain YES or NO: are
 the arguments the same object, do they share storage, are their values equal. When torch
 raised instead of returning, the error takes the number's place.
+
+In a narrow terminal the panel lies across the width under the two tensors (``compact``):
+the similarity is then a line of text rather than large digits, and the lines are packed
+side by side, so that the pair, the relation and the call line all fit in 80x24.
 """
 
 from __future__ import annotations
@@ -41,6 +45,15 @@ def _answer(answer: bool | None) -> tuple[str, str]:
     return (fmt_yes_no(answer), palette.ALARM if answer else palette.CALM)
 
 
+def _squeeze(line: Content) -> Content:
+    """A line without the runs of spaces that align its value in a column of its own."""
+    squeezed = line
+    while "  " in squeezed.plain:
+        at = squeezed.plain.index("  ")
+        squeezed = squeezed[:at] + squeezed[at + 1 :]
+    return squeezed
+
+
 class RelationPanel(Vertical):
     """Similarity (large), its spread and angle, and the relation between the arguments.
 
@@ -51,6 +64,8 @@ class RelationPanel(Vertical):
 
     step: reactive[protocol.StepCaptured | None] = reactive(None, init=False)
     highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT, init=False)
+    compact: reactive[bool] = reactive(False, init=False)
+    """Across the screen's width, a few lines high: no large digits, lines packed side by side."""
 
     def compose(self) -> ComposeResult:
         digits = Digits("", id="mean-cos")
@@ -77,24 +92,54 @@ class RelationPanel(Vertical):
             subtitle = Content(f"dim {relation.dim} · size {relation.dim_size}")
         else:
             subtitle = None
+        if self.compact:
+            subtitle = None  # (in the text, with the relation: a low screen has no bottom border for it)
         if subtitle is not None and highlight.shows("relation.dim", "relation.dim_size"):
             subtitle = subtitle.stylize(highlight.line_style)
         self.border_subtitle = subtitle
         cos = step.cos
         # Digits can only draw numbers; NaN and errors are spelled out in the text below.
-        big = step.error is None and cos is not None and math.isfinite(cos.mean)
+        big = step.error is None and cos is not None and math.isfinite(cos.mean) and not self.compact
         digits.display = big
         if big:
             assert cos is not None
             digits.update(fmt_cos(cos.mean))
         mark(digits, highlight, big and highlight.shows("cos", "cos.mean"))
         width = text.content_size.width or self.content_size.width
+        lines = self._lines(step)
+        if self.compact:
+            lines = self._packed(lines, width)
         text.update(
             Content("\n").join(
-                light_up(line, highlight, width) if highlight.shows(*fields) else line
-                for fields, line in self._lines(step)
+                light_up(line, highlight, width) if highlight.shows(*fields) else line for fields, line in lines
             )
         )
+
+    def _packed(
+        self, lines: list[tuple[tuple[str, ...], Content]], width: int
+    ) -> list[tuple[tuple[str, ...], Content]]:
+        """The lines packed side by side, in their order (``compact``).
+
+        A packed line lights up when any of its fields is evidence, so what proves a finding
+        still shows; the aligned label columns are squeezed to one space."""
+        packed: list[tuple[tuple[str, ...], Content]] = []
+        row_fields: tuple[str, ...] = ()
+        row: Content | None = None
+        for fields, line in lines:
+            line = _squeeze(line)
+            if row is not None and row.cell_length + 3 + line.cell_length <= width:
+                row, row_fields = Content.assemble(row, _label(" · "), line), row_fields + fields
+                continue
+            if row is not None:
+                packed.append((row_fields, row))
+            row, row_fields = line, fields
+        if row is not None:
+            packed.append((row_fields, row))
+        return packed
+
+    def watch_compact(self) -> None:
+        if self.step is not None:
+            self.watch_step(self.step)
 
     def watch_highlight(self) -> None:
         if self.step is not None:
@@ -112,16 +157,22 @@ class RelationPanel(Vertical):
         elif cos is None:
             lines.append((("cos",), Content.styled("no similarity was computed", palette.CAUTION)))
         else:
-            if not math.isfinite(cos.mean):
+            if not math.isfinite(cos.mean) or self.compact:
                 # The large number's place: it stands for the similarity itself.
                 lines.append(
-                    (("cos", "cos.mean", "cos.nan"), Content.assemble(_label("mean cos "), (fmt_cos(cos.mean), palette.ALARM)))
+                    (
+                        ("cos", "cos.mean", "cos.nan"),
+                        Content.assemble(
+                            _label("cos " if self.compact else "mean cos "),
+                            (fmt_cos(cos.mean), palette.ALARM if not math.isfinite(cos.mean) else palette.EMPHASIS),
+                        ),
+                    )
                 )
             lines.append(
                 (
                     ("cos.count", "cos.angle_deg"),
                     Content.assemble(
-                        _label("mean of "), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
+                        _label("mean of " if not self.compact else ""), fmt_plural(cos.count, "row"), _label(" · "), fmt_angle(cos.angle_deg.mean)
                     ),
                 )
             )
@@ -134,15 +185,26 @@ class RelationPanel(Vertical):
             # About eight cells per value; show as many as the panel's width holds.
             limit = max(1, (self.content_size.width - 8) // 8) if self.content_size.width else 3
             more = cos.count > min(limit, len(cos.first))
-            lines.append(
-                (("cos.first",), Content.assemble(_label("first "), fmt_cos_values(cos.first, limit=limit, more=more)))
-            )
+            if not (self.compact and cos.count == 1):  # (one row: its value is the mean, just above)
+                lines.append(
+                    (
+                        ("cos.first",),
+                        Content.assemble(_label("first "), fmt_cos_values(cos.first, limit=limit, more=more)),
+                    )
+                )
             if cos.nan:
                 lines.append((("cos.nan",), Content.assemble(_label("nan rows "), (str(cos.nan), palette.ALARM))))
         relation = step.relation
         if relation is None:
             lines.append(((), Content.styled("relation unknown", palette.LABEL)))
             return lines
+        if self.compact:
+            lines.append(
+                (
+                    ("relation.dim", "relation.dim_size"),
+                    Content.assemble(_label("dim "), str(relation.dim), _label(" size "), str(relation.dim_size)),
+                )
+            )
         lines.append(
             (("relation.same_object",), Content.assemble(_label("same object    "), _answer(relation.same_object)))
         )

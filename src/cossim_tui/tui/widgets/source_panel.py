@@ -1,10 +1,13 @@
 """Where in the user's code the intercepted call was made, with a few lines around it.
 
 The call's own lines carry a ``▶`` in the gutter and a highlighted background, so the eye
-finds them at once; the window of lines follows the call when the panel is short.
+finds them at once; the window of lines follows the call when the panel is short. The call's
+lines are never cut at the border: in a narrow panel they go on in the next row.
 """
 
 from __future__ import annotations
+
+import re
 
 from textual.app import RenderResult
 from textual.content import Content
@@ -33,6 +36,24 @@ def _dedent(lines: list[str]) -> list[str]:
     return [line[common:] for line in lines]
 
 
+def _break_code(code: Content, first: int, width: int) -> list[Content]:
+    """``code`` in rows of at most ``width`` cells, each filled as far as it goes and broken
+    after a space, a comma or an opening bracket (``similarity = F.cosine_similarity(`` /
+    ``vector1_tensor, vector2_tensor, dim=-1)``); a name longer than a row is folded. The
+    first row may be ``first`` cells long (the rest are indented under it)."""
+    text = code.plain
+    ends = [match.end() for match in re.finditer(r"[ ,(\[{]+", text)] + [len(text)]
+    rows: list[Content] = []
+    start = 0
+    while start < len(text):
+        room = first if not rows else width
+        fits = [end for end in ends if start < end <= start + room]
+        end = fits[-1] if fits else min(start + room, len(text))
+        rows.append(code[start:end].rstrip())
+        start = end
+    return rows or [code]
+
+
 class SourcePanel(Widget):
     """The call site: ``path:line in function`` as the title, the source lines below."""
 
@@ -55,7 +76,7 @@ class SourcePanel(Widget):
         last_number = site.first_line + len(site.lines) - 1
         number_width = len(str(last_number))
         width = self.content_size.width
-        rows: list[Content] = []
+        rows: list[tuple[bool, Content]] = []
         for index, line in enumerate(code[: len(site.lines)]):
             number = site.first_line + index
             on_call = site.call_start <= number <= site.call_end
@@ -63,22 +84,36 @@ class SourcePanel(Widget):
                 ("▶ " if on_call else "  ", palette.ALARM),
                 (f"{number:>{number_width}} │ ", palette.LABEL),
             )
-            row = gutter + line
-            if on_call:
+            if not on_call:
+                rows.append((False, gutter + line))  # context: cut at the border if need be
+                continue
+            # The call itself is read whole: a line longer than the panel goes on under itself.
+            room = width - gutter.cell_length
+            indent = len(line.plain) - len(line.plain.lstrip(" "))
+            pieces = [line]
+            if width and room - indent - 2 > 8 and line.cell_length > room:
+                # Wrapped under its own indentation, two cells further, as a reader would write it.
+                pieces = [
+                    Content(" " * (indent + (2 if n else 0))) + piece
+                    for n, piece in enumerate(_break_code(line[indent:], room - indent, room - indent - 2))
+                ]
+            blank = Content.styled(f"  {'':>{number_width}} │ ", palette.LABEL)
+            for piece_index, piece in enumerate(pieces):
+                row = (gutter if piece_index == 0 else blank) + piece
                 if width > row.cell_length:
                     row = row.extend_right(width - row.cell_length)
-                row = row.stylize_before(palette.CALL_LINE)
-            rows.append(row)
-        return Content("\n").join(self._window(rows, site))
+                rows.append((True, row.stylize_before(palette.CALL_LINE)))
+        return Content("\n").join(self._window(rows))
 
-    def _window(self, rows: list[Content], site: protocol.CallSite) -> list[Content]:
+    def _window(self, rows: list[tuple[bool, Content]]) -> list[Content]:
         """The rows that fit, keeping the call in view and roughly centred."""
         height = self.content_size.height
+        shown = [row for _, row in rows]
         if not height or len(rows) <= height:
-            return rows
-        first_call = site.call_start - site.first_line
-        last_call = site.call_end - site.first_line
+            return shown
+        calls = [index for index, (on_call, _) in enumerate(rows) if on_call]
+        first_call, last_call = (calls[0], calls[-1]) if calls else (0, 0)
         span = last_call - first_call + 1
         start = first_call - max(0, (height - span) // 2)
         start = max(0, min(start, len(rows) - height))
-        return rows[start : start + height]
+        return shown[start : start + height]

@@ -18,17 +18,24 @@ from cossim_tui.tui.format import fmt_int, fmt_plural
 from cossim_tui.tui.model import Phase
 
 
+def _fits(form: Content, width: int, lines: int) -> bool:
+    return form.cell_length <= width if lines == 1 else len(form.wrap(width)) <= lines
+
+
 class StatusBar(Widget):
     """``cossim-tui · <state> · <N> steps · <target>``.
 
-    The state comes first: a long script path may be cut at the right edge, the state never.
+    The state and the script's name are always there: where the line is short, the brand,
+    the script's folder and the step count give way first (``paused at step 1 · train.py``).
     While ``viewing`` an earlier step: ``cossim-tui · viewing step 3 of 17 (history) — press l
-    for the live step · live: <state> · <target>``.
+    for the live step · live: <state> · <target>``, shortened the same way.
     """
 
     DEFAULT_CSS = """
     StatusBar {
         height: 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
@@ -51,22 +58,48 @@ class StatusBar(Widget):
         self.set_class(viewing is not None, "-history")
 
     def render(self) -> RenderResult:
+        width = self.content_size.width
+        forms = self._forms()
+        # The fullest form that fits; the state and the script's name are in every one.
+        # Viewing history may take two lines (``-history`` wraps), the live state one.
+        lines = 2 if self.viewing is not None else 1
+        for form in forms:
+            if not width or _fits(form, width, lines):
+                return form
+        shortest = forms[-1]
+        return shortest
+
+    def _forms(self) -> list[Content]:
+        """What the line can say, fullest first: the brand, the script's folder, the step
+        count and the wording go, about in that order, before the state or the script's name."""
+        target = self.target
+        name = target.replace("\\", "/").rsplit("/", 1)[-1]
+        brand = [Content.styled("cossim-tui", palette.EMPHASIS)]
+        forms: list[list[Content | str]] = []
         if self.viewing is not None:
-            return Content.assemble(
-                ("cossim-tui", palette.EMPHASIS),
-                " · ",
-                (f"viewing step {self.viewing} of {fmt_int(self.steps)} (history)", palette.EMPHASIS),
-                " — press l for the live step · live: ",
-                self.state,
-                " · ",
-                self.target,
-            )
-        return Content.assemble(
-            ("cossim-tui", palette.EMPHASIS),
-            " · ",
-            (self.state, palette.EMPHASIS),
-            " · ",
-            fmt_plural(self.steps, "step"),
-            " · ",
-            self.target,
-        )
+            viewing = Content.styled(f"viewing step {self.viewing} of {fmt_int(self.steps)} (history)", palette.EMPHASIS)
+            press = Content.assemble(viewing, " — press l for the live step")
+            short = Content.styled(f"viewing step {self.viewing} of {fmt_int(self.steps)}", palette.EMPHASIS)
+            live = Content.assemble("live: ", self.state)
+            forms = [
+                [*brand, press, live, target],
+                [*brand, viewing, "l: live", live, target],
+                [*brand, viewing, "l: live", target],
+                [viewing, "l: live", live, target],
+                [viewing, "l: live", target],
+                [short, "l: live", target],
+                [short, "l: live", name],
+            ]
+        else:
+            state = Content.styled(self.state, palette.EMPHASIS)
+            steps = fmt_plural(self.steps, "step")
+            forms = [
+                [*brand, state, steps, target],
+                [state, steps, target],
+                [state, steps, name],
+                [state, target],
+                [state, name],
+                # A state too long for the line (a failure's message) is cut after the name.
+                [Content.styled(name, palette.EMPHASIS), self.state],
+            ]
+        return [Content(" · ").join(Content(part) if isinstance(part, str) else part for part in form) for form in forms]

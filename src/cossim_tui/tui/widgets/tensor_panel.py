@@ -7,6 +7,8 @@ values, NaN/Inf, the first values) and where they live (storage address, offset,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.app import RenderResult
 from textual.content import Content
 from textual.reactive import reactive
@@ -21,10 +23,23 @@ from cossim_tui.tui.format import (
     fmt_plural,
     fmt_shape,
     fmt_values,
+    pack,
 )
 from cossim_tui.tui.highlight import NO_HIGHLIGHT, Highlight, light_up, mark
 
 _STRIDED = ("strided", "torch.strided")
+
+_INDENT = 7
+"""Where values start after a label (``norm   ``): a field moved to the next line starts there."""
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One line of the summary as fields; ``pack`` moves whole fields to a next line when the panel is narrow."""
+
+    fields: list[Content | str]
+    gap: str = "  "
+    indent: int = _INDENT
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -47,7 +62,8 @@ class TensorPanel(Widget):
     finding selected in the findings panel.
     """
 
-    summary: reactive[protocol.TensorSummary | None] = reactive(None)
+    # ``layout``: the panel is as tall as its lines, and a narrow one has more of them.
+    summary: reactive[protocol.TensorSummary | None] = reactive(None, layout=True)
     highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT)
 
     def __init__(self, index: int, *, id: str | None = None, classes: str | None = None) -> None:
@@ -69,103 +85,121 @@ class TensorPanel(Widget):
             return Content.styled("waiting for the first call…", palette.LABEL)
         highlight, width = self.highlight, self.content_size.width
         prefix = f"args.{self.index}."
-        return Content("\n").join(
-            light_up(line, highlight, width) if highlight.shows(*(prefix + field for field in fields)) else line
-            for fields, line in self._lines(summary)
-        )
+        rows: list[Content] = []
+        for fields, line in self._lines(summary):
+            # A line too long for the panel goes on in the next one, a whole field at a time:
+            # "at step 1" or "max 1.895e+04" must be read whole, never cut by the right border.
+            packed = pack(line.fields, width, gap=line.gap, indent=line.indent)
+            if highlight.shows(*(prefix + field for field in fields)):
+                packed = [light_up(row, highlight, width) for row in packed]
+            rows += packed
+        return Content("\n").join(rows)
 
-    def _lines(self, s: protocol.TensorSummary) -> list[tuple[tuple[str, ...], Content]]:
+    def _lines(self, s: protocol.TensorSummary) -> list[tuple[tuple[str, ...], _Line]]:
         """Each line with the ``TensorSummary`` fields it shows (what evidence paths name)."""
         kind = [s.dtype, s.device] + ([s.layout] if s.layout not in _STRIDED else [])
-        lines: list[tuple[tuple[str, ...], Content]] = [
+        lines: list[tuple[tuple[str, ...], _Line]] = [
             (
                 ("shape", "dtype", "device", "layout"),
-                Content.assemble((fmt_shape(s.shape), palette.EMPHASIS), "  ", "  ".join(kind)),
+                _Line([Content.styled(fmt_shape(s.shape), palette.EMPHASIS), *kind]),
             ),
-            (("grad_fn", "requires_grad", "is_leaf"), Content.assemble(_label("autograd "), autograd_state(s))),
+            (("grad_fn", "requires_grad", "is_leaf"), _Line([Content.assemble(_label("autograd "), autograd_state(s))])),
         ]
         # Where it came from, on one line: the module call that made it (with its input image,
         # ``i`` shows it) and/or the DataLoader batch it is part of.
-        origin: list[str | tuple[str, str]] = []
+        origin: list[Content] = []
         if s.made_by is not None:
-            origin += [_label("made by "), f"{s.made_by.module} #{s.made_by.call}", _label(" at step "), str(s.made_by.step)]
+            origin += [
+                Content.assemble(_label("made by "), f"{s.made_by.module} #{s.made_by.call}"),
+                Content.assemble(_label("at step "), str(s.made_by.step)),
+            ]
         if s.from_loader:
-            origin += [_label(" · ") if origin else "", ("from the DataLoader batch", palette.VALUE)]
+            origin.append(Content.assemble(_label("· ") if origin else "", ("from the DataLoader batch", palette.VALUE)))
         if s.input_image is not None:
-            origin.append(_label(" · image (i)"))
+            origin.append(Content.styled("· image (i)", palette.LABEL))
         if origin:
-            lines.append((("made_by", "from_loader", "input_image"), Content.assemble(*origin)))
+            lines.append((("made_by", "from_loader", "input_image"), _Line(origin, gap=" ", indent=_INDENT)))
         if s.note:
-            lines.append((("note",), Content.assemble(_label("note "), (s.note, palette.CAUTION))))
+            lines.append((("note",), _Line([Content.assemble(_label("note "), (s.note, palette.CAUTION))])))
         norm = ("norm", "rows")
         if s.norm is not None:
             lines.append(
                 (
                     norm,
-                    Content.assemble(
-                        _label("norm   min "), fmt_float(s.norm.min), _label("  max "), fmt_float(s.norm.max)
+                    _Line(
+                        [
+                            Content.assemble(_label("norm   min "), fmt_float(s.norm.min)),
+                            Content.assemble(_label("max "), fmt_float(s.norm.max)),
+                        ]
                     ),
                 )
             )
             lines.append(
                 (
                     norm,
-                    Content.assemble(
-                        _label("       mean "), fmt_float(s.norm.mean), _label("  over "), fmt_plural(s.rows, "row")
+                    _Line(
+                        [
+                            Content.assemble(_label("       mean "), fmt_float(s.norm.mean)),
+                            Content.assemble(_label("over "), fmt_plural(s.rows, "row")),
+                        ]
                     ),
                 )
             )
         else:
-            lines.append((norm, Content.assemble(_label("norm   "), "n/a")))
+            lines.append((norm, _Line([Content.assemble(_label("norm   "), "n/a")])))
         values = "values" if not s.sampled else "sample"
         if s.stats is not None:
             lines.append(
                 (
                     ("stats",),
-                    Content.assemble(
-                        _label(f"{values} min "), fmt_float(s.stats.min), _label("  max "), fmt_float(s.stats.max)
+                    _Line(
+                        [
+                            Content.assemble(_label(f"{values} min "), fmt_float(s.stats.min)),
+                            Content.assemble(_label("max "), fmt_float(s.stats.max)),
+                        ]
                     ),
                 )
             )
             lines.append(
                 (
                     ("stats",),
-                    Content.assemble(
-                        _label("       mean "), fmt_float(s.stats.mean), _label("  std "), fmt_float(s.stats.std)
+                    _Line(
+                        [
+                            Content.assemble(_label("       mean "), fmt_float(s.stats.mean)),
+                            Content.assemble(_label("std "), fmt_float(s.stats.std)),
+                        ]
                     ),
                 )
             )
         else:
-            lines.append((("stats",), Content.assemble(_label(f"{values} "), "n/a")))
-        lines.append(
-            (
-                ("nan", "inf"),
-                Content.assemble(
-                    _label("nan "),
-                    (fmt_int(s.nan), palette.ALARM if s.nan else palette.VALUE),
-                    _label("  inf "),
-                    (fmt_int(s.inf), palette.ALARM if s.inf else palette.VALUE),
-                    _label("  of ") if s.nan or s.inf else "",
-                    fmt_int(s.numel) if s.nan or s.inf else "",
-                ),
-            )
-        )
+            lines.append((("stats",), _Line([Content.assemble(_label(f"{values} "), "n/a")])))
+        nan_inf = [
+            Content.assemble(_label("nan "), (fmt_int(s.nan), palette.ALARM if s.nan else palette.VALUE)),
+            Content.assemble(_label("inf "), (fmt_int(s.inf), palette.ALARM if s.inf else palette.VALUE)),
+        ]
+        if s.nan or s.inf:
+            nan_inf.append(Content.assemble(_label("of "), fmt_int(s.numel)))
+        lines.append((("nan", "inf"), _Line(nan_inf, indent=4)))
         if s.sampled:
             lines.append(
-                (("sampled",), Content.styled(f"sampled: stats from part of {fmt_int(s.numel)}", palette.CAUTION))
+                (("sampled",), _Line([Content.styled(f"sampled: stats from part of {fmt_int(s.numel)}", palette.CAUTION)]))
             )
         # About nine cells per value; show as many as the panel's width holds.
         limit = max(2, (self.content_size.width - 9) // 9) if self.content_size.width else 4
         more = len(s.preview) < s.numel
-        lines.append((("preview",), Content.assemble(_label("first  "), fmt_values(s.preview, limit=limit, more=more))))
+        lines.append(
+            (("preview",), _Line([Content.assemble(_label("first  "), fmt_values(s.preview, limit=limit, more=more))]))
+        )
         if s.storage is not None:
             lines.append(
                 (
                     ("storage",),
-                    Content.assemble(
-                        _label("ptr    "), fmt_address(s.storage.ptr), _label(" +"), str(s.storage.offset)
+                    _Line(
+                        [Content.assemble(_label("ptr    "), fmt_address(s.storage.ptr)), f"+{s.storage.offset}"],
+                        gap=" ",
+                        indent=_INDENT,
                     ),
                 )
             )
-            lines.append((("storage",), Content.assemble(_label("strides "), fmt_shape(s.storage.strides))))
+            lines.append((("storage",), _Line([Content.assemble(_label("strides "), fmt_shape(s.storage.strides))])))
         return lines

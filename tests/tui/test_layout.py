@@ -1,0 +1,285 @@
+"""The layout at the sizes people's terminals have: nothing that proves a finding is cut.
+
+A new user at 100x30 read "made by VGGEmbedder #2 at ste…" and "norm min 1.895e+04 max 1.8…";
+at 80x24 the top line was scrolled away and the footer ended before ``q``. These tests read
+what is on screen (each widget's rendered lines, as cropped by its size, and which widget is
+at the top and bottom rows), not the text the widgets were given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec.structs
+import pytest
+from textual.geometry import Region
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import Digits, OptionList, Static
+
+from cossim_tui import protocol
+from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.widgets.essential_keys import EssentialKeys
+from cossim_tui.tui.widgets.output_log import OutputPane
+from cossim_tui.tui.widgets.source_panel import SourcePanel
+from cossim_tui.tui.widgets.status_bar import StatusBar
+from cossim_tui.tui.widgets.tensor_panel import TensorPanel
+from cossim_tui.tui.widgets.training_bar import TrainingBar
+
+TARGET = "demo/siamese_stale_partner.py"
+SIZES = [(80, 24), (100, 30), (120, 40), (160, 50)]
+
+
+def stale_partner_step(make) -> protocol.StepCaptured:
+    """Step 1 of the article's loop as the demo shows it: a long module name and norms that
+    need their exponent."""
+    step = make.step1()
+    big = protocol.Spread(18950.0, 18950.0, 18950.0)
+    args = [
+        msgspec.structs.replace(
+            arg,
+            norm=big,
+            made_by=msgspec.structs.replace(arg.made_by, module="VGGEmbedder", call=arg.made_by.call + 1),
+        )
+        for arg in step.args
+    ]
+    return msgspec.structs.replace(step, args=args)
+
+
+def feed_stale_partner(source, make) -> None:
+    source.feed(
+        make.hello(),
+        protocol.TorchHooked(
+            version="2.4.1",
+            intercepted=[
+                "torch.nn.functional.cosine_similarity",
+                "torch.cosine_similarity",
+                "torch.nn.CosineSimilarity",
+                "torch.nn.functional.cosine_embedding_loss",
+                "torch.nn.CosineEmbeddingLoss",
+            ],
+        ),
+        make.output("epoch 0 batch 0 loss 0.6931\n"),
+        make.step0(paused=False),
+        make.output("epoch 0 batch 1 loss 0.6904\n"),
+        stale_partner_step(make),
+    )
+
+
+async def paused_at_step1(pilot: Pilot) -> None:
+    status = pilot.app.query_one(StatusBar)
+    deadline = time.monotonic() + 10
+    while "paused at step 1" not in status.state:
+        assert time.monotonic() < deadline, f"never paused at step 1; state is {status.state!r}"
+        await pilot.pause(0.01)
+    await pilot.pause()
+
+
+def on_screen(widget: Widget) -> str:
+    """What ``widget`` shows, as cut by its size (not the text it was given)."""
+    width, height = widget.outer_size
+    return "\n".join(strip.text for strip in widget.render_lines(Region(0, 0, width, height)))
+
+
+def at(app: InspectorApp, x: int, y: int) -> Widget:
+    widget, _ = app.screen.get_widget_at(x, y)
+    return widget
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[f"{w}x{h}" for w, h in SIZES])
+def test_paused_at_a_stale_partner(snap_compare, make, size):
+    from tests.tui.conftest import FakeSource  # (the fixture's class, with the demo's name)
+
+    source = FakeSource(TARGET)
+    feed_stale_partner(source, make)
+    try:
+        assert snap_compare(InspectorApp(source), terminal_size=size, run_before=paused_at_step1)
+    finally:
+        source.close()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=["80x24", "100x30"])
+def test_every_number_that_proves_the_stale_partner_is_on_screen_whole(make, size):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=size) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                width, height = size
+                # The top line: the state, the script's name and the learning rate.
+                assert isinstance(at(app, 1, 0), StatusBar)
+                header = on_screen(app.query_one(StatusBar)) + on_screen(app.query_one(TrainingBar))
+                assert "paused at step 1" in header
+                assert "siamese_stale_partner.py" in header
+                assert "lr 0.01" in header
+                # The keys to get help and to leave, in the bottom row.
+                keys = at(app, width - 3, height - 1)
+                assert isinstance(keys, EssentialKeys)
+                assert "? Help" in on_screen(keys) and "q Quit" in on_screen(keys)
+                # Both tensors' origin with its step, and their norms, whole.
+                left = on_screen(app.query_one("#left-tensor", TensorPanel))
+                right = on_screen(app.query_one("#right-tensor", TensorPanel))
+                assert "made by VGGEmbedder #2" in left and "at step 1" in left
+                assert "made by VGGEmbedder #1" in right and "at step 0" in right
+                for panel in (left, right):
+                    assert "min 1.895e+04" in panel and "max 1.895e+04" in panel
+                    assert "mean 1.895e+04" in panel
+                    assert "…" not in panel.replace(", …]", "")  # only the list of first values says "more"
+                # The similarity and the relation.
+                relation = on_screen(app.query_one("#relation-text", Static))
+                digits = app.query_one("#mean-cos", Digits)
+                assert "0.9993" in relation or (digits.display and digits.value == "0.9993")
+                assert "max |a−b|" in relation and "0.0382" in relation
+                # The call line, whole, in view.
+                panel = app.query_one(SourcePanel)
+                source_text = on_screen(panel)
+                call = source_text.index("▶ 42 │")
+                call_text = " ".join(source_text[call:].split("│  43")[0].split())
+                for piece in ("similarity = F.cosine_similarity(", "vector1_tensor,", "vector2_tensor,", "dim=-1)"):
+                    assert piece in call_text, source_text
+                # ... and its first row is on the screen, above the history and the keys.
+                call_row = panel.region.y + source_text[:call].count("\n")
+                assert 0 < call_row < height - 2
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=["80x24", "100x30"])
+def test_help_lines_go_on_under_themselves_rather_than_being_cut(source, size):
+    from cossim_tui.tui.screens.help import HelpScreen
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            help_static = app.screen.query_one("#help-text", Static)
+            # The text is no wider than the box shows (it may be taller: the box scrolls).
+            geometry = app.screen.find_widget(help_static)
+            assert geometry.region.right <= geometry.clip.right
+            shown = " ".join(on_screen(help_static).split())
+            for text in (
+                "step: run to the next cosine-similarity call and pause there",
+                "break condition: c also stops where a Python expression holds (cos.mean > 0.999)",
+                "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)",
+            ):
+                assert text in shown, f"{text!r} is cut"
+
+    asyncio.run(scenario())
+
+
+def test_the_output_pane_has_lines_to_read_and_no_sideways_scrollbar_at_100x30(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(100, 30)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                pane = app.query_one(OutputPane)
+                # The "torch … hooked" note fits the pane's width: it no longer brings a
+                # horizontal scrollbar that takes one of the pane's rows.
+                assert pane.max_scroll_x == 0
+                assert "nn.CosineEmbeddingLoss" in on_screen(pane)
+                assert pane.scrollable_content_region.height >= 3
+                assert "epoch 0 batch 1 loss 0.6904" in on_screen(pane)
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_long_output_line_goes_on_in_the_next_row_rather_than_sideways(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=(100, 30)) as pilot:
+            words = " ".join(f"word{i:03d}" for i in range(40))  # 319 characters, one line
+            source.feed(make.hello(), make.output("start\n" + words[:150]), make.output(words[150:] + "\nend\n"))
+            pane = app.query_one(OutputPane)
+            deadline = time.monotonic() + 5
+            while "end" not in pane.lines:
+                assert time.monotonic() < deadline, list(pane.lines)
+                await pilot.pause(0.01)
+            await pilot.pause()
+            assert pane.max_scroll_x == 0
+            width = pane.scrollable_content_region.width
+            assert all(len(line) <= width for line in pane.lines)
+            # Every word is there, whole, in order, and the rows after the first say they go on.
+            rows = list(pane.lines)
+            start, end = rows.index("start"), rows.index("end")
+            assert len(rows[start + 1 : end]) >= 4
+            assert all(row.startswith("↪ ") for row in rows[start + 2 : end])
+            assert " ".join(row.removeprefix("↪ ") for row in rows[start + 1 : end]).split() == words.split()
+
+    asyncio.run(scenario())
+
+
+def test_a_long_failure_leaves_the_script_name_on_the_top_line_at_80x24(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                message = (
+                    "RuntimeError: The size of tensor a (3) must match the size of tensor b (4) "
+                    "at non-singleton dimension 1"
+                )
+                source.feed(
+                    make.hello(), make.step0(paused=False), make.exited("error", 1, exception=message)
+                )
+                status = app.query_one(StatusBar)
+                deadline = time.monotonic() + 5
+                while not status.state.startswith("failed"):
+                    assert time.monotonic() < deadline, status.state
+                    await pilot.pause(0.01)
+                await pilot.pause()
+                header = on_screen(status)
+                assert "siamese_stale_partner.py" in header
+                assert "failed: RuntimeError" in header
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_80x24_tab_to_the_output_gives_it_the_pairs_place_and_back(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                # Nothing scrolls: the pair right under the top line, the findings focused.
+                assert app.screen.scroll_y == 0 and app.screen.max_scroll_y == 0
+                assert isinstance(at(app, 1, 1), TensorPanel)
+                assert isinstance(app.focused, OptionList)
+                pane = app.query_one(OutputPane)
+                while app.focused is not pane:
+                    await pilot.press("tab")
+                await pilot.pause()
+                assert pane.region.height >= 5
+                assert "epoch 0 batch 1 loss 0.6904" in on_screen(pane)
+                assert isinstance(at(app, 1, 0), StatusBar)
+                await pilot.press("shift+tab")
+                await pilot.pause()
+                assert isinstance(at(app, 1, 1), TensorPanel)
+                assert app.screen.max_scroll_y == 0
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
