@@ -119,6 +119,13 @@ def test_any_valid_values_arrive_as_they_were_sent(
     assert decoded.args[0].shape == shape and decoded.findings[0].evidence == evidence
 
 
+@pytest.mark.parametrize("pid", [2**63 - 1, 2**64, 2**70, -(2**70)])
+def test_integers_beyond_64_bits_arrive_as_they_were_sent(pid: int) -> None:
+    """msgpack (the codec's test for non-finite floats) stops at 64 bits; JSON does not."""
+    hello = protocol.Hello(pid=pid, python="3.11", target="t.py", argv=[])
+    assert protocol.decode_message(protocol.encode(hello)[4:]) == hello
+
+
 def test_every_message_kind_arrives_as_it_was_sent() -> None:
     messages = [
         protocol.Hello(pid=1, python="3.11", target="train.py", argv=["train.py", "--lr", "0.1"]),

@@ -10,9 +10,9 @@ overflowed norm is exactly what the user needs to see. So a body holding a non-f
 (found in the message's msgpack form, where every such float is ``0xcb`` followed by an
 all-ones exponent) is written by Python's json instead, as ``NaN``/``Infinity``, as traces
 have always had them; so is a string Unicode cannot encode (a lone surrogate from a
-mis-decoded file name). Reading takes the fast strict path first and falls back to
-Python's parser, whose output msgspec then checks as strictly: traces written before this
-codec (Python's json throughout) read the same way.
+mis-decoded file name), or an integer beyond 64 bits. Reading takes the fast strict path
+first and falls back to Python's parser, whose output msgspec then checks as strictly:
+traces written before this codec (Python's json throughout) read the same way.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def encode_body(value: msgspec.Struct) -> bytes:
     """The JSON body of a message or run event (a trace line without its newline)."""
     try:
         packed = _msgpack.encode(value)
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, OverflowError):  # (msgpack's integers stop at 64 bits; JSON's do not)
         packed = None
     if packed is not None and not _NON_FINITE.search(packed):
         return _json.encode(value)
