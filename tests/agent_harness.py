@@ -140,28 +140,34 @@ class ScriptRun:
         return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
 
 
-def run_script(path: Path, *args: str, fail_on: str = "error", ignore: tuple[str, ...] = ()) -> ScriptRun:
-    """``cossim-tui check --fail-on FAIL_ON SCRIPT ARGS`` from the script's directory, run here.
+def run_script(
+    path: Path, *args: str, cwd: Path | None = None, fail_on: str = "error", ignore: tuple[str, ...] = (), threads: int | None = 1
+) -> ScriptRun:
+    """``cossim-tui check --fail-on FAIL_ON SCRIPT ARGS`` from ``cwd`` (the script's directory
+    if not given; ``SCRIPT`` is the path relative to it), run here.
 
     As under ``check``: the agent's settings are ``check_config``'s; the script sees
     ``sys.argv == [SCRIPT, *ARGS]``, ``__name__ == "__main__"``, its directory first on
-    ``sys.path`` and as the cwd, and runs single-threaded (``check``'s tests set
-    ``OMP_NUM_THREADS=1``); its end is reported as ``agent.bootstrap`` reports it.
+    ``sys.path``, ``cwd`` as its working directory, and torch's ``threads`` (``OMP_NUM_THREADS``
+    of the ``check`` it stands for; ``None``: torch's default); its end is reported as
+    ``agent.bootstrap`` reports it.
     """
     import torch
 
     path = Path(path).resolve()
-    name = path.name
+    cwd = path.parent if cwd is None else Path(cwd)
+    name = os.path.relpath(path, cwd)
     config = check_config(SimpleNamespace(ignore=list(ignore), watch=[], max_steps=None, record=None))
     channel = KeptMessages()
     saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
     with torch_restored():
         controller = Controller(channel, config)  # type: ignore[arg-type]
         try:
-            os.chdir(path.parent)
+            os.chdir(cwd)
             sys.argv = [name, *args]
-            sys.path.insert(0, str(path.parent))
-            torch.set_num_threads(1)
+            sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+            if threads is not None:
+                torch.set_num_threads(threads)
             controller.hello(name, sys.argv)
             controller.install()
             try:
