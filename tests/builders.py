@@ -54,10 +54,13 @@ def tensor(
     )
 
 
-def site(path: str = "train.py", line: int = 42, function: str = "train", *, first_line: int | None = None, lines: Sequence[str] = ()) -> protocol.CallSite:
+def site(
+    path: str = "train.py", line: int = 42, function: str = "train", *, first_line: int | None = None, lines: Sequence[str] = ()
+) -> protocol.CallSite:
     """The call at ``path:line``, one line long; ``lines`` the source shown from ``first_line``."""
     return protocol.CallSite(
-        path=path, line=line, function=function, first_line=line if first_line is None else first_line, lines=list(lines), call_start=line, call_end=line
+        path=path, line=line, function=function, first_line=line if first_line is None else first_line,
+        lines=list(lines), call_start=line, call_end=line,
     )
 
 
@@ -151,7 +154,9 @@ def nan_step(number: int) -> protocol.StepCaptured:
     """NaN and Inf in the similarity: exactly what a user replays a trace to look at again."""
     made = stale_step(number)
     made.args[0] = article_tensor("logits", 0x7F00, grad_fn="DivBackward0", made_by=None, nan=3)
-    made.cos = protocol.Similarity(count=4, min=math.nan, mean=math.nan, max=math.inf, first=[math.nan, 1.0], angle_deg=protocol.Spread(math.nan, math.nan, 0.0), nan=2)
+    made.cos = protocol.Similarity(
+        count=4, min=math.nan, mean=math.nan, max=math.inf, first=[math.nan, 1.0], angle_deg=protocol.Spread(math.nan, math.nan, 0.0), nan=2
+    )
     made.findings = [protocol.Finding("non-finite", "error", "logits holds 3 NaN", "train.py:42", number, ["args.0.nan"])]
     return made
 

@@ -98,7 +98,10 @@ def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
 
     term.press("q")
     screen = term.wait_for("cossim-tui-exited=0", timeout=10)
-    until(lambda: not _processes_mentioning(script.name), 2, lambda: f"every process to end; left behind after quitting: {_processes_mentioning(script.name)}")
+    until(
+        lambda: not _processes_mentioning(script.name), 2,
+        lambda: f"every process to end; left behind after quitting: {_processes_mentioning(script.name)}",
+    )
 
 
 def test_closing_the_terminal_ends_the_script(terminal) -> None:
