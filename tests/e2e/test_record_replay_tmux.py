@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from cossim_tui.session.replay import read_trace
+from waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +33,13 @@ class Terminal:
         _tmux("new-session", "-d", "-s", self.session, "-x", "110", "-y", "34", "bash", "-c", command)
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = _tmux("capture-pane", "-p", "-t", self.session)
-            if text in screen:
-                return screen
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} never appeared on screen; last screen:\n{screen}")
+        screens = [""]
+
+        def shown() -> str:
+            screens[0] = _tmux("capture-pane", "-p", "-t", self.session)
+            return screens[0] if text in screens[0] else ""
+
+        return until(shown, timeout, lambda: f"{text!r} on screen; last screen:\n{screens[0]}")
 
     def press(self, key: str) -> None:
         _tmux("send-keys", "-t", self.session, key)

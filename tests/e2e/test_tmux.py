@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from waiting import until
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,14 +47,13 @@ class Terminal:
         return _tmux("capture-pane", "-p", "-t", self.session)
 
     def wait_for(self, text: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        screen = ""
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            time.sleep(0.05)
-        raise AssertionError(f"{text!r} never appeared on screen; last screen:\n{screen}")
+        screens = [""]
+
+        def shown() -> str:
+            screens[0] = self.screen()
+            return screens[0] if text in screens[0] else ""
+
+        return until(shown, timeout, lambda: f"{text!r} on screen; last screen:\n{screens[0]}")
 
     def press(self, key: str) -> None:
         _tmux("send-keys", "-t", self.session, key)
@@ -97,11 +98,10 @@ def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
 
     term.press("q")
     screen = term.wait_for("cossim-tui-exited=0", timeout=10)
-    deadline = time.monotonic() + 2
-    while _processes_mentioning(script.name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = _processes_mentioning(script.name)
-    assert left == [], f"processes left behind after quitting: {left}"
+    until(
+        lambda: not _processes_mentioning(script.name), 2,
+        lambda: f"every process to end; left behind after quitting: {_processes_mentioning(script.name)}",
+    )
 
 
 def test_closing_the_terminal_ends_the_script(terminal) -> None:
@@ -110,7 +110,4 @@ def test_closing_the_terminal_ends_the_script(terminal) -> None:
     term.wait_for("paused at step 0")
     assert _processes_mentioning(script.name)
     _tmux("kill-session", "-t", term.session)
-    deadline = time.monotonic() + 3
-    while _processes_mentioning(script.name) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_mentioning(script.name) == []
+    until(lambda: not _processes_mentioning(script.name), 3, lambda: f"every process to end: {_processes_mentioning(script.name)}")

@@ -20,6 +20,7 @@ from typing import Any
 from cossim_tui import protocol
 from cossim_tui.launcher import Run
 from cossim_tui.session.events import OutputReceived, ScriptExited
+from waiting import until
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REPO = FIXTURES.parent.parent
@@ -175,9 +176,8 @@ def group_members(pgid: int) -> list[str]:
 
 def wait_group_gone(pgid: int, timeout: float) -> list[str]:
     """Poll until no live process of group ``pgid`` remains; the survivors if some do."""
-    deadline = time.monotonic() + timeout
-    while True:
-        members = group_members(pgid)
-        if not members or time.monotonic() > deadline:
-            return members
-        time.sleep(0.02)
+    try:
+        until(lambda: not group_members(pgid), timeout, f"process group {pgid} to end")
+    except AssertionError:
+        pass
+    return group_members(pgid)

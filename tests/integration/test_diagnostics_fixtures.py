@@ -1,14 +1,18 @@
 """Every finding code on a realistic script that triggers it, and on its healthy twin.
 
-Each fixture in ``tests/fixtures/diagnostics`` runs under ``python -m cossim_tui check --json
+Each fixture in ``tests/fixtures/diagnostics`` runs as under ``python -m cossim_tui check --json
 REPORT --fail-on info``. A trigger ``<code>.py`` (or ``<code>_<variant>.py``) must report the code
 with CONTRACT's severity at the line marked ``# SITE``; its twin ``<code>_healthy.py`` must not,
 and must report no error or warning at all (inherent info findings are named in the twin's
 docstring). The ``quiet_*`` scripts are legitimate situations that look suspicious (a deliberate
 self-similarity matrix, a SimSiam step, a triplet...): no error or warning may fire.
 
-A check costs about two seconds (the child imports torch), so all runs are started once per
-module, a few at a time, and each test waits only for its own.
+A ``check`` subprocess costs about two seconds (the child imports torch), so the matrix runs each
+script in this process under the same agent (``agent_harness.run_script``: the agent's settings,
+the script's argv, ``__main__``, ``sys.path[0]`` and cwd, the report and the exit status as
+``check`` makes them). A few scripts still go through the real ``check`` at the end of this file,
+and their report must be the in-process one: the outside contract, and the proof that the
+harness checks what ``check`` does.
 """
 
 from __future__ import annotations
@@ -18,17 +22,16 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent_harness import run_script
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "diagnostics"
 RUN_TIMEOUT = 180.0
-PARALLEL = max(2, min(3, (os.cpu_count() or 2) + 1))
 
 # CONTRACT.md's table, written out here on purpose: the test checks the code, not its own copy.
 SEVERITY = {
@@ -148,33 +151,26 @@ class CheckRun:
         return [f for f in self.findings() if f["severity"] in ("error", "warning")]
 
 
-def _check(script: str, out_dir: Path) -> CheckRun:
-    report_path = out_dir / (script.removesuffix(".py") + ".json")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "cossim_tui", "check", "--json", str(report_path), "--fail-on", "info", script],
-            cwd=FIXTURES, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired as exc:
-        return CheckRun(script, -1, None, f"timed out after {RUN_TIMEOUT} s\n{exc.stdout or ''}{exc.stderr or ''}")
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
-    return CheckRun(script, done.returncode, report, done.stdout + done.stderr)
+class Runs:
+    """Each script run once, when a test first asks for it."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, CheckRun] = {}
+
+    def __getitem__(self, script: str) -> CheckRun:
+        if script not in self._done:
+            run = run_script(FIXTURES / script, fail_on="info")
+            self._done[script] = CheckRun(script, run.returncode, run.report, "")
+        return self._done[script]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[CheckRun]]]:
-    """All checks, started at once, at most ``PARALLEL`` at a time."""
-    out_dir = tmp_path_factory.mktemp("diagnostics-reports")
-    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
-        futures = {script: pool.submit(_check, script, out_dir) for script in ALL_SCRIPTS}
-        yield futures
-        for future in futures.values():
-            future.cancel()
+def runs() -> Runs:
+    return Runs()
 
 
-def result(runs: dict[str, Future[CheckRun]], script: str, status: str = "finished") -> CheckRun:
-    run = runs[script].result(timeout=RUN_TIMEOUT * len(ALL_SCRIPTS))
+def result(runs: Runs, script: str, status: str = "finished") -> CheckRun:
+    run = runs[script]
     assert run.report is not None, f"{script}: check wrote no report (exit {run.returncode})\n{run.output}"
     assert run.report["status"] == status, f"{script}: {run.report['status']} {run.report['exception']}\n{run.output}"
     # --fail-on info: any finding gives 1 (even when the script failed), none gives 0.
@@ -199,7 +195,7 @@ def test_every_contract_code_has_a_trigger_and_a_twin() -> None:
 
 
 @pytest.mark.parametrize("script", list(TRIGGERS))
-def test_trigger_reports_its_code(runs: dict[str, Future[CheckRun]], script: str) -> None:
+def test_trigger_reports_its_code(runs: Runs, script: str) -> None:
     expected = TRIGGERS[script]
     run = result(runs, script, expected.status)
     found = run.findings(expected.code)
@@ -216,7 +212,7 @@ def test_trigger_reports_its_code(runs: dict[str, Future[CheckRun]], script: str
 
 
 @pytest.mark.parametrize("script", list(TWINS))
-def test_healthy_twin_is_quiet(runs: dict[str, Future[CheckRun]], script: str) -> None:
+def test_healthy_twin_is_quiet(runs: Runs, script: str) -> None:
     run = result(runs, script)
     code = TWINS[script]
     assert code not in run.codes(), f"{script}: {run.findings(code)}"
@@ -224,7 +220,7 @@ def test_healthy_twin_is_quiet(runs: dict[str, Future[CheckRun]], script: str) -
 
 
 @pytest.mark.parametrize("script", list(QUIET))
-def test_legitimate_situation_is_quiet(runs: dict[str, Future[CheckRun]], script: str) -> None:
+def test_legitimate_situation_is_quiet(runs: Runs, script: str) -> None:
     run = result(runs, script)
     assert not run.loud(), f"{script}: {run.loud()}"
     assert run.codes() <= QUIET[script], f"{script}: {run.findings()}"
@@ -233,14 +229,14 @@ def test_legitimate_situation_is_quiet(runs: dict[str, Future[CheckRun]], script
 # -- what each finding says, and when -------------------------------------------------------
 
 
-def test_same_object_is_the_first_batch_only(runs: dict[str, Future[CheckRun]]) -> None:
+def test_same_object_is_the_first_batch_only(runs: Runs) -> None:
     run = result(runs, "same-object.py")
     (finding,) = run.findings("same-object")
     assert (finding["first_step"], finding["last_step"], finding["count"]) == (0, 0, 1)
     assert finding["message"] == "vector1 and vector2 are the same tensor object"
 
 
-def test_identical_only_at_step_0_is_reported_once_and_nothing_persists(runs: dict[str, Future[CheckRun]]) -> None:
+def test_identical_only_at_step_0_is_reported_once_and_nothing_persists(runs: Runs) -> None:
     run = result(runs, STEP0_ONLY)
     (finding,) = run.findings("same-object")
     assert (finding["first_step"], finding["count"]) == (0, 1)
@@ -250,7 +246,7 @@ def test_identical_only_at_step_0_is_reported_once_and_nothing_persists(runs: di
     assert run.report["steps"] == 8  # type: ignore[index]
 
 
-def test_stale_partner_same_memory_names_the_earlier_step(runs: dict[str, Future[CheckRun]]) -> None:
+def test_stale_partner_same_memory_names_the_earlier_step(runs: Runs) -> None:
     run = result(runs, "stale-partner.py")
     (finding,) = run.findings("stale-partner")
     # Step 0's partner was computed fresh; from step 1 on it is the previous step's anchor.
@@ -259,14 +255,14 @@ def test_stale_partner_same_memory_names_the_earlier_step(runs: dict[str, Future
     assert re.fullmatch(r"vector2 is step \d+'s vector1 \(same memory, detached\)", finding["message"])
 
 
-def test_stale_partner_copy_names_the_earlier_step(runs: dict[str, Future[CheckRun]]) -> None:
+def test_stale_partner_copy_names_the_earlier_step(runs: Runs) -> None:
     run = result(runs, "stale-partner_clone.py")
     (finding,) = run.findings("stale-partner")
     assert (finding["first_step"], finding["last_step"], finding["count"]) == (1, 3, 3)
     assert finding["message"] == "partner is step 0's anchor (equal values, a copy)"
 
 
-def test_stale_partner_with_its_graph_explains_the_crash(runs: dict[str, Future[CheckRun]]) -> None:
+def test_stale_partner_with_its_graph_explains_the_crash(runs: Runs) -> None:
     run = result(runs, "stale-partner_attached.py", "error")
     assert run.report["exception"].startswith("RuntimeError: Trying to backward through the graph a second time")  # type: ignore[index]
     (finding,) = run.findings("stale-partner")
@@ -274,7 +270,7 @@ def test_stale_partner_with_its_graph_explains_the_crash(runs: dict[str, Future[
     assert finding["message"] == "vector2 is step 0's vector1 (same memory)"
 
 
-def test_shared_storage_says_which_is_detached(runs: dict[str, Future[CheckRun]]) -> None:
+def test_shared_storage_says_which_is_detached(runs: Runs) -> None:
     (finding,) = result(runs, "shared-storage.py").findings("shared-storage")
     assert "vector1" in finding["message"] and "vector2" in finding["message"]
     assert "detached" in finding["message"]
@@ -282,7 +278,7 @@ def test_shared_storage_says_which_is_detached(runs: dict[str, Future[CheckRun]]
     assert "detached" not in view["message"]
 
 
-def test_self_similarity_matrix_is_not_shared_storage(runs: dict[str, Future[CheckRun]]) -> None:
+def test_self_similarity_matrix_is_not_shared_storage(runs: Runs) -> None:
     run = result(runs, "quiet_self_similarity_matrix.py")
     assert "shared-storage" not in run.codes()
     (finding,) = run.findings("broadcast")
@@ -290,14 +286,14 @@ def test_self_similarity_matrix_is_not_shared_storage(runs: dict[str, Future[Che
     assert "z[:, None]" in finding["message"] and "z[None, :]" in finding["message"]
 
 
-def test_detached_partner_names_both_sides(runs: dict[str, Future[CheckRun]]) -> None:
+def test_detached_partner_names_both_sides(runs: Runs) -> None:
     (finding,) = result(runs, "detached-partner.py").findings("detached-partner")
     assert finding["message"].startswith("p1 carries autograd history, z2.detach() does not")
     (simsiam,) = result(runs, "quiet_simsiam.py").findings("detached-partner")
     assert simsiam["severity"] == "info"
 
 
-def test_persistent_codes_wait_for_persistence(runs: dict[str, Future[CheckRun]]) -> None:
+def test_persistent_codes_wait_for_persistence(runs: Runs) -> None:
     # collapse and saturated need 3 consecutive steps (steps 0, 1, 2: first reported at step 2);
     # constant-similarity needs 5 (steps 0..4).
     assert result(runs, "collapse.py").findings("collapse")[0]["first_step"] == 2
@@ -309,7 +305,7 @@ def test_persistent_codes_wait_for_persistence(runs: dict[str, Future[CheckRun]]
     assert result(runs, "constant-similarity.py").findings("constant-similarity")[0]["first_step"] == 4
 
 
-def test_zero_norm_is_one_finding_per_step_naming_both(runs: dict[str, Future[CheckRun]]) -> None:
+def test_zero_norm_is_one_finding_per_step_naming_both(runs: Runs) -> None:
     run = result(runs, "zero-norm.py")
     (finding,) = run.findings("zero-norm")
     assert finding["count"] == run.report["steps"] == 3  # type: ignore[index]
@@ -318,6 +314,49 @@ def test_zero_norm_is_one_finding_per_step_naming_both(runs: dict[str, Future[Ch
     assert not run.codes() & {"identical-values", "collapse"}
 
 
-def test_precision_loss_names_the_dtypes(runs: dict[str, Future[CheckRun]]) -> None:
+def test_precision_loss_names_the_dtypes(runs: Runs) -> None:
     (finding,) = result(runs, "precision-loss.py").findings("precision-loss")
     assert "(float32, float32)" in finding["message"]
+
+
+# -- the real check, on a few of them -------------------------------------------------------
+
+THROUGH_CHECK = ["same-object.py", "stale-partner_attached.py", "quiet_random_embeddings.py"]
+"""A finding (exit 1), a finding in a script that failed (still 1), and nothing at all (0)."""
+
+
+def _check(script: str, out_dir: Path) -> CheckRun:
+    report_path = out_dir / (script.removesuffix(".py") + ".json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cossim_tui", "check", "--json", str(report_path), "--fail-on", "info", script],
+            cwd=FIXTURES, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        return CheckRun(script, -1, None, f"timed out after {RUN_TIMEOUT} s\n{exc.stdout or ''}{exc.stderr or ''}")
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    return CheckRun(script, done.returncode, report, done.stdout + done.stderr)
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CheckRun]:
+    """``THROUGH_CHECK`` run by ``cossim-tui check``, side by side (each child imports torch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out_dir = tmp_path_factory.mktemp("diagnostics-reports")
+    with ThreadPoolExecutor(max_workers=len(THROUGH_CHECK)) as pool:
+        return dict(zip(THROUGH_CHECK, pool.map(lambda script: _check(script, out_dir), THROUGH_CHECK)))
+
+
+@pytest.mark.parametrize("script", THROUGH_CHECK)
+def test_check_reports_and_exits_as_the_matrix_found(checked: dict[str, CheckRun], runs: Runs, script: str) -> None:
+    run = checked[script]
+    assert run.report is not None, f"{script}: check wrote no report (exit {run.returncode})\n{run.output}"
+    in_process = runs[script]
+    assert run.returncode == in_process.returncode, run.output
+    assert run.report == in_process.report
+    # The summary on stdout names each finding, its site and the exit status.
+    for finding in run.report["findings"]:
+        assert f"{finding['code']:<20} {finding['site']}" in run.output
+    assert run.output.rstrip().endswith(f"exit status {run.returncode}")

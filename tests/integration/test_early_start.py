@@ -11,13 +11,15 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 from cossim_tui.launcher import Run
 from cossim_tui.session.events import OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig, Hello, ScriptEnded
 from integration.live import FIXTURES, REPO, run_check, run_plain
+from waiting import blocked_reading_a_socket, processes_mentioning, until
+
+TESTS = Path(__file__).resolve().parent.parent
 
 
 def _marking_script(tmp_path: Path) -> tuple[Path, Path]:
@@ -32,7 +34,8 @@ def test_an_early_child_runs_its_script_only_once_started(tmp_path):
     run = Run.early(Target(script=str(script)))
     try:
         assert isinstance(run.process, subprocess.Popen)  # not asked to fork: a new interpreter
-        time.sleep(0.5)
+        # Ready, and waiting for its settings (a child that did not wait would be running its script).
+        until(lambda: blocked_reading_a_socket(run.pid), 60, "the child to wait for its settings")
         assert not marker.exists() and run.process.poll() is None
         run.start(AgentConfig(mode="run"))
         events = list(run.events())
@@ -48,7 +51,8 @@ def test_an_early_child_runs_its_script_only_once_started(tmp_path):
 def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_path):
     script, marker = _marking_script(tmp_path)
     run = Run.early(Target(script=str(script)))
-    time.sleep(0.5)  # (a child that did not wait would have run its script by now)
+    # (a child that did not wait would be running its script, not reading its channel)
+    until(lambda: blocked_reading_a_socket(run.pid), 60, "the child to wait for its settings")
     run.terminate()
     assert run.process.poll() is not None
     assert not marker.exists()
@@ -56,8 +60,11 @@ def test_an_early_child_never_started_is_ended_without_running_its_script(tmp_pa
 
 HARNESS = textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, os, sys
     from cossim_tui.launcher import Run, can_fork
+    sys.path.insert(0, TESTS)
+    from waiting import blocked_reading_a_socket, until
+    del sys.path[0]
     from cossim_tui.session.events import OutputReceived, Target
     from cossim_tui.protocol import AgentConfig
 
@@ -65,7 +72,7 @@ HARNESS = textwrap.dedent(
     forkable = can_fork()
     run = Run.early(Target(script=script, args=args), fork=True)
     # Only this process gets here: the child leaves by SystemExit once its script ends.
-    time.sleep(0.3)
+    until(lambda: blocked_reading_a_socket(run.pid), 60, "the child to wait for its settings")
     ran_before_start = os.path.exists(marker)
     run.start(AgentConfig(mode="run"))
     events = list(run.events())
@@ -84,7 +91,7 @@ HARNESS = textwrap.dedent(
 
 def _forked(tmp_path: Path, script: str, *args: str) -> dict:
     harness = tmp_path / "harness.py"
-    harness.write_text(HARNESS)
+    harness.write_text(HARNESS.replace("TESTS", repr(str(TESTS)), 1))
     marker = tmp_path / "ran"
     done = subprocess.run(
         [sys.executable, str(harness), str(marker), script, *args],
@@ -166,5 +173,6 @@ def test_a_forked_child_never_started_is_ended_without_running_its_script(tmp_pa
     done = run_check("--record", str(tmp_path / "no" / "t.jsonl"), str(script), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == "", done.stdout
     assert done.stderr.startswith("cossim-tui: error: cannot write the trace ")
-    time.sleep(0.5)  # (a child left waiting, then started by mistake, would have written it by now)
+    # Every process that could run the script (the forked child's command line is check's) is gone.
+    until(lambda: not processes_mentioning(str(script)), 10, lambda: f"the child to end: {processes_mentioning(str(script))}")
     assert not marker.exists()

@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +35,8 @@ from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
 from integration.live import FIXTURES, REPO, START_TIMEOUT, run_check
+from waiting import until as wait_until
+from waiting import until_async
 
 F = "tests/fixtures/"
 SIZE = (100, 30)
@@ -48,11 +49,7 @@ def status(app: InspectorApp) -> str:
 
 
 async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; status bar says: {status(pilot.app)!r}")  # type: ignore[arg-type]
-        await pilot.pause(0.02)
+    await until_async(pilot.pause, condition, timeout, lambda: f"the app; status bar says: {status(pilot.app)!r}")  # type: ignore[arg-type]
 
 
 def assert_shows(app: InspectorApp, step: protocol.StepCaptured) -> None:
@@ -166,10 +163,7 @@ def test_a_recording_whose_own_process_is_killed_replays_up_to_the_crash(tmp_pat
     )
     child: int | None = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while _steps_on_disk(trace_path) < 3:
-            assert time.monotonic() < deadline, "no steps recorded in time"
-            time.sleep(0.05)
+        wait_until(lambda: _steps_on_disk(trace_path) >= 3, START_TIMEOUT, "3 steps recorded")
         hello = json.loads(trace_path.read_bytes().splitlines()[1])
         assert hello["kind"] == "hello"
         child = hello["pid"]

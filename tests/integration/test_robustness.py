@@ -19,6 +19,7 @@ from cossim_tui.launcher import Run
 from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import AgentConfig, StepCaptured
 from integration.live import FIXTURES, group_members, wait_group_gone
+from waiting import until_async
 
 
 def test_odd_tensors_are_summarised_and_torch_decides(start_run) -> None:
@@ -98,9 +99,7 @@ def test_quitting_the_app_while_the_script_hangs(tmp_path: Path) -> None:
     async def drive() -> float:
         app = InspectorApp(run)
         async with app.run_test(size=(100, 30)) as pilot:
-            deadline = time.monotonic() + 60
-            while app.step_count == 0 and time.monotonic() < deadline:
-                await pilot.pause(0.05)
+            await until_async(pilot.pause, lambda: app.step_count > 0, 60, "the first step")
             assert app.step_count == 1
             start = time.monotonic()
             await pilot.press("q")

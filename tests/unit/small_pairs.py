@@ -1,6 +1,6 @@
 """Small pairs that between them make most findings, a way to send small CPU pairs down the
-path a small pair on a GPU takes, a channel that keeps what the agent sends, and a controller
-running freely that is handed calls as the interceptor hands them: the tests of the host-copy
+path a small pair on a GPU takes, and a controller (``agent_harness``'s, running freely) handed
+calls as the interceptor hands them: the tests of the host-copy
 path and of calls summarised behind the script compare a session taken one way with the same
 session taken the other."""
 
@@ -8,43 +8,14 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
-from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from cossim_tui import protocol
+from agent_harness import KeptMessages, free_run  # noqa: F401 - shared with the fixture matrix
 from cossim_tui.agent import capture
 from cossim_tui.agent.controller import Controller
-from cossim_tui.protocol import AgentConfig
-
-
-class KeptMessages:
-    """A channel (what ``Controller`` sends on) that decodes and keeps every message."""
-
-    def __init__(self) -> None:
-        self.messages: list[protocol.Message] = []
-
-    def send_now(self, data: bytes) -> int:
-        self.send_bytes(data)
-        return len(data)
-
-    def send_bytes(self, data: bytes) -> None:
-        self.messages.append(protocol.decode_message(data[4:]))
-
-    def receive(self) -> Any:
-        threading.Event().wait()
-
-    @property
-    def steps(self) -> list[protocol.StepCaptured]:
-        return [m for m in self.messages if isinstance(m, protocol.StepCaptured)]
-
-
-def free_run(channel: Any, pictures: str = "none") -> Controller:
-    """The agent as ``check`` sets it (``pictures="paced"``: the TUI running freely)."""
-    return Controller(channel, AgentConfig(mode="run", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
 
 
 def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = -1) -> torch.Tensor:

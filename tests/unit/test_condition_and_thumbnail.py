@@ -10,6 +10,7 @@ import weakref
 import pytest
 import torch
 
+import builders
 from cossim_tui import protocol
 from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.provenance import MadeBy
@@ -18,16 +19,9 @@ from cossim_tui.agent.thumbnail import SIZE, Thumbnails, is_image_batch, thumbna
 
 def step(mean: float = 0.5, number: int = 7) -> protocol.StepCaptured:
     spread = protocol.Spread(1.0, 2.0, 3.0)
-    arg = protocol.TensorSummary(
-        expr="z", shape=[4, 8], dtype="float32", device="cpu", layout="torch.strided", numel=32,
-        requires_grad=False, grad_fn=None, is_leaf=True, norm=spread, rows=4, stats=None, nan=0, inf=0,
-        preview=[], storage=None,
-    )
+    arg = builders.tensor("z", (4, 8), norm=spread)
     cos = protocol.Similarity(count=4, min=mean - 0.1, mean=mean, max=mean + 0.1, first=[mean], angle_deg=spread)
-    return protocol.StepCaptured(
-        step=number, function="cosine_similarity", site=protocol.CallSite("t.py", 1, "f", 1, [], 1, 1),
-        args=[arg, arg], relation=None, cos=cos, error=None, findings=[], context={}, paused=False,
-    )
+    return builders.step(number, [arg, arg], at=builders.site("t.py", 1, "f"), cos=cos)
 
 
 def test_the_summary_names_read_as_attributes():

@@ -14,7 +14,6 @@ from __future__ import annotations
 import msgspec.structs
 import re
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from cossim_tui.agent import transfer
 from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.summariser import IN_FLIGHT
 from cossim_tui.protocol import AgentConfig
+from waiting import parked_in, until
 from small_pairs import KeptMessages, as_if_on_a_device, call, varied_pairs
 from small_pairs import free_run as _controller
 
@@ -60,13 +60,6 @@ def gate(monkeypatch):
 
     monkeypatch.setattr(transfer.HostTransfer, "fetch", fetch_when_open)
     return opened
-
-
-def _wait_until(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def _pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -134,8 +127,8 @@ def test_past_in_flight_calls_the_script_waits_for_the_summariser(behind, gate) 
     thread.start()
     # One call is being summarised (waiting for its values), IN_FLIGHT wait their turn, and
     # the next call waits for room.
-    _wait_until(lambda: len(made) == IN_FLIGHT + 1)
-    time.sleep(0.1)
+    until(lambda: len(made) == IN_FLIGHT + 1, 10, "IN_FLIGHT + 1 calls")
+    until(lambda: parked_in(thread, "put"), 10, "the script to wait for room")
     assert len(made) == IN_FLIGHT + 1 and channel.steps == []
     gate.set()
     thread.join(10)
@@ -150,7 +143,7 @@ def test_a_call_captured_at_once_waits_for_the_calls_before_it(behind, gate) -> 
     call(controller, torch.randn(8, 16), torch.randn(8, 16))
     large = threading.Thread(target=call, args=(controller, torch.randn(64, 64), torch.randn(64, 64)))  # too large to copy
     large.start()
-    time.sleep(0.1)
+    until(lambda: parked_in(large, "drain"), 10, "the large call to wait for the calls in flight")
     assert channel.steps == []  # it waits for steps 0 and 1, which wait for their values
     gate.set()
     large.join(10)

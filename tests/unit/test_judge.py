@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+import builders
 from cossim_tui.diagnostics.codes import CATALOG
 from cossim_tui.diagnostics.judge import (
     COLLAPSE_SCORE,
@@ -60,12 +61,11 @@ def tensor(
 ) -> TensorSummary:
     if store is None:
         store = storage(shape, contiguous(shape), ptr=ptr if ptr is not None else 0x1000000 * next(_memory))
-    return TensorSummary(
-        expr=expr, shape=list(shape), dtype="float32", device="cpu", layout="strided", numel=math.prod(shape),
-        requires_grad=grad, grad_fn="AddmmBackward0" if grad else None, is_leaf=not grad,
-        norm=Spread(*norm) if norm is not None else None, rows=math.prod(shape[:-1]) if shape else 1,
+    return builders.tensor(
+        expr, shape, grad_fn="AddmmBackward0" if grad else None, layout="strided",
+        norm=Spread(*norm) if norm is not None else None,
         stats=ValueStats(min=stats[0], max=stats[1], mean=(stats[0] + stats[1]) / 2, std=0.5) if stats else None,
-        nan=nan, inf=inf, preview=[], storage=store,
+        nan=nan, inf=inf, storage=store,
     )
 
 

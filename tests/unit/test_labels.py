@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim import optimizer as optimizer_module
 from torch.utils.data import DataLoader, TensorDataset, dataloader
 
+import builders
 from cossim_tui import protocol
 from cossim_tui.agent.context import TrainingContext
 from cossim_tui.agent.projection import ROWS_PER_CALL, ProjectionMaps
@@ -265,10 +266,7 @@ def test_a_labelled_map_crosses_the_channel():
 
 
 def step_with(projection: protocol.Projection) -> protocol.StepCaptured:
-    return protocol.StepCaptured(
-        step=3, function="cosine_similarity", site=protocol.CallSite("train.py", 42, "train", 42, [], 42, 42),
-        args=[], relation=None, cos=None, error=None, findings=[], context={}, paused=True, projection=projection,
-    )
+    return builders.step(3, paused=True, projection=projection)
 
 
 def labelled_projection(label: list[int] | None) -> protocol.Projection:

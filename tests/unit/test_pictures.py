@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+import builders
 from cossim_tui import protocol
 from cossim_tui.agent.projection import ProjectionMaps
 from cossim_tui.agent.strips import STRIP, value_strips
@@ -157,16 +158,8 @@ def test_strips_and_maps_cross_the_channel_and_older_peers_may_leave_them_out():
     maps = ProjectionMaps()
     a, b = torch.randn(8, 16), torch.randn(8, 16)
     projection = maps.observe(0, "train.py:42", a, b, -1)
-    summary = protocol.TensorSummary(
-        expr="a", shape=[8, 16], dtype="float32", device="cpu", layout="strided", numel=128, requires_grad=False,
-        grad_fn=None, is_leaf=True, norm=None, rows=8, stats=None, nan=0, inf=0, preview=[], storage=None,
-        strip=value_strips(a, b, -1)[0],
-    )
-    step = protocol.StepCaptured(
-        step=0, function="cosine_similarity", site=protocol.CallSite("train.py", 42, "train", 42, [], 42, 42),
-        args=[summary], relation=None, cos=None, error=None, findings=[], context={}, paused=True,
-        projection=projection,
-    )
+    summary = builders.tensor("a", (8, 16), layout="strided", strip=value_strips(a, b, -1)[0])
+    step = builders.step(0, [summary], paused=True, projection=projection)
     body = protocol.encode(step)[4:]
     assert protocol.decode_message(body) == step
     # A trace or agent from before the pictures: the fields are optional.

@@ -5,7 +5,7 @@ the first step's milder one."""
 
 from __future__ import annotations
 
-from test_trace import stale_step
+from builders import stale_step
 
 from cossim_tui import protocol
 from cossim_tui.report import ReportBuilder

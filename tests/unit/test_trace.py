@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from builders import error_step, nan_step, stale_step
 from cossim_tui import protocol
 from cossim_tui.session.events import ChannelProblem, OutputReceived, ScriptExited, Target
 from cossim_tui.protocol import COMMAND_KINDS
@@ -52,87 +53,6 @@ EVENT_TYPES = (protocol.Message, OutputReceived, ChannelProblem, ScriptExited)
 # --------------------------------------------------------------------------------------
 # Realistic events: the article's stale-partner loop
 # --------------------------------------------------------------------------------------
-
-LINES = [
-    "    for i, (image1, label1) in enumerate(train_loader):",
-    "        vector1_tensor = model(image1)",
-    "        similarity = F.cosine_similarity(vector1_tensor, vector2_tensor, dim=-1)",
-    "        vector2_tensor = vector1_tensor.detach()",
-]
-
-
-def _tensor(expr: str, ptr: int, *, grad_fn: str | None, made_by: protocol.ModuleCall | None, nan: int = 0) -> protocol.TensorSummary:
-    return protocol.TensorSummary(
-        expr=expr,
-        shape=[4, 32],
-        dtype="float32",
-        device="cpu",
-        layout="torch.strided",
-        numel=128,
-        requires_grad=grad_fn is not None,
-        grad_fn=grad_fn,
-        is_leaf=grad_fn is None,
-        norm=protocol.Spread(5.41, 5.657, 5.93),
-        rows=4,
-        stats=protocol.ValueStats(min=-1.204, max=1.731, mean=0.0821, std=0.9977),
-        nan=nan,
-        inf=0,
-        preview=[0.3121, -1.204, 0.8834, 0.0472, -0.5566, 1.731, -0.2213, 0.6409],
-        storage=protocol.StorageInfo(ptr=ptr, offset=0, strides=[32, 1], element_size=4, span=[ptr, ptr + 512]),
-        made_by=made_by,
-    )
-
-
-def _site() -> protocol.CallSite:
-    return protocol.CallSite(path="train.py", line=42, function="train", first_line=40, lines=list(LINES), call_start=42, call_end=42)
-
-
-def stale_step(number: int, *, paused: bool = True, mean: float = 0.9993) -> protocol.StepCaptured:
-    return protocol.StepCaptured(
-        step=number,
-        function="cosine_similarity",
-        site=_site(),
-        args=[
-            _tensor("vector1_tensor", 0x7F3A2C003000 + number * 4096, grad_fn="AddmmBackward0",
-                    made_by=protocol.ModuleCall(module="VGG", call=number, step=number)),
-            _tensor("vector2_tensor", 0x7F3A2C001000, grad_fn=None, made_by=protocol.ModuleCall(module="VGG", call=0, step=0)),
-        ],
-        relation=protocol.Relation(
-            same_object=False, shares_storage=False, equal_values=False, max_abs_diff=0.0382, dim=-1, dim_size=32, broadcast_shape=None
-        ),
-        cos=protocol.Similarity(count=4, min=0.9981, mean=mean, max=0.9999, first=[0.9981, 0.9993, 0.9999, 0.9990],
-                                angle_deg=protocol.Spread(0.81, 2.142, 3.5)),
-        error=None,
-        findings=[
-            protocol.Finding("stale-partner", "error", "vector2_tensor is step 0's vector1_tensor (same memory), recycled",
-                             "train.py:42", number, ["args.1.storage.ptr"]),
-            protocol.Finding("detached-partner", "info", "vector1_tensor carries autograd history, vector2_tensor does not",
-                             "train.py:42", number, ["args.1.grad_fn"], muted=True),
-        ],
-        context={"epoch": 0.0, "batch": float(number), "loss": 0.6904, "lr": 0.01},
-        paused=paused,
-        label=None,
-        wall_time=1712345678.25 + number,
-    )
-
-
-def nan_step(number: int) -> protocol.StepCaptured:
-    """NaN and Inf in the similarity: exactly what a user replays a trace to look at again."""
-    step = stale_step(number)
-    step.args[0] = _tensor("logits", 0x7F00, grad_fn="DivBackward0", made_by=None, nan=3)
-    step.cos = protocol.Similarity(count=4, min=math.nan, mean=math.nan, max=math.inf, first=[math.nan, 1.0], angle_deg=protocol.Spread(math.nan, math.nan, 0.0), nan=2)
-    step.findings = [protocol.Finding("non-finite", "error", "logits holds 3 NaN", "train.py:42", number, ["args.0.nan"])]
-    return step
-
-
-def error_step(number: int) -> protocol.StepCaptured:
-    """torch raised at this call: no relation, no similarity."""
-    step = stale_step(number)
-    step.relation, step.cos, step.findings = None, None, []
-    step.error = "RuntimeError: The size of tensor a (32) must match the size of tensor b (16) at non-singleton dimension 1"
-    step.label = "probe: contrastive head"
-    return step
-
 
 def whole_run() -> list:
     """Every kind of event a run yields, in a realistic order."""
