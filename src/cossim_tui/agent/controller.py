@@ -128,6 +128,8 @@ class Controller:
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
         if self._ended or os.getpid() != self.pid:
             return
+        if status != "not-found":
+            intercept.unloaded_watches()  # said in the script's output, before the run's end
         self._finish_in_flight()
         self._ended = True
         maps = self._final_maps()
