@@ -117,7 +117,7 @@ class Controller:
 
         try:
             context = TrainingContext()
-            provenance = Provenance(lambda: self.steps, context.labels_of)
+            provenance = Provenance(lambda: self.steps, context.consumed)
             provenance.install()
             context.install()
             self.provenance, self.context = provenance, context
