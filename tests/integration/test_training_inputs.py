@@ -53,6 +53,26 @@ def test_a_loader_read_one_batch_ahead_gives_the_batch_the_step_consumes(start_r
     assert "prefetching_loader done" in live.output
 
 
+def test_the_same_sentences_through_a_dict_returning_model_are_identical_inputs(tmp_path):
+    """sentence-transformers with the same sentence on both sides of every pair, dropout on: the
+    vectors differ, their inputs do not. The model takes and returns a dict and sits inside
+    DataParallel: made_by still names it, numbered by its own calls."""
+    for same in (True, False):
+        report_path = tmp_path / "report.json"
+        options = ["--same"] if same else []
+        done = run_check("--json", str(report_path), "--fail-on", "never", str(FIXTURES / "sentence_pairs.py"), *options)
+        assert done.returncode == 0, done.stdout + done.stderr
+        calls = json.loads(report_path.read_text())["calls"]
+        assert len(calls) == 3
+        assert [["identical-inputs" in c["codes"]] for c in calls] == [[same]] * 3
+        for number, call in enumerate(calls):
+            made_by = [a["made_by"] for a in call["args"]]
+            assert made_by == [
+                {"module": "SentenceEncoder", "call": 2 * number, "step": number},
+                {"module": "SentenceEncoder", "call": 2 * number + 1, "step": number},
+            ]
+
+
 def test_a_trainer_class_names_its_attributes_and_its_model(tmp_path):
     report_path = tmp_path / "report.json"
     done = run_check("--json", str(report_path), "--fail-on", "never", str(FIXTURES / "trainer_class.py"))

@@ -56,7 +56,7 @@ class Encoder(nn.Module):
         self.returns = returns
         self.linear = nn.Linear(6, 4)
 
-    def forward(self, x: torch.Tensor):  # noqa: ANN201 - the container varies
+    def forward(self, x: torch.Tensor):
         z = self.linear(x)
         return {
             "tensor": lambda: z,
@@ -68,7 +68,7 @@ class Encoder(nn.Module):
         }[self.returns]()
 
 
-def _embedding(output):  # noqa: ANN001, ANN202
+def _embedding(output):
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, tuple):

@@ -46,7 +46,7 @@ def watched(monkeypatch: pytest.MonkeyPatch) -> Watched:
 class PrefetchingLoader(DataLoader):
     """``accelerate.data_loader.DataLoaderShard.__iter__``: one batch read ahead."""
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         iterator = super().__iter__()
         current = next(iterator)
         while True:

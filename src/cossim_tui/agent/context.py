@@ -33,7 +33,6 @@ import torch
 
 from cossim_tui.agent.transfer import HostTransfer
 
-
 RECENT = 3
 """Batches of the iterator read last that a module call may still consume: the one yielded
 last and the two before it (a loader read one or two batches ahead)."""
@@ -130,7 +129,7 @@ class TrainingContext:
             try:
                 owner: Callable[[], Any] = weakref.ref(iterator)
             except TypeError:
-                owner = lambda: None  # noqa: E731 - never the same iterator again: no read-ahead
+                owner = _nothing  # never the same iterator again: no read-ahead recognised
             recent = self._recent = _Recent(owner)
         recent.batches = [*recent.batches[1 - RECENT :], batch]
         by_address: dict[int, tuple[weakref.ref, _Batch]] = {}
@@ -239,6 +238,10 @@ class TrainingContext:
 
 
 _ORDER = ("epoch", "batch", "loss", "lr", "optimizer_steps")
+
+
+def _nothing() -> None:
+    return None
 
 
 def _address(x: torch.Tensor) -> int:
