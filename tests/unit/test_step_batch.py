@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset, dataloader
 
 from cossim_tui.agent.context import TrainingContext
 from cossim_tui.agent.provenance import Provenance
+from cossim_tui.agent.transfer import HostTransfer
 
 
 class Watched:
@@ -41,6 +42,14 @@ def watched(monkeypatch: pytest.MonkeyPatch) -> Watched:
         monkeypatch.setattr(owner, name, owner.__dict__[name])  # put back at teardown
     monkeypatch.setattr(optimizer_module, "register_optimizer_step_post_hook", lambda hook: None)
     return Watched()
+
+
+def snapshot(context: TrainingContext) -> dict[str, float]:
+    """The context as an intercepted call reads it."""
+    transfer = HostTransfer()
+    finish = context.queue_snapshot(transfer)
+    transfer.fetch()
+    return finish()
 
 
 class PrefetchingLoader(DataLoader):
@@ -91,8 +100,25 @@ def test_a_plain_loop_reads_each_batch_and_a_stale_batch_does_not_take_it_back(w
 
 
 def test_a_loop_that_feeds_no_module_keeps_the_latest_batch(watched):
-    seen = [watched.context.batch for _ in DataLoader(data(), batch_size=4)]
+    """Its steps compare the batch's own tensors: a cosine call is all that happens per batch."""
+    seen = []
+    for _ in DataLoader(data(), batch_size=4):
+        seen.append(snapshot(watched.context)["batch"])
     assert seen == [0, 1, 2, 3]
+
+
+def test_a_loader_read_ahead_whose_batches_are_copied_to_the_device_still_counts_right(watched):
+    """On a GPU the model is fed a copy of the batch (accelerate's ``send_to_device``), never
+    the batch itself: the read-ahead is seen from the second batch being fetched before anything
+    was done with the first."""
+    model, context = nn.Linear(6, 2), watched.context
+    seen = []
+    loader = PrefetchingLoader(data(), batch_size=4)
+    for _ in range(2):
+        for features, _ in loader:
+            model(features.clone())  # what .to("cuda") hands the model: other memory
+            seen.append(snapshot(context)["batch"])
+    assert seen == [0, 1, 2, 3] * 2
 
 
 def test_another_loaders_batches_are_not_taken_for_a_read_ahead(watched):

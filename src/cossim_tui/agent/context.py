@@ -6,7 +6,12 @@
   Trainer and accelerate fetch the next batch before handing out the current one), so the
   step's batch is the one the model consumes: when an outermost module call is fed data of
   one of the iterator's last few batches before any later one has been fed to a module, that
-  batch is the step's (``consumed``). A loop that feeds no module keeps the latest yielded.
+  batch is the step's (``consumed``). Where the model's input cannot be recognised as the
+  batch's data (moved to a GPU, it is a copy), the read-ahead is seen in the order of events:
+  an iterator whose second batch is fetched before any module call or cosine call since its
+  first is read one batch ahead, so its step's batch number is the one before the latest
+  fetched, and the latest once the loader is exhausted (the reader hands out the batch it still
+  holds). A loop that feeds no module keeps the latest yielded.
 - loss: the last scalar passed to ``backward()``, kept as a detached 0-d tensor and read only
   when a step is captured, with the step's other values (no extra device sync anywhere).
 - learning rate and optimizer steps: a global optimizer step hook; the first parameter
@@ -57,6 +62,10 @@ class _Recent:
     """The iterator, weakly: a loader's workers end when the script drops its iterator."""
     batches: list[_Batch] = field(default_factory=list)
     by_address: dict[int, tuple[weakref.ref, _Batch]] = field(default_factory=dict)
+    events_at_first: int = 0
+    """``TrainingContext._events`` when the iterator yielded its first batch."""
+    ahead: bool = False
+    """Its second batch was fetched with nothing done since the first: it is read one ahead."""
 
 
 class TrainingContext:
@@ -70,6 +79,9 @@ class TrainingContext:
         self._recent: _Recent | None = None
         self._current: _Batch | None = None
         """The step's batch: the latest yielded, or the one a module consumed (see ``consumed``)."""
+        self._events = 0
+        """Outermost module calls and intercepted calls so far: did anything happen between two
+        batches?"""
 
     def install(self) -> None:
         from torch.utils.data import dataloader
@@ -93,7 +105,11 @@ class TrainingContext:
 
         @functools.wraps(original_next)
         def loader_next(iterator: Any) -> Any:
-            item = original_next(iterator)
+            try:
+                item = original_next(iterator)
+            except StopIteration:
+                context._exhausted(iterator)
+                raise
             batch = getattr(iterator, "_cossim_tui_batch", None)
             if batch is not None:
                 iterator._cossim_tui_batch = batch + 1
@@ -130,7 +146,9 @@ class TrainingContext:
                 owner: Callable[[], Any] = weakref.ref(iterator)
             except TypeError:
                 owner = _nothing  # never the same iterator again: no read-ahead recognised
-            recent = self._recent = _Recent(owner)
+            recent = self._recent = _Recent(owner, events_at_first=self._events)
+        elif len(recent.batches) == 1 and self._events == recent.events_at_first:
+            recent.ahead = True
         recent.batches = [*recent.batches[1 - RECENT :], batch]
         by_address: dict[int, tuple[weakref.ref, _Batch]] = {}
         for kept in recent.batches:
@@ -140,7 +158,21 @@ class TrainingContext:
                 if address:  # an empty tensor has no memory to recognise it by
                     by_address[address] = (ref, kept)
         recent.by_address = by_address
+        # The data is the latest batch's until a module is seen fed an earlier one; the index
+        # is the step's already (a copy on a GPU is never seen fed).
         self._current = batch
+        step = recent.batches[-2] if recent.ahead else batch
+        self.epoch, self.batch = step.epoch, step.index
+
+    def _make_current(self, batch: _Batch) -> None:
+        self._current = batch
+        self.epoch, self.batch = batch.epoch, batch.index
+
+    def _exhausted(self, iterator: Any) -> None:
+        """The loader has no more batches: a reader one ahead hands out the last it holds."""
+        recent = self._recent
+        if recent is not None and recent.ahead and recent.iterator() is iterator and recent.batches:
+            self._make_current(recent.batches[-1])
 
     def consumed(self, x: torch.Tensor) -> torch.Tensor | None:
         """An outermost module call is about to be fed ``x``: when it is (a view of) data of a
@@ -151,6 +183,7 @@ class TrainingContext:
         Runs on every outermost module call: without a loader one test of ``None``, with one a
         storage address and a dict lookup.
         """
+        self._events += 1
         recent = self._recent
         if recent is None or not recent.by_address:
             return None
@@ -163,8 +196,7 @@ class TrainingContext:
         if ref() is None:
             return None
         if batch is not self._current and not any(b.consumed for b in recent.batches[recent.batches.index(batch) + 1 :]):
-            self._current = batch
-            self.epoch, self.batch = batch.epoch, batch.index
+            self._make_current(batch)
         batch.consumed = True
         return _labels_for(x, batch, address)
 
@@ -212,6 +244,7 @@ class TrainingContext:
     def queue_snapshot(self, transfer: HostTransfer) -> Callable[[], dict[str, float]]:
         """``snapshot()`` with the device values it reads (the loss, a tensor learning rate)
         queued on ``transfer``: call what it returns once the transfer has been fetched."""
+        self._events += 1
         known: dict[str, float] = {}
         if self.epoch is not None:
             known["epoch"] = self.epoch
