@@ -1,19 +1,22 @@
 """Which module call made each tensor, and from which input.
 
 ``nn.Module.__call__`` is wrapped once, for every module, but only the outermost call is
-recorded — ``model(image1)``, not its layers. Its output may be a tensor or a container of
-them (a tuple, list, dict, dataclass or ``ModelOutput``): each tensor inside is recorded as made
-by the call. A wrapper (``DataParallel``, ``DistributedDataParallel``, FSDP, ``torch.compile``'s
-``OptimizedModule``) is named by the module it wraps, and calls are numbered per module
-instance, so a loss module called between two ``model(x)`` does not shift their numbers. A call inside another costs one Python frame
+recorded — ``model(image1)``, not its layers. A call inside another costs one Python frame
 and one flag check; torch's global module hooks would cost more, and would turn off the fast
-path torch takes for every module call of the script when no hook is registered. For each
-recorded call we keep, for the last ``KEEP`` calls, where its output's memory lives (a weak
-reference to the storage, so a ``.detach()`` or a view of the output is recognised too) and a
-weak reference to its first tensor input. When that input is data of the DataLoader's last
+path torch takes for every module call of the script when no hook is registered.
+
+The output may be a tensor or a container of them (a tuple, list, dict, dataclass or
+``ModelOutput``): each tensor inside is recorded as made by the call. A wrapper
+(``DataParallel``, ``DistributedDataParallel``, FSDP, ``torch.compile``'s ``OptimizedModule``)
+is named by the module it wraps, and calls are numbered per module instance, so a loss module
+called between two ``model(x)`` does not shift their numbers.
+
+For the tensors of the last ``KEEP`` outputs we keep where their memory lives (a weak reference
+to the storage, so a ``.detach()`` or a view of the output is recognised too) and a weak
+reference to the call's first tensor input. When that input is data of a recent DataLoader
 batch and the batch has labels, the record keeps the labels too, so that a vector carries the
-labels of the batch it was made from even when it is used as a stale partner steps later.
-The input is handed to the training context before the call runs, so that a loader that reads
+labels of the batch it was made from even when it is used as a stale partner steps later. The
+input is handed to the training context before the call runs, so that a loader that reads
 ahead still has the step's batch be the one the model consumes (``TrainingContext.consumed``).
 Nothing else is kept alive and no value is read: the work per outermost call is a few dict
 operations, and a lookup happens only at an intercepted cosine call.
@@ -34,7 +37,8 @@ import torch
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import ModuleCall
 
-KEEP = 256
+KEEP = 1024
+"""Output tensors remembered: a few hundred calls of a model returning a few tensors each."""
 
 COUNTED = 4096
 """Module instances whose calls are counted before the dead ones are dropped."""
