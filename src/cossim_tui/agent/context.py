@@ -234,16 +234,10 @@ class TrainingContext:
         self._optimizer = weakref.ref(optimizer)
         self.optimizer_steps += 1
 
-    def snapshot(self) -> dict[str, float]:
-        """The keys that are known now (CONTRACT ``context``)."""
-        transfer = HostTransfer()
-        finish = self.queue_snapshot(transfer)
-        transfer.fetch()
-        return finish()
-
     def queue_snapshot(self, transfer: HostTransfer) -> Callable[[], dict[str, float]]:
-        """``snapshot()`` with the device values it reads (the loss, a tensor learning rate)
-        queued on ``transfer``: call what it returns once the transfer has been fetched."""
+        """The keys that are known now (CONTRACT ``context``), with the device values it reads (the
+        loss, a tensor learning rate) queued on ``transfer``: call what it returns once the
+        transfer has been fetched."""
         self._events += 1
         known: dict[str, float] = {}
         if self.epoch is not None:
