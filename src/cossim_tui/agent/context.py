@@ -238,11 +238,11 @@ class TrainingContext:
         """The keys that are known now (CONTRACT ``context``), with the device values it reads (the
         loss, a tensor learning rate) queued on ``transfer``: call what it returns once the
         transfer has been fetched."""
-        self._events += 1
         known: dict[str, float] = {}
         if self.epoch is not None:
             known["epoch"] = self.epoch
             known["batch"] = self.batch if self.batch is not None else 0
+        self._events += 1  # an intercepted call: something was done with the batch
         slots: dict[str, int] = {}
         if self._loss is not None:
             slots["loss"] = transfer.scalars(self._loss.reshape(()))
