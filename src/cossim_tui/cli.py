@@ -117,10 +117,22 @@ def _count(value: str) -> int:
     return number
 
 
+WATCH_KINDS = ("similarity", "distance", "loss")
+"""What ``--watch MODULE:FUNCTION=KIND`` may say the function returns; the agent's
+``intercept.WATCH_KINDS`` (not imported here: the agent's module imports torch in its functions)."""
+
+
 def _watch(value: str) -> str:
-    module, _, function = value.partition(":")
+    target, equals, kind = value.partition("=")
+    module, _, function = target.partition(":")
     if not module or not function or not all(part.isidentifier() for part in (*module.split("."), *function.split("."))):
-        raise argparse.ArgumentTypeError(f"expected MODULE:FUNCTION (e.g. mypkg.losses:cos_sim), got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected MODULE:FUNCTION or MODULE:FUNCTION=similarity (e.g. mypkg.losses:cos_sim=similarity), got {value!r}"
+        )
+    if equals and kind not in WATCH_KINDS:
+        raise argparse.ArgumentTypeError(
+            f"--watch {target}=KIND: KIND is one of {', '.join(WATCH_KINDS)} (what the function returns), got {kind!r}"
+        )
     return value
 
 
@@ -138,8 +150,12 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
         type=_watch,
         action="append",
         default=[],
-        metavar="MODULE:FUNCTION",
-        help="also intercept this function; its first two arguments are the pair (repeatable)",
+        metavar="MODULE:FUNCTION[=KIND]",
+        help=(
+            "also intercept this function (or Class.method); its first two arguments (after self) are the pair. "
+            "Add =similarity when it returns the pair's similarity, to have the result read as the cosine; "
+            "=distance, =loss or nothing: the arguments are judged, the result is not (repeatable)"
+        ),
     )
     parser.add_argument(
         "--record",

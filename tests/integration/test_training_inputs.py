@@ -35,6 +35,44 @@ def test_a_loader_with_workers_gives_epoch_batch_loss_and_lr_and_no_worker_steps
     assert live.output.count("loss") == 6 and "loader_context done" in live.output
 
 
+def test_a_loader_read_one_batch_ahead_gives_the_batch_the_step_consumes(start_run):
+    """accelerate (and so the HF Trainer) fetches the next batch before the step consumes the
+    current one: the steps read batches 0, 1, 2, 3 of each epoch, not 1, 2, 3, 3, and the
+    batch's tensors are recognised as the loader's."""
+    live = start_run(FIXTURES / "prefetching_loader.py", config=AgentConfig(mode="run"))
+    exited = live.wait_exit(timeout=60)
+    assert (exited.status, exited.exit_code) == ("finished", 0), live.output
+    steps = live.steps
+    assert [(s.context["epoch"], s.context["batch"]) for s in steps] == [(e, b) for e in range(2) for b in range(4)]
+    for step in steps:
+        output, positive = step.args
+        assert (output.expr, positive.expr) == ("model(anchor)", "positive")
+        assert (output.from_loader, positive.from_loader) == (False, True)
+        assert output.made_by is not None and output.made_by.module == "Linear"
+    assert [s.args[0].made_by.call for s in steps] == list(range(8))
+    assert "prefetching_loader done" in live.output
+
+
+def test_the_same_sentences_through_a_dict_returning_model_are_identical_inputs(tmp_path):
+    """sentence-transformers with the same sentence on both sides of every pair, dropout on: the
+    vectors differ, their inputs do not. The model takes and returns a dict and sits inside
+    DataParallel: made_by still names it, numbered by its own calls."""
+    for same in (True, False):
+        report_path = tmp_path / "report.json"
+        options = ["--same"] if same else []
+        done = run_check("--json", str(report_path), "--fail-on", "never", str(FIXTURES / "sentence_pairs.py"), *options)
+        assert done.returncode == 0, done.stdout + done.stderr
+        calls = json.loads(report_path.read_text())["calls"]
+        assert len(calls) == 3
+        assert [["identical-inputs" in c["codes"]] for c in calls] == [[same]] * 3
+        for number, call in enumerate(calls):
+            made_by = [a["made_by"] for a in call["args"]]
+            assert made_by == [
+                {"module": "SentenceEncoder", "call": 2 * number, "step": number},
+                {"module": "SentenceEncoder", "call": 2 * number + 1, "step": number},
+            ]
+
+
 def test_a_trainer_class_names_its_attributes_and_its_model(tmp_path):
     report_path = tmp_path / "report.json"
     done = run_check("--json", str(report_path), "--fail-on", "never", str(FIXTURES / "trainer_class.py"))

@@ -64,6 +64,8 @@ def test_double_dash_ends_the_options(script):
         (["check", "--ignore", "no-such-code", "-m", "mymod"], "unknown finding code no-such-code"),
         (["check"], "the following arguments are required: SCRIPT (or -m MODULE)"),
         (["check", "--max-steps", "-1", "-m", "mymod"], "argument --max-steps: expected a number of calls"),
+        (["check", "--watch", "m:f=cosine", "-m", "mymod"], "KIND is one of similarity, distance, loss"),
+        (["check", "--watch", "m:f=", "-m", "mymod"], "KIND is one of similarity, distance, loss"),
     ],
 )
 def test_bad_options_exit_2_with_a_usage_and_a_reason(capsys, script, argv, says):
@@ -72,6 +74,18 @@ def test_bad_options_exit_2_with_a_usage_and_a_reason(capsys, script, argv, says
     assert exited.value.code == cli.EXIT_CANNOT_START
     err = capsys.readouterr().err
     assert err.startswith("usage: cossim-tui") and says in err, err
+
+
+@pytest.mark.parametrize("kind", ["", "=similarity", "=distance", "=loss"])
+def test_watch_says_what_the_function_returns(kind):
+    """``--watch MODULE:FUNCTION=similarity``: the result is the cosine; plain, or another kind:
+    only the arguments are judged. The agent knows the same kinds."""
+    from cossim_tui.agent import intercept
+
+    _, options, _ = cli.parse(["check", "--watch", f"mypkg.losses:Loss.compute{kind}", "-m", "mymod"])
+    assert options.watch == [f"mypkg.losses:Loss.compute{kind}"]
+    assert intercept.parse_watch(options.watch[0]) == ("mypkg.losses", "Loss.compute", kind[1:] or None)
+    assert cli.WATCH_KINDS == intercept.WATCH_KINDS
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["check", "--help"], ["--version"]])

@@ -32,7 +32,7 @@ class Watched:
     def __init__(self) -> None:
         self.step = 0
         self.context = TrainingContext()
-        self.provenance = Provenance(lambda: self.step, self.context.labels_of)
+        self.provenance = Provenance(lambda: self.step, self.context.consumed)
         self.provenance.install()
         self.context.install()
 

@@ -2,12 +2,21 @@
 
 - epoch and batch: from DataLoader iteration. Each new iterator of a loader starts a new
   epoch of that loader; each batch it yields advances the batch index. The loader advanced
-  most recently is the one reported.
+  most recently is the one reported. A loader may be read ahead of the training step (the HF
+  Trainer and accelerate fetch the next batch before handing out the current one), so the
+  step's batch is the one the model consumes: when an outermost module call is fed data of
+  one of the iterator's last few batches before any later one has been fed to a module, that
+  batch is the step's (``consumed``). Where the model's input cannot be recognised as the
+  batch's data (moved to a GPU, it is a copy), the read-ahead is seen in the order of events:
+  an iterator whose second batch is fetched before any module call or cosine call since its
+  first is read one batch ahead, so its step's batch number is the one before the latest
+  fetched, and the latest once the loader is exhausted (the reader hands out the batch it still
+  holds). A loop that feeds no module keeps the latest yielded.
 - loss: the last scalar passed to ``backward()``, kept as a detached 0-d tensor and read only
   when a step is captured, with the step's other values (no extra device sync anywhere).
 - learning rate and optimizer steps: a global optimizer step hook; the first parameter
   group's ``lr`` of the optimizer that stepped most recently.
-- the batch itself: weak references to the tensors the DataLoader yielded last, so an argument
+- the batch itself: weak references to the tensors of the step's batch, so an argument
   of the cosine call can be recognised as (a view of) the batch, without keeping it alive.
 - the batch's labels: the integer 1-D tensor of the batch with one entry per row of a
   floating-point tensor of it (the ``targets`` of ``(images, targets)``; in
@@ -22,11 +31,41 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from cossim_tui.agent.transfer import HostTransfer
+
+RECENT = 3
+"""Batches of the iterator read last that a module call may still consume: the one yielded
+last and the two before it (a loader read one or two batches ahead)."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    epoch: int | None
+    index: int | None
+    tensors: list[weakref.ref]
+    labelled: dict[int, tuple[weakref.ref, torch.Tensor]]
+    """Its labelled data: storage address -> (the data tensor, its labels)."""
+    consumed: bool = False
+    """A module call has been fed data of it."""
+
+
+@dataclass(eq=False)
+class _Recent:
+    """The last ``RECENT`` batches of one iterator, and their tensors by storage address."""
+
+    iterator: Callable[[], Any]
+    """The iterator, weakly: a loader's workers end when the script drops its iterator."""
+    batches: list[_Batch] = field(default_factory=list)
+    by_address: dict[int, tuple[weakref.ref, _Batch]] = field(default_factory=dict)
+    events_at_first: int = 0
+    """``TrainingContext._events`` when the iterator yielded its first batch."""
+    ahead: bool = False
+    """Its second batch was fetched with nothing done since the first: it is read one ahead."""
 
 
 class TrainingContext:
@@ -37,9 +76,12 @@ class TrainingContext:
         self._optimizer: weakref.ref | None = None
         self.optimizer_steps = 0
         self._epochs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._batch_tensors: list[weakref.ref] = []
-        self._labelled: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
-        """The last batch's labelled data: storage address -> (the data tensor, its labels)."""
+        self._recent: _Recent | None = None
+        self._current: _Batch | None = None
+        """The step's batch: the latest yielded, or the one a module consumed (see ``consumed``)."""
+        self._events = 0
+        """Outermost module calls and intercepted calls so far: did anything happen between two
+        batches?"""
 
     def install(self) -> None:
         from torch.utils.data import dataloader
@@ -63,13 +105,17 @@ class TrainingContext:
 
         @functools.wraps(original_next)
         def loader_next(iterator: Any) -> Any:
-            item = original_next(iterator)
+            try:
+                item = original_next(iterator)
+            except StopIteration:
+                context._exhausted(iterator)
+                raise
             batch = getattr(iterator, "_cossim_tui_batch", None)
             if batch is not None:
                 iterator._cossim_tui_batch = batch + 1
                 context.epoch = iterator._cossim_tui_epoch
                 context.batch = batch + 1
-            context._remember_batch(item)
+            context._remember_batch(iterator, item)
             return item
 
         dataloader.DataLoader.__iter__ = loader_iter  # type: ignore[method-assign]
@@ -88,41 +134,89 @@ class TrainingContext:
 
         register_optimizer_step_post_hook(self._stepped)
 
-    def _remember_batch(self, item: Any) -> None:
+    def _remember_batch(self, iterator: Any, item: Any) -> None:
         found: list[weakref.ref] = []
         _batch_tensors(item, found, depth=0)
-        self._batch_tensors = found
-        self._labelled = _labelled_data([tensor for tensor in (ref() for ref in found) if tensor is not None])
+        alive = [tensor for tensor in (ref() for ref in found) if tensor is not None]
+        batch = _Batch(self.epoch, self.batch, found, _labelled_data(alive))
+        recent = self._recent
+        if recent is None or recent.iterator() is not iterator:
+            # Another loader (or a new epoch): its batches are not the earlier ones' read ahead.
+            try:
+                owner: Callable[[], Any] = weakref.ref(iterator)
+            except TypeError:
+                owner = _nothing  # never the same iterator again: no read-ahead recognised
+            recent = self._recent = _Recent(owner, events_at_first=self._events)
+        elif len(recent.batches) == 1 and self._events == recent.events_at_first:
+            recent.ahead = True
+        recent.batches = [*recent.batches[1 - RECENT :], batch]
+        by_address: dict[int, tuple[weakref.ref, _Batch]] = {}
+        for kept in recent.batches:
+            for ref in kept.tensors:
+                tensor = ref()
+                address = _address(tensor) if tensor is not None else 0
+                if address:  # an empty tensor has no memory to recognise it by
+                    by_address[address] = (ref, kept)
+        recent.by_address = by_address
+        # The data is the latest batch's until a module is seen fed an earlier one; the index
+        # is the step's already (a copy on a GPU is never seen fed).
+        self._current = batch
+        step = recent.batches[-2] if recent.ahead else batch
+        self.epoch, self.batch = step.epoch, step.index
 
-    def labels_of(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The labels of ``x``'s rows, when ``x`` is (a view of) data of the last batch and has as
-        many rows as the batch has labels.
+    def _make_current(self, batch: _Batch) -> None:
+        self._current = batch
+        self.epoch, self.batch = batch.epoch, batch.index
 
-        Runs on every outermost module call: with an unlabelled batch it is one test of an
-        empty dict, with a labelled one a storage address and a dict lookup.
+    def _exhausted(self, iterator: Any) -> None:
+        """The loader has no more batches: a reader one ahead hands out the last it holds."""
+        recent = self._recent
+        if recent is not None and recent.ahead and recent.iterator() is iterator and recent.batches:
+            self._make_current(recent.batches[-1])
+
+    def consumed(self, x: torch.Tensor) -> torch.Tensor | None:
+        """An outermost module call is about to be fed ``x``: when it is (a view of) data of a
+        recent batch, that batch is the step's, unless a later one has been fed to a module
+        already (a stale batch fed again does not take the step back). The labels of ``x``'s rows,
+        if its batch has them.
+
+        Runs on every outermost module call: without a loader one test of ``None``, with one a
+        storage address and a dict lookup.
         """
-        if not self._labelled:
+        self._events += 1
+        recent = self._recent
+        if recent is None or not recent.by_address:
             return None
-        try:
-            entry = self._labelled.get(x.untyped_storage().data_ptr())
-        except (RuntimeError, NotImplementedError):  # sparse, functorch-wrapped: no plain storage
-            return None
+        address = _address(x)
+        entry = recent.by_address.get(address) if address else None
         if entry is None:
             return None
-        data, labels = entry
+        ref, batch = entry
         # The batch tensor is alive, so its address is still its memory (see ``from_loader``).
-        if data() is None or x.dim() == 0 or x.shape[0] != labels.shape[0]:
+        if ref() is None:
             return None
-        return labels
+        if batch is not self._current and not any(b.consumed for b in recent.batches[recent.batches.index(batch) + 1 :]):
+            self._make_current(batch)
+        batch.consumed = True
+        return _labels_for(x, batch, address)
+
+    def labels_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The labels of ``x``'s rows, when ``x`` is (a view of) data of the step's batch and has
+        as many rows as the batch has labels."""
+        batch = self._current
+        if batch is None or not batch.labelled:
+            return None
+        return _labels_for(x, batch, _address(x))
 
     def from_loader(self, x: Any) -> bool:
-        """``x`` is (a view of) a tensor of the batch the DataLoader yielded last."""
-        if not self._batch_tensors or not isinstance(x, torch.Tensor) or x.layout != torch.strided:
+        """``x`` is (a view of) a tensor of the step's batch."""
+        batch = self._current
+        if batch is None or not batch.tensors or not isinstance(x, torch.Tensor) or x.layout != torch.strided:
             return False
         try:
             storage = x.untyped_storage()
             address = storage.data_ptr()
-            for ref in self._batch_tensors:
+            for ref in batch.tensors:
                 tensor = ref()
                 if tensor is None:
                     continue
@@ -148,6 +242,7 @@ class TrainingContext:
         if self.epoch is not None:
             known["epoch"] = self.epoch
             known["batch"] = self.batch if self.batch is not None else 0
+        self._events += 1  # an intercepted call: something was done with the batch
         slots: dict[str, int] = {}
         if self._loss is not None:
             slots["loss"] = transfer.scalars(self._loss.reshape(()))
@@ -170,6 +265,30 @@ class TrainingContext:
 
 
 _ORDER = ("epoch", "batch", "loss", "lr", "optimizer_steps")
+
+
+def _nothing() -> None:
+    return None
+
+
+def _address(x: torch.Tensor) -> int:
+    """Where ``x``'s memory starts; 0 when it has none to recognise it by."""
+    if x.layout != torch.strided:
+        return 0
+    try:
+        return x.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # functorch-wrapped, meta: no plain storage
+        return 0
+
+
+def _labels_for(x: torch.Tensor, batch: _Batch, address: int) -> torch.Tensor | None:
+    entry = batch.labelled.get(address) if address else None
+    if entry is None:
+        return None
+    data, labels = entry
+    if data() is None or x.dim() == 0 or x.shape[0] != labels.shape[0]:
+        return None
+    return labels
 
 
 LABEL_DTYPES = frozenset({torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8})

@@ -87,7 +87,7 @@ class Controller:
 
         try:
             context = TrainingContext()
-            provenance = Provenance(lambda: self.steps, context.labels_of)
+            provenance = Provenance(lambda: self.steps, context.consumed)
             provenance.install()
             context.install()
             self.pipeline.provenance, self.pipeline.context = provenance, context
@@ -98,6 +98,8 @@ class Controller:
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
         if self._ended or os.getpid() != self.pid:
             return
+        if status != "not-found":
+            intercept.unloaded_watches()  # said in the script's output, before the run's end
         self._finish_in_flight()
         self._ended = True
         maps = self.pipeline.final_maps()

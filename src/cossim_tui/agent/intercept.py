@@ -248,15 +248,57 @@ def _when_imported(name: str, callback: Callable[[types.ModuleType], None]) -> N
     _hook.add(name, callback)
 
 
-def _watch_args(args: tuple, kwargs: dict) -> Parsed:
-    values = list(args[:2]) + [v for v in kwargs.values()][: max(0, 2 - len(args))]
-    values += [None] * (2 - len(values))
-    return values[0], values[1], -1, 1e-8
+WATCH_KINDS = ("similarity", "distance", "loss")
+"""What a watched function returns (``--watch MODULE:FUNCTION=KIND``): only a similarity is read
+as the step's cosine; without a kind, or with another, the arguments are judged and the result
+is not read (a distance ``2 - 2·cos`` or a loss would look like a saturated, imprecise cosine)."""
+
+
+def parse_watch(spec: str) -> tuple[str, str, str | None]:
+    """``MODULE:FUNCTION[=KIND]`` as (module, function, kind or None)."""
+    target, _, kind = spec.partition("=")
+    module, _, function = target.partition(":")
+    return module, function, kind or None
+
+
+def _watch_args(skip: int) -> Callable[[tuple, dict], Parsed]:
+    """The pair of a watched function: its first two arguments after ``self`` (``skip``)."""
+
+    def parse(args: tuple, kwargs: dict) -> Parsed:
+        positional = args[skip:]
+        values = list(positional[:2]) + list(kwargs.values())[: max(0, 2 - len(positional))]
+        values += [None] * (2 - len(values))
+        return values[0], values[1], -1, 1e-8
+
+    return parse
+
+
+_watches: dict[str, str] = {}
+"""Each ``--watch`` spec and where it stands: ``waiting`` for its module, ``wrapped``, or
+``said`` (a problem with it has been told to the user)."""
+
+
+def _say(spec: str, problem: str) -> None:
+    if _watches.get(spec) != "said":
+        _watches[spec] = "said"
+        print(f"cossim-tui: --watch {spec}: {problem}", file=sys.stderr)
+
+
+def unloaded_watches() -> None:
+    """Say, once, each ``--watch`` target whose module the script never imported: nothing of it
+    was intercepted. Called when the script ends."""
+    for spec, state in list(_watches.items()):
+        if state == "waiting":
+            module = parse_watch(spec)[0]
+            _say(spec, f"{module} was never imported, so nothing was intercepted")
 
 
 def _watch(spec: str, sink: CallSink) -> Callable[[types.ModuleType], None]:
-    """``MODULE:FUNCTION`` (``FUNCTION`` may be ``Class.method``): wrap it like a cosine call."""
-    _, _, qualname = spec.partition(":")
+    """``MODULE:FUNCTION[=KIND]`` (``FUNCTION`` may be ``Class.method``): wrap it like a cosine
+    call."""
+    _, qualname, kind = parse_watch(spec)
+    function = f"watch {spec.partition('=')[0]}"
+    _watches.setdefault(spec, "waiting")
 
     def patch(module: types.ModuleType) -> None:
         owner: Any = module
@@ -264,26 +306,42 @@ def _watch(spec: str, sink: CallSink) -> Callable[[types.ModuleType], None]:
         try:
             for part in path:
                 owner = getattr(owner, part)
-            original = getattr(owner, name)
+            found = getattr(owner, name)
         except AttributeError:
-            print(f"cossim-tui: --watch {spec}: {module.__name__} has no {qualname}", file=sys.stderr)
+            _say(spec, f"{module.__name__} has no {qualname}")
             return
+        # Looked up on the class itself: a plain function there is called with ``self`` first,
+        # a staticmethod without it, a classmethod with the class.
+        raw = inspect.getattr_static(owner, name, found) if isinstance(owner, type) else found
+        if isinstance(raw, (staticmethod, classmethod)):
+            original, skip = raw.__func__, int(isinstance(raw, classmethod))
+        else:
+            original, skip = found, int(isinstance(owner, type) and inspect.isfunction(found))
         original = getattr(original, "__cossim_tui_original__", original)
         try:
-            parameters = list(inspect.signature(original).parameters)
+            parameters = list(inspect.signature(original).parameters)[skip:]
         except (TypeError, ValueError):
             parameters = []
-        if path and parameters[:1] == ["self"]:
-            parameters = parameters[1:]
         names = (parameters + ["arg0", "arg1"])[:2]
-
-        def similarity(x1: Any, x2: Any, dim: Any, result: Any) -> Any:
-            # The watched function's result is shown as the similarity when it is one per row.
-            return result if _is_tensor(result) else None
-
-        setattr(owner, name, _wrap(original, f"watch {spec}", (names[0], names[1]), _watch_args, similarity))
+        similarity = _watched_result if kind == "similarity" else _not_a_similarity
+        wrapped: Any = _wrap(original, function, (names[0], names[1]), _watch_args(skip), similarity)
+        if isinstance(raw, staticmethod):
+            wrapped = staticmethod(wrapped)
+        elif isinstance(raw, classmethod):
+            wrapped = classmethod(wrapped)
+        setattr(owner, name, wrapped)
+        _watches[spec] = "wrapped"
 
     return patch
+
+
+def _watched_result(x1: Any, x2: Any, dim: Any, result: Any) -> Any:
+    # The user said the function returns a similarity: shown as the step's cosine.
+    return result if _is_tensor(result) else None
+
+
+def _not_a_similarity(x1: Any, x2: Any, dim: Any, result: Any) -> Any:
+    return None
 
 
 def _is_tensor(value: Any) -> bool:
@@ -359,4 +417,4 @@ def install(sink: CallSink, watch: list[str] | tuple[str, ...] = ()) -> None:
     _sink = sink
     _when_imported("torch", patch_torch)
     for spec in watch:
-        _when_imported(spec.partition(":")[0], _watch(spec, sink))
+        _when_imported(parse_watch(spec)[0], _watch(spec, sink))

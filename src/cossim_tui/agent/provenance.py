@@ -3,12 +3,21 @@
 ``nn.Module.__call__`` is wrapped once, for every module, but only the outermost call is
 recorded — ``model(image1)``, not its layers. A call inside another costs one Python frame
 and one flag check; torch's global module hooks would cost more, and would turn off the fast
-path torch takes for every module call of the script when no hook is registered. For each
-recorded call we keep, for the last ``KEEP`` calls, where its output's memory lives (a weak
-reference to the storage, so a ``.detach()`` or a view of the output is recognised too) and a
-weak reference to its first tensor input. When that input is data of the DataLoader's last
+path torch takes for every module call of the script when no hook is registered.
+
+The output may be a tensor or a container of them (a tuple, list, dict, dataclass or
+``ModelOutput``): each tensor inside is recorded as made by the call. A wrapper
+(``DataParallel``, ``DistributedDataParallel``, FSDP, ``torch.compile``'s ``OptimizedModule``)
+is named by the module it wraps, and calls are numbered per module instance, so a loss module
+called between two ``model(x)`` does not shift their numbers.
+
+For the tensors of the last ``KEEP`` outputs we keep where their memory lives (a weak reference
+to the storage, so a ``.detach()`` or a view of the output is recognised too) and a weak
+reference to the call's first tensor input. When that input is data of a recent DataLoader
 batch and the batch has labels, the record keeps the labels too, so that a vector carries the
-labels of the batch it was made from even when it is used as a stale partner steps later.
+labels of the batch it was made from even when it is used as a stale partner steps later. The
+input is handed to the training context before the call runs, so that a loader that reads
+ahead still has the step's batch be the one the model consumes (``TrainingContext.consumed``).
 Nothing else is kept alive and no value is read: the work per outermost call is a few dict
 operations, and a lookup happens only at an intercepted cosine call.
 """
@@ -28,13 +37,33 @@ import torch
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import ModuleCall
 
-KEEP = 256
+KEEP = 1024
+"""Output tensors remembered: a few hundred calls of a model returning a few tensors each."""
+
+COUNTED = 4096
+"""Module instances whose calls are counted before the dead ones are dropped."""
+
+TENSORS_PER_OUTPUT = 32
+"""At most this many tensors of one output are recorded (a model returning every hidden state
+has its first ones recorded, its embeddings among them)."""
+
+WRAPPERS = {
+    "DataParallel": "module",
+    "DistributedDataParallel": "module",
+    "FullyShardedDataParallel": "module",
+    "OptimizedModule": "_orig_mod",
+}
+"""Module classes that only run another module, and the attribute holding it: by class name, so
+that recognising them imports nothing (FSDP's module pulls in torch.distributed)."""
 
 
 @dataclass
 class MadeBy:
+    """One outermost module call; every tensor of its output shares this record."""
+
     call: ModuleCall
     module: weakref.ref
+    """The module that ran (the wrapped one, for a wrapper)."""
     input: weakref.ref | None
     """The first tensor argument of the call (``image1`` in ``model(image1)``)."""
     labels: torch.Tensor | None = None
@@ -43,10 +72,50 @@ class MadeBy:
 
 
 def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The first tensor argument, or the first tensor of the first container argument
+    (``model(features)`` with ``features`` a dict of tensors, as sentence-transformers calls)."""
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
             return value
+        if isinstance(value, dict):
+            value = tuple(value.values())
+        if isinstance(value, (tuple, list)):
+            for item in value[:8]:
+                if isinstance(item, torch.Tensor):
+                    return item
     return None
+
+
+def _tensors_in(output: Any, found: list[torch.Tensor], depth: int = 0) -> None:
+    """The tensors of a module's output: itself, or inside tuples, lists, dicts (``ModelOutput``
+    is one) and dataclasses, two levels deep."""
+    if isinstance(output, torch.Tensor):
+        if len(found) < TENSORS_PER_OUTPUT:
+            found.append(output)
+        return
+    if depth >= 2 or len(found) >= TENSORS_PER_OUTPUT:
+        return
+    if isinstance(output, dict):
+        values: Any = output.values()
+    elif isinstance(output, (tuple, list)):
+        values = output
+    elif hasattr(type(output), "__dataclass_fields__") and not isinstance(output, type):
+        values = [getattr(output, name, None) for name in type(output).__dataclass_fields__]
+    else:
+        return
+    for value in values:
+        _tensors_in(value, found, depth + 1)
+
+
+def inner_module(module: torch.nn.Module) -> torch.nn.Module:
+    """The module a wrapper runs (``DataParallel(model).module``), through nested wrappers."""
+    for _ in range(4):
+        attribute = WRAPPERS.get(type(module).__name__)
+        inner = getattr(module, attribute, None) if attribute is not None else None
+        if not isinstance(inner, torch.nn.Module):
+            return module
+        module = inner
+    return module
 
 
 def _storage_key(x: torch.Tensor) -> tuple[int, int] | None:
@@ -66,12 +135,15 @@ class _Inside(threading.local):
 class Provenance:
     """Records outermost module calls; answers "who made this tensor?"."""
 
-    def __init__(self, current_step: Any, labels_of: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> None:
+    def __init__(self, current_step: Any, consumed: Callable[[torch.Tensor], torch.Tensor | None] | None = None) -> None:
         self._current_step = current_step
         """A callable giving the number of calls intercepted so far (CONTRACT ``made_by.step``)."""
-        self._labels_of = labels_of
-        """The labels of a module's input's rows, if any (``TrainingContext.labels_of``)."""
-        self._calls = 0
+        self._consumed = consumed
+        """Told each outermost call's input before the call runs; gives the labels of its rows,
+        if any (``TrainingContext.consumed``)."""
+        self._calls: dict[int, list[Any]] = {}
+        """Outermost calls so far, per module instance: id -> [weak reference, count] (a plain
+        dict and a count bumped in place: no new weak reference per call)."""
         self._by_storage: OrderedDict[tuple[int, int], tuple[weakref.ref, MadeBy]] = OrderedDict()
         self._original_call: Any = None
 
@@ -82,6 +154,7 @@ class Provenance:
         is_compiling = torch.compiler.is_compiling
         record = self._record
         current_step = self._current_step
+        consumed = self._consumed
 
         @functools.wraps(original)
         def call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -89,34 +162,53 @@ class Provenance:
                 return original(module, *args, **kwargs)
             inside.module_call = True
             step = current_step()
+            source = _first_tensor(args, kwargs)
+            labels = consumed(source) if source is not None and consumed is not None else None
             try:
                 output = original(module, *args, **kwargs)
             finally:
                 inside.module_call = False
-            record(module, args, kwargs, output, step)
+            record(module, source, labels, output, step)
             return output
 
         self._original_call = original
         module_class.__call__ = call  # type: ignore[method-assign]
 
-    def _record(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any, step: int) -> None:
-        if not isinstance(output, torch.Tensor):
+    def _record(self, module: torch.nn.Module, source: torch.Tensor | None, labels: Any, output: Any, step: int) -> None:
+        module = inner_module(module)
+        counted = self._calls.get(id(module))
+        if counted is None or counted[0]() is not module:
+            try:
+                counted = [weakref.ref(module), 0]
+            except TypeError:  # a module that cannot be weakly referenced: nothing to recognise it by
+                return
+            if len(self._calls) >= COUNTED:
+                # Modules made and dropped every step (a loss built in the loop) leave dead entries.
+                self._calls = {key: value for key, value in self._calls.items() if value[0]() is not None}
+            self._calls[id(module)] = counted
+        number = counted[1]
+        counted[1] = number + 1
+        outputs: list[torch.Tensor] = []
+        _tensors_in(output, outputs)
+        if not outputs:
             return
-        key = _storage_key(output)
-        if key is None:
-            return
-        call = ModuleCall(module=type(module).__name__, call=self._calls, step=step)
-        self._calls += 1
-        source = _first_tensor(args, kwargs)
-        labels = self._labels_of(source) if source is not None and self._labels_of is not None else None
+        call = ModuleCall(module=type(module).__name__, call=number, step=step)
         try:
             made = MadeBy(call, weakref.ref(module), weakref.ref(source) if source is not None else None, labels)
-            self._by_storage[key] = (weakref.ref(output.untyped_storage()), made)
         except TypeError:
             return
-        self._by_storage.move_to_end(key)
-        while len(self._by_storage) > KEEP:
-            self._by_storage.popitem(last=False)
+        by_storage = self._by_storage
+        for tensor in outputs:
+            key = _storage_key(tensor)
+            if key is None:
+                continue
+            try:
+                by_storage[key] = (weakref.ref(tensor.untyped_storage()), made)
+            except TypeError:
+                continue
+            by_storage.move_to_end(key)
+        while len(by_storage) > KEEP:
+            by_storage.popitem(last=False)
 
     def made_by(self, x: Any) -> MadeBy | None:
         if not isinstance(x, torch.Tensor):
@@ -140,8 +232,8 @@ class PendingIdenticalInputs:
     def __init__(self, first: MadeBy | None, second: MadeBy | None, transfer: HostTransfer) -> None:
         self.answer: str | None = None
         self.equal_slot: int | None = None
-        if first is None or second is None or first.call.call == second.call.call:
-            return
+        if first is None or second is None or first is second:
+            return  # one call made both: there were not two inputs to compare
         module = first.module()
         if module is None or module is not second.module():
             return

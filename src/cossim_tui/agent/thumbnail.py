@@ -82,10 +82,13 @@ def queue_thumbnail(batch: torch.Tensor, transfer: HostTransfer, size: int = SIZ
 
 
 class Thumbnails:
-    """Thumbnails by module call number, so each call's input is drawn at most once."""
+    """Thumbnails by module call, so each call's input is drawn at most once.
+
+    Keyed by the call's record itself (kept, so its id is not reused): call numbers count
+    per module instance, so two modules' calls can have the same number."""
 
     def __init__(self) -> None:
-        self._by_call: OrderedDict[int, Thumbnail | None] = OrderedDict()
+        self._by_call: OrderedDict[int, tuple[Any, Thumbnail | None]] = OrderedDict()
 
     def of(self, made: Any) -> Thumbnail | None:
         """The thumbnail of ``made``'s (a ``provenance.MadeBy``) input, if it is an image batch still alive."""
@@ -98,10 +101,10 @@ class Thumbnails:
         """``of`` with the pixels queued on ``transfer``: call what it returns after the fetch."""
         if made is None or made.input is None:
             return lambda: None
-        number = made.call.call
+        number = id(made)
         if number in self._by_call:
             self._by_call.move_to_end(number)
-            known = self._by_call[number]
+            known = self._by_call[number][1]
             return lambda: known
         source = made.input()
         if source is None:
@@ -110,7 +113,7 @@ class Thumbnails:
 
         def finish() -> Thumbnail | None:
             made_picture = picture()
-            self._by_call[number] = made_picture
+            self._by_call[number] = (made, made_picture)
             while len(self._by_call) > KEEP:
                 self._by_call.popitem(last=False)
             return made_picture
