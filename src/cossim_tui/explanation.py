@@ -67,6 +67,7 @@ def explain(a: Any, b: Any, dim: int = -1, eps: float = 1e-8, *, names: tuple[st
     intercepted call would, with nothing before it and no pictures."""
     import torch.nn.functional as F
 
+    from cossim_tui.agent.call import Call, Intercepted
     from cossim_tui.agent.pipeline import Pipeline
 
     cosine = getattr(F.cosine_similarity, "__cossim_tui_original__", F.cosine_similarity)
@@ -77,7 +78,8 @@ def explain(a: Any, b: Any, dim: int = -1, eps: float = 1e-8, *, names: tuple[st
         error = exc
     config = AgentConfig(mode="run", break_on=["never"], pictures="none")
     pipeline = Pipeline(Judge(), set(), lambda: config, lambda findings: False)
-    step = pipeline.capture(0, "explain", _HERE, names, a, b, dim, eps, result, error, False)
+    seen = Intercepted("explain", names, a, b, dim, eps, result, error, None)
+    step = pipeline.capture(Call(seen, 0, _HERE, names, False))
     return Explanation(step.args, step.relation, step.cos, step.findings, step.error)
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from agent_harness import KeptMessages, free_run  # noqa: F401 - shared with the fixture matrix
 from cossim_tui.agent import capture
+from cossim_tui.agent.call import Intercepted
 from cossim_tui.agent.controller import Controller
 
 
@@ -22,7 +23,7 @@ def call(controller: Controller, x1: torch.Tensor, x2: torch.Tensor, dim: int = 
     """What the interceptor does for ``F.cosine_similarity(x1, x2, dim)`` (without patching torch
     in this process)."""
     result = F.cosine_similarity(x1, x2, dim=dim)
-    controller.on_call("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1))
+    controller.on_call(Intercepted("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, sys._getframe(1)))
     return result
 
 

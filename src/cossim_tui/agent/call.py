@@ -9,10 +9,26 @@ positional values each.
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
 from cossim_tui.protocol import CallSite
+
+
+class Intercepted:
+    """What the interceptor saw at one call, as it hands it to the agent: the function, the
+    source names of its two tensor parameters, the arguments, ``dim`` and ``eps`` as given, what
+    the call returned or raised, the frame that made the call, and a probe's label."""
+
+    __slots__ = ("dim", "eps", "error", "frame", "function", "label", "names", "result", "x1", "x2")
+
+    def __init__(
+        self, function: str, names: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any, result: Any,
+        error: BaseException | None, frame: types.FrameType | None, label: str | None = None,
+    ) -> None:
+        self.function, self.names, self.x1, self.x2, self.dim, self.eps = function, names, x1, x2, dim, eps
+        self.result, self.error, self.frame, self.label = result, error, frame, label
 
 
 class Call:
@@ -25,14 +41,14 @@ class Call:
         "pair", "evidence", "strips", "values",
     )
 
-    def __init__(
-        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, result: Any,
-        error: BaseException | None, dim: int, eps: float, pictures: bool, transfer: Any,
-    ) -> None:
-        self.step, self.function, self.site, self.exprs = step, function, site, exprs
-        self.x1, self.x2, self.result, self.error, self.dim, self.eps = x1, x2, result, error, dim, eps
-        self.pictures, self.transfer = pictures, transfer
-        self.label: str | None = None
+    def __init__(self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool) -> None:
+        self.step, self.function, self.site, self.exprs, self.label = step, seen.function, site, exprs, seen.label
+        self.x1, self.x2, self.result, self.error = seen.x1, seen.x2, seen.result, seen.error
+        self.dim = seen.dim if isinstance(seen.dim, int) else -1
+        self.eps = float(seen.eps) if isinstance(seen.eps, (int, float)) else 1e-8
+        self.pictures = pictures
+        self.transfer: Any = None
+        """The one ``HostTransfer`` every stage queues its figures on (``Pipeline.begin``)."""
         self.wall_time = time.time()
         self.host: Callable[[], Any] | None = None
         """After the fetch, host copies of a small pair on a device (``copy_small_pair``): its

@@ -25,7 +25,7 @@ from typing import Any
 from cossim_tui import protocol
 from cossim_tui.agent import intercept, source
 from cossim_tui.agent.condition import BreakCondition, ConditionError
-from cossim_tui.agent.call import Call
+from cossim_tui.agent.call import Call, Intercepted
 from cossim_tui.agent.outbox import Outbox
 from cossim_tui.agent.pipeline import Pipeline
 from cossim_tui.agent.summariser import Summariser
@@ -108,19 +108,7 @@ class Controller:
 
     # -- the hot path ---------------------------------------------------------------------
 
-    def on_call(
-        self,
-        function: str,
-        names: tuple[str, str],
-        x1: Any,
-        x2: Any,
-        dim: Any,
-        eps: Any,
-        result: Any,
-        error: BaseException | None,
-        frame: types.FrameType | None,
-        label: str | None = None,
-    ) -> None:
+    def on_call(self, seen: Intercepted) -> None:
         if not self._connected:
             return
         with self._lock:
@@ -132,25 +120,26 @@ class Controller:
             self.steps += 1
             pictures = False
             try:
-                site, exprs = self._place(frame, names)
+                site, exprs = self._place(seen.frame, seen.names)
                 pictures = self.pipeline.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
-                if not pictures and self._send_behind(step, function, site, exprs, x1, x2, dim, eps, result, error, label):
+                call = Call(seen, step, site, exprs, pictures)
+                if not pictures and self._send_behind(call):
                     if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                         self._stop_script()
                     return
                 self._finish_in_flight()
-                message = self.pipeline.capture(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
+                message = self.pipeline.capture(call)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
                 self._finish_in_flight()
-                message = self._capture_failed(step, function, names, frame, exc)
-            message.label = label
+                message = self._capture_failed(step, seen.function, seen.names, seen.frame, exc)
+            message.label = seen.label
             stop = self._should_stop(message.findings)
             by_condition = False
             if not stop and self.mode == "continue" and self.condition.text:
-                stop = by_condition = self._condition_holds(message, frame, result)
+                stop = by_condition = self._condition_holds(message, seen.frame, seen.result)
             message.paused = stop
             if stop and not pictures and self.config.pictures != "none":
-                self.pipeline.picture_stop(message, x1, x2, dim, with_map=by_condition)
+                self.pipeline.picture_stop(message, seen.x1, seen.x2, seen.dim, with_map=by_condition)
             if stop:
                 # Waiting starts before the step goes out: a Resume that answers it at once
                 # must find the script waiting, not be lost before it waits.
@@ -200,10 +189,7 @@ class Controller:
 
     # -- calls summarised behind the script ------------------------------------------------
 
-    def _send_behind(
-        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
-        result: Any, error: BaseException | None, label: str | None,
-    ) -> bool:
+    def _send_behind(self, call: Call) -> bool:
         """Start a call's transfer and return without waiting for it, where nothing can stop at
         this step and it gets no pictures (``check``; the TUI running freely, between the steps
         it pictures): a small pair on a device whose copies run behind (CUDA). The
@@ -214,23 +200,23 @@ class Controller:
         queued on the device before it (a forward pass), the device then idles while the host
         summarises, and the script queues nothing meanwhile. Whether ``False``: the call was not
         started, and is captured as usual."""
-        if self.mode != "run" or self._pause_requested or error is not None:
+        x1, x2 = call.x1, call.x2
+        if self.mode != "run" or self._pause_requested or call.error is not None:
             return False
         tools = self.pipeline.ready()
-        if not (tools.small_pair_on_device(x1, x2, result) and tools.runs_behind(x1.device)):
+        if not (tools.small_pair_on_device(x1, x2, call.result) and tools.runs_behind(x1.device)):
             return False
         try:
             with tools.no_grad():
-                call = self.pipeline.begin(step, function, site, exprs, x1, x2, dim, eps, result, error, False)
+                self.pipeline.begin(call)
                 # Read now what a later summary cannot: the tensors may change, and a backward()
                 # frees their graph.
-                call.described = tools.describe_pair(x1, x2, exprs)
+                call.described = tools.describe_pair(x1, x2, call.exprs)
                 call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
                 # Views as the tensors are now (shape, strides, storage): an unsqueeze_(), set_()
                 # or `.data =` after the call does not reach them. (One view where one tensor.)
                 call.x1 = x1.detach()
                 call.x2 = call.x1 if x2 is x1 else x2.detach()
-                call.label = label
                 call.transfer.start()
         except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead
             return False

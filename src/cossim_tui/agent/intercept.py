@@ -23,25 +23,15 @@ import types
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from cossim_tui.agent.call import Intercepted
+
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class CallSink(Protocol):
     pid: int
 
-    def on_call(
-        self,
-        function: str,
-        names: tuple[str, str],
-        x1: Any,
-        x2: Any,
-        dim: Any,
-        eps: Any,
-        result: Any,
-        error: BaseException | None,
-        frame: types.FrameType | None,
-        label: str | None = None,
-    ) -> None: ...
+    def on_call(self, seen: Intercepted) -> None: ...
 
     def torch_hooked(self, version: str, intercepted: list[str]) -> None: ...
 
@@ -164,7 +154,7 @@ def _report(
             result = similarity(x1, x2, dim, result)
         except Exception:  # noqa: BLE001 - the loss went through; we just cannot show a similarity
             result = None
-    sink.on_call(via or function, names, x1, x2, dim, eps, result, error, frame)
+    sink.on_call(Intercepted(via or function, names, x1, x2, dim, eps, result, error, frame))
 
 
 def _patch(torch: types.ModuleType, sink: CallSink) -> None:
@@ -365,7 +355,7 @@ def probe(a: Any, b: Any, dim: int, label: str | None, frame: types.FrameType | 
                 result = cosine(a.detach(), b.detach(), dim=dim)
         except Exception as exc:  # noqa: BLE001 - shown with the step; the script is not affected
             error = exc
-        sink.on_call("probe", ("a", "b"), a, b, dim, 1e-8, result, error, frame, label=label)
+        sink.on_call(Intercepted("probe", ("a", "b"), a, b, dim, 1e-8, result, error, frame, label))
     finally:
         _state.busy = False
 

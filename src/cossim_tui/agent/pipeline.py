@@ -65,24 +65,12 @@ class Pipeline:
         self._tools: Any = None
         """The capture's modules, imported at the first call (torch is the script's to import)."""
 
-    def capture(
-        self,
-        step: int,
-        function: str,
-        site: CallSite,
-        exprs: tuple[str, str],
-        x1: Any,
-        x2: Any,
-        dim: Any,
-        eps: Any,
-        result: Any,
-        error: BaseException | None,
-        pictures: bool,
-    ) -> StepCaptured:
+    def capture(self, call: Call) -> StepCaptured:
+        """The step of ``call``, made now: its figures queued, fetched at once, summarised."""
         tools = self.ready()
         # One no_grad for the whole capture (the modules skip theirs when grad is off already).
         with tools.no_grad():
-            call = self.begin(step, function, site, exprs, x1, x2, dim, eps, result, error, pictures)
+            self.begin(call)
             # Everything read from the tensors was queued on one transfer, fetched once: on a GPU
             # that is the call's only wait for the device.
             call.transfer.fetch()
@@ -98,16 +86,11 @@ class Pipeline:
             self.projections = tools.ProjectionMaps()
         return tools
 
-    def begin(
-        self, step: int, function: str, site: CallSite, exprs: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any,
-        result: Any, error: BaseException | None, pictures: bool,
-    ) -> Call:
+    def begin(self, call: Call) -> Call:
         """Read what the call's tensors say now and queue their values on the call's transfer."""
         tools = self._tools
-        dim_value = dim if isinstance(dim, int) else -1
-        eps_value = float(eps) if isinstance(eps, (int, float)) else 1e-8
-        transfer = tools.HostTransfer()
-        call = Call(step, function, site, exprs, x1, x2, result, error, dim_value, eps_value, pictures, transfer)
+        transfer = call.transfer = tools.HostTransfer()
+        x1, x2, result, step, pictures = call.x1, call.x2, call.result, call.step, call.pictures
         made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
         call.fresh = tuple(m is not None and m.call.step == step for m in made)
         call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
