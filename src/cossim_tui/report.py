@@ -179,5 +179,6 @@ class ReportBuilder:
 
 
 def write_report(path: str, report: Report) -> None:
+    data = encode_for_tools(report) + b"\n"  # (before the file is opened: a failure leaves no empty report)
     with open(path, "wb") as handle:
-        handle.write(encode_for_tools(report) + b"\n")
+        handle.write(data)

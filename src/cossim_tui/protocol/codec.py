@@ -91,7 +91,7 @@ class Decoder:
             return self._fast.decode(body)
         except msgspec.ValidationError as exc:
             raise self._error(exc) from None
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, RecursionError, UnicodeError):
             pass  # NaN or Infinity, a lone surrogate, or not JSON at all: Python's parser says
         return self.convert(_python_loads(body))
 
@@ -138,8 +138,23 @@ def to_builtins(value: Any) -> Any:
 
 def encode_for_tools(value: msgspec.Struct) -> bytes:
     """Strict, indented JSON for other tools (a ``check`` report): a non-finite number is
-    ``null``, since their parsers refuse ``NaN``."""
-    return msgspec.json.format(_json.encode(value), indent=2)
+    ``null``, since their parsers refuse ``NaN``; a string Unicode cannot encode (a lone
+    surrogate in an argument that was not UTF-8) is escaped, as Python's json escapes it."""
+    try:
+        return msgspec.json.format(_json.encode(value), indent=2)
+    except (UnicodeEncodeError, OverflowError):
+        data = _finite_only(msgspec.to_builtins(value, enc_hook=_plain))
+        return json.dumps(data, indent=2, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _finite_only(data: Any) -> Any:
+    if isinstance(data, float):
+        return finite_or_none(data)
+    if isinstance(data, list):
+        return [_finite_only(item) for item in data]
+    if isinstance(data, dict):
+        return {key: _finite_only(item) for key, item in data.items()}
+    return data
 
 
 def finite_or_none(x: float | None) -> float | None:
