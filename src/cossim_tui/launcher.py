@@ -17,8 +17,10 @@ line. The agent's ``bootstrap`` then makes the script's process what ``python SC
 would have made it, in either case.
 
 ``Run.events()`` is the one reader: it yields protocol messages, output and, last, a
-``ScriptExited`` that merges what the agent said with how the process really ended (``quit``
-when ``terminate`` ended a script that was still running).
+``ScriptExited`` that merges what the agent said with how the process really ended: ``quit``
+when ``terminate`` ended a process that was still running and whose script had not failed on
+its own (a script that raised is reported as failed even when ``terminate`` ended the threads
+it left running).
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Run:
         self._ended: protocol.ScriptEnded | None = None
         self._quit = False
         """``terminate`` found the script still running: the user (or the caller) ended it."""
+        self._ended_before_quit: protocol.ScriptEnded | None = None
+        """What the agent had said of the script's end when ``terminate`` began."""
 
     @classmethod
     def early(cls, target: Target, *, fork: bool = False, forget: frozenset[str] = frozenset(), pass_stdin: bool = False) -> Run:
@@ -199,8 +203,19 @@ class Run:
     def _exit_event(self) -> ScriptExited:
         code = self.process.returncode
         ended = self._ended
-        if code is not None and code < 0:
-            return ScriptExited("quit" if self._quit else "killed", None, -code, ended.exception if ended else None)
+        killed_by = -code if code is not None and code < 0 else None
+        # What the script said of its own end before anyone ended it (a SIGTERM handler of the
+        # script's that raises once ``terminate`` has begun is the quit, not a failure).
+        own_end = self._ended_before_quit if self._quit else ended
+        if own_end is not None and own_end.status in ("error", "not-found"):
+            # The script had failed on its own before anything ended it: that is how it ended.
+            exit_code = None if killed_by is not None else (code if own_end.status != "not-found" else own_end.exit_code)
+            return ScriptExited(own_end.status, exit_code, killed_by, own_end.exception)
+        if self._quit:
+            # ``terminate`` ended it while it still ran; its own SIGTERM handler may have exited 0.
+            return ScriptExited("quit", None if killed_by is not None else code, killed_by, None)
+        if killed_by is not None:
+            return ScriptExited("killed", None, killed_by, ended.exception if ended else None)
         if ended is not None:
             if ended.status == "finished" and code != 0:
                 # sys.exit(n) inside the script, or a failure during interpreter shutdown.
@@ -213,7 +228,7 @@ class Run:
         import subprocess
 
         if self.process.poll() is None:
-            self._quit = True
+            self._quit, self._ended_before_quit = True, self._ended
             self._signal_group(signal.SIGTERM)
             try:
                 self.process.wait(timeout=grace)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from cossim_tui import protocol
 from cossim_tui.protocol import AgentConfig
 from integration.live import FIXTURES, group_members, wait_group_gone
 
@@ -45,3 +46,24 @@ def test_quit_while_dataloader_workers_are_alive(start_run):
     live.wait_output("workers alive\n")
     assert len(group_members(live.pid)) >= 3, "expected the script and its two workers"
     _terminate_and_check(live)
+
+
+def test_a_script_that_failed_on_its_own_stays_failed_when_its_lingering_process_is_ended(start_run):
+    """A non-daemon thread keeps the process alive after the script raised: ending it then is
+    not what made the run fail, and the trace must not replay it as a quit."""
+    live = start_run(FIXTURES / "raise_and_linger.py")
+    # The agent's word on the script's end has been read: the run's events yield it as they read it.
+    while not any(isinstance(event, protocol.ScriptEnded) for event in live.events):
+        live.next_event(timeout=10)
+    live.run.terminate()
+    exited = live.wait_exit(timeout=10)
+    assert (exited.status, exited.exception) == ("error", "ValueError: boom")
+    assert exited.description == "failed: ValueError: boom"
+
+
+def test_quitting_a_script_that_handles_sigterm_itself_is_still_a_quit(start_run):
+    live = start_run(FIXTURES / "sigterm_handler.py")
+    live.wait_output("ready\n")
+    live.run.terminate()
+    exited = live.wait_exit(timeout=10)
+    assert exited.status == "quit" and not exited.failed
