@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from cossim_tui.version import __version__
 __all__ = ["explain", "probe", "__version__"]
 
 _probe: Any = None

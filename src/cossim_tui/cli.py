@@ -21,7 +21,7 @@ COMMAND_ONLY = frozenset({"argparse", "gettext", "locale", "_locale"}) - _BEFORE
 agent never does: a child forked from the command forgets them, so that the script finds its
 own modules of these names, as under python (``launcher.Run.early``)."""
 
-from cossim_tui import __version__
+from cossim_tui.version import __version__
 from cossim_tui.diagnostics.codes import CATALOG, SEVERITIES
 
 from cossim_tui.session.exits import EXIT_CANNOT_START
