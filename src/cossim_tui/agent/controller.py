@@ -1,9 +1,9 @@
 """The agent's side of the conversation: reports each call and holds the script while paused.
 
-One ``Controller`` lives in the script's main process. For every intercepted call it asks
-``capture`` for the summaries and ``diagnostics`` for the findings, sends one
-``StepCaptured``, and then, if it should stop there, blocks the calling thread until the
-user says how to go on. While the script runs freely, a small pair on a CUDA device whose
+One ``Controller`` lives in the script's main process. For every intercepted call it makes
+the call's record and asks its ``Pipeline`` for the step (summaries, evidence, findings,
+pictures), sends the ``StepCaptured``, and then, if it should stop there, blocks the calling
+thread until the user says how to go on. While the script runs freely, a small pair on a CUDA device whose
 step gets no pictures is not waited for: its values are copied to the host behind the
 device's queued work, and a thread of the agent's summarises, judges and sends its step once
 they arrive, in order, while the script goes on (``Summariser``).
@@ -127,6 +127,9 @@ class Controller:
                     if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                         self._stop_script()
                     return
+                if call.transfer is not None:
+                    # Begun to be sent behind, then refused (no pinned memory): captured afresh.
+                    call = Call(seen, step, site, exprs, pictures)
                 self._finish_in_flight()
                 message = self.pipeline.capture(call)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script

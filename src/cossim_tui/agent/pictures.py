@@ -27,7 +27,7 @@ class Pictures:
     def due(self, site: str, wanted: str, stepping: bool) -> bool:
         """Whether this step gets its pictures (``wanted``: ``AgentConfig.pictures``): with ``paced``, a step
         the script will stop at does (known here when stepping or asked to pause; a stop decided
-        by a finding gets them in ``Controller._picture_stop``), and while it runs freely one step in each
+        by a finding gets them in ``Pipeline.picture_stop``), and while it runs freely one step in each
         ``PICTURE_INTERVAL`` at each call site: the screen cannot show more, and they cost more
         than the rest."""
         if wanted == "every-step":

@@ -2,7 +2,8 @@
 
 A screen keeps only the last steps, but a finding that appeared at step 3 of a long run must
 still be counted; so the tally is kept up as steps arrive. It counts the way the report's
-``findings`` do (CONTRACT: count, first and last step, the first message). ``check`` and the
+``findings`` do (CONTRACT: count, first and last step, a message); a (code, site) keeps the
+worst severity any step gave it, with that step's message. ``check`` and the
 TUI both read it: severity order, muting and grouping by call site are decided here once.
 """
 
@@ -25,7 +26,7 @@ class FindingSummary(Struct):
     last_step: int
     count: int
     message: str
-    """The message at the step it first appeared."""
+    """The message at the step it first appeared, or at the first step that found it worse."""
     muted: bool
 
 

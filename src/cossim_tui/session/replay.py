@@ -6,8 +6,8 @@ event types; a line that fails becomes a ``ChannelProblem`` naming its line numb
 exception. Lines are capped in length and malformed lines in number, so a hostile or binary
 file ends the replay with a clear reason instead of hanging it. Whatever the file holds, the
 events end with exactly one ``ScriptExited``: the recorded one, or one saying that the trace
-stops before the run did. Traces written by earlier versions (NaN as a bare token, long
-number lists packed in base64) replay as they always did.
+stops before the run did. Traces written by earlier versions (Python's json throughout, NaN
+as a bare token) replay as they always did.
 
 No torch, no textual.
 """
