@@ -20,7 +20,9 @@ from textual.widgets import Digits, OptionList, Static
 
 from cossim_tui import protocol
 from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.essential_keys import EssentialKeys
+from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.output_log import OutputPane
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
@@ -278,6 +280,35 @@ def test_at_80x24_tab_to_the_output_gives_it_the_pairs_place_and_back(make):
                 await pilot.press("shift+tab")
                 await pilot.pause()
                 assert isinstance(at(app, 1, 1), TensorPanel)
+                assert app.screen.max_scroll_y == 0
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("key, widget", [("g", HistoryPlot), ("e", EmbeddingMap)])
+def test_at_80x24_a_picture_takes_the_pairs_place_too_and_nothing_scrolls(make, key, widget):
+    """Below 30 rows the plot and the map had the source's few rows: 1 to 3, with the page
+    scrolling and their axes, legend and caption off-screen."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                await pilot.press(key)
+                await pilot.pause()
+                picture = app.query_one(widget)
+                assert picture.region.height >= 12, picture.region
+                assert app.screen.max_scroll_y == 0
+                assert isinstance(at(app, 1, 0), StatusBar)
+                await pilot.press(key)
+                await pilot.pause()
+                assert isinstance(at(app, 1, 1), TensorPanel)  # the pair is back
                 assert app.screen.max_scroll_y == 0
         finally:
             source.close()
