@@ -314,3 +314,42 @@ def test_at_80x24_a_picture_takes_the_pairs_place_too_and_nothing_scrolls(make, 
             source.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "exited, says",
+    [
+        (("finished", 0, None, None), "finished"),
+        (("quit", None, 15, None), "quit"),
+        (("killed", None, 9, None), "killed by signal 9"),
+        (("finished", 3, None, None), "exit code 3"),
+    ],
+    ids=["finished", "quit", "killed", "exit-code-3"],
+)
+def test_at_80x24_a_run_that_ended_says_how_whole_beside_the_training_context(make, exited, says):
+    """The walkthrough's top line after `r` to the end read "siamese_stale_partner.py ·
+    finished (exit code …": how the run ended, the one thing the line is for, was cut."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                step = make.step1(paused=False, step=39)
+                step.context = {"epoch": 1.0, "batch": 39.0, "loss": 0.69, "lr": 0.01}
+                source.feed(make.hello(), step, make.exited(*exited))
+                status = app.query_one(StatusBar)
+                deadline = time.monotonic() + 5
+                while status.phase not in ("ended", "failed"):
+                    assert time.monotonic() < deadline, status.state
+                    await pilot.pause(0.01)
+                await pilot.pause()
+                header = on_screen(status)
+                assert "siamese_stale_partner.py" in header
+                assert says in header and "…" not in header, header
+                assert "epoch 1" in on_screen(app.query_one(TrainingBar))
+        finally:
+            source.close()
+
+    asyncio.run(scenario())

@@ -22,6 +22,19 @@ def _fits(form: Content, width: int, lines: int) -> bool:
     return form.cell_length <= width if lines == 1 else len(form.wrap(width)) <= lines
 
 
+def _brief(state: str) -> str:
+    """The state without what it says in parentheses, for a line too short for all of it
+    (``finished (exit code 0)`` → ``finished``, ``killed by signal 9 (SIGKILL)`` → ``killed by
+    signal 9``), or only a non-zero exit code (``exit code 3``). A failure's message stays: the
+    form after this one cuts it after the script's name, where it still says what was raised."""
+    head, _, rest = state.partition(" (")
+    if ": " in head:
+        return state  # a message (what was raised) is never shortened but by an ellipsis
+    if rest.startswith("exit code ") and rest != "exit code 0)":
+        return rest.rstrip(")")  # a non-zero exit code is the news: ``exit code 3``
+    return head
+
+
 class StatusBar(Widget):
     """``cossim-tui · <state> · <N> steps · <target>``.
 
@@ -93,12 +106,14 @@ class StatusBar(Widget):
         else:
             state = Content.styled(self.state, palette.EMPHASIS)
             steps = fmt_plural(self.steps, "step")
+            brief = Content.styled(_brief(self.state), palette.EMPHASIS)
             forms = [
                 [*brand, state, steps, target],
                 [state, steps, target],
                 [state, steps, name],
                 [state, target],
                 [state, name],
+                [brief, name],
                 # A state too long for the line (a failure's message) is cut after the name.
                 [Content.styled(name, palette.EMPHASIS), self.state],
             ]
