@@ -569,7 +569,7 @@ async def _free_run_rate(calls: int) -> tuple[float, int]:
         async with app.run_test(size=(160, 50)) as pilot:
             status = app.query_one(StatusBar)
             await _until(lambda: status.phase in ("ended", "failed"), 300)
-            shown = app.step_count
+            shown = app.model.step_count
             await pilot.press("q")
     finally:
         run.terminate()

@@ -41,15 +41,15 @@ async def _screens(demo: str, shots: list[tuple[str, str]]) -> None:
     app = InspectorApp(run)
     try:
         async with app.run_test(size=SIZE) as pilot:
-            await _until(lambda: app.phase == "paused")
+            await _until(lambda: app.model.phase == "paused")
             for moment, name in shots:
                 if moment == "step":
                     await pilot.press("n")
-                    await _until(lambda: app.phase == "paused" and app.current is not None and app.current.step == 1)
+                    await _until(lambda: app.model.phase == "paused" and app.current is not None and app.current.step == 1)
                 elif moment == "end":
                     await pilot.press("r")
-                    await _until(lambda: app.phase in ("ended", "failed"))
-                    await _until(lambda: app.current is app.latest)
+                    await _until(lambda: app.model.phase in ("ended", "failed"))
+                    await _until(lambda: app.current is app.model.latest)
                 elif moment in ("plot", "map"):
                     await pilot.press("g" if moment == "plot" else "e")
                 await pilot.pause()

@@ -188,10 +188,10 @@ def test_a_recording_whose_own_process_is_killed_replays_up_to_the_crash(tmp_pat
     async def scenario():
         app = InspectorApp(TraceSource(trace_path))
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: app.exited is not None)
-            assert app.step_count == len(steps)
+            await until(pilot, lambda: app.model.exited is not None)
+            assert app.model.step_count == len(steps)
             assert_shows(app, steps[-1])
-            assert app.phase == "failed"
+            assert app.model.phase == "failed"
             assert "the recording was cut short" in status(app)
 
     asyncio.run(scenario())
@@ -210,11 +210,11 @@ def test_replay_of_a_killed_run_shows_the_last_step_and_how_it_ended(tmp_path):
     async def scenario():
         app = InspectorApp(TraceSource(trace_path))
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: app.exited is not None)
+            await until(pilot, lambda: app.model.exited is not None)
             assert_shows(app, recorded[-1])
-            assert app.step_count == 3 and [s.step for s in app.steps] == [0, 1, 2]
-            assert app.exited == ScriptExited("killed", None, signal.SIGKILL, None)
-            assert app.phase == "failed"
+            assert app.model.step_count == 3 and [s.step for s in app.model.steps] == [0, 1, 2]
+            assert app.model.exited == ScriptExited("killed", None, signal.SIGKILL, None)
+            assert app.model.phase == "failed"
             text = status(app)
             assert "killed by signal 9 (SIGKILL)" in text and "3 steps" in text
             assert "replay of killed.jsonl" in text
@@ -241,12 +241,12 @@ def test_record_then_replay_shows_the_recorded_steps(tmp_path):
     async def scenario():
         app = InspectorApp(TraceSource(trace_path))
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: app.exited is not None)
+            await until(pilot, lambda: app.model.exited is not None)
             assert app.current == msgspec.structs.replace(steps[-1], paused=True)
             assert_shows(app, steps[-1])
             assert app.query_one("#left-tensor", TensorPanel).border_title == "embedding"
-            assert app.exited == ScriptExited("finished", 0, None, None)
-            assert app.phase == "ended" and "finished (exit code 0)" in status(app)
+            assert app.model.exited == ScriptExited("finished", 0, None, None)
+            assert app.model.phase == "ended" and "finished (exit code 0)" in status(app)
             # Every earlier step is there to browse, exactly as recorded.
             assert app.view_step(0)
             await pilot.pause()
@@ -266,10 +266,10 @@ def test_interactive_recording_through_the_app(tmp_path):
         app = InspectorApp(RecordingSource(run, writer))
         async with app.run_test(size=SIZE) as pilot:
             for number in range(3):
-                await until(pilot, lambda: app.phase == "paused" and app.latest is not None and app.latest.step == number)
+                await until(pilot, lambda: app.model.phase == "paused" and app.model.latest is not None and app.model.latest.step == number)
                 await pilot.press("n")
-            await until(pilot, lambda: app.exited is not None)
-            assert app.exited.status == "finished"
+            await until(pilot, lambda: app.model.exited is not None)
+            assert app.model.exited.status == "finished"
 
     try:
         asyncio.run(record())
@@ -284,10 +284,10 @@ def test_interactive_recording_through_the_app(tmp_path):
     async def replay():
         app = InspectorApp(TraceSource(trace_path))
         async with app.run_test(size=SIZE) as pilot:
-            await until(pilot, lambda: app.exited is not None)
-            assert [(s.step, s.paused) for s in app.steps] == [(0, False), (1, False), (2, True)]
+            await until(pilot, lambda: app.model.exited is not None)
+            assert [(s.step, s.paused) for s in app.model.steps] == [(0, False), (1, False), (2, True)]
             assert_shows(app, trace.steps[-1])
-            assert app.phase == "ended"
+            assert app.model.phase == "ended"
 
     asyncio.run(replay())
 

@@ -99,8 +99,8 @@ def test_quitting_the_app_while_the_script_hangs(tmp_path: Path) -> None:
     async def drive() -> float:
         app = InspectorApp(run)
         async with app.run_test(size=(100, 30)) as pilot:
-            await until_async(pilot.pause, lambda: app.step_count > 0, 60, "the first step")
-            assert app.step_count == 1
+            await until_async(pilot.pause, lambda: app.model.step_count > 0, 60, "the first step")
+            assert app.model.step_count == 1
             start = time.monotonic()
             await pilot.press("q")
             await pilot.pause(0.1)

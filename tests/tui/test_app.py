@@ -448,9 +448,9 @@ def test_the_step_count_counts_every_step_even_in_a_burst(source, make):
             source.feed(make.step1(paused=True, step=burst - 1))
             await until(pilot, lambda: f"paused at step {burst - 1}" in status(app), timeout=20)
             assert "· 3,000 steps ·" in status(app)
-            assert app.step_count == burst
-            assert len(app.steps) == MAX_STEPS_KEPT
-            assert app.steps[-1].step == burst - 1
+            assert app.model.step_count == burst
+            assert len(app.model.steps) == MAX_STEPS_KEPT
+            assert app.model.steps[-1].step == burst - 1
             history = app.query_one(SimilarityHistory)
             assert len(history.values) == 2000
             assert "now 0.9993" in text_of(app.query_one("#history-summary", Static))
@@ -581,7 +581,7 @@ def test_an_unexpected_event_from_the_run_is_shown_as_a_channel_problem(source, 
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             source.feed(make.hello(), object(), make.step0())  # type: ignore[arg-type]
-            await until(pilot, lambda: app.phase == "paused")
+            await until(pilot, lambda: app.model.phase == "paused")
             log = app.query_one(OutputPane)
             assert any("channel problem: unexpected event from the run: object" in line for line in log.lines)
             # The run goes on: the step after it is on screen.

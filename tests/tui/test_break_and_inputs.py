@@ -210,7 +210,7 @@ def test_the_loss_sparkline_follows_the_steps_and_the_top_line_their_context(sou
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             source.feed(make.hello(), make.step0(paused=False))
-            await until(pilot, lambda: app.step_count == 1)
+            await until(pilot, lambda: app.model.step_count == 1)
             loss = app.query_one(LossHistory)
             assert list(loss.values) == [0.6931]
             assert text_of(app.query_one(TrainingBar)) == " epoch 0 · batch 0 · lr 0.01 "

@@ -317,7 +317,7 @@ def test_history_stays_on_screen_while_the_run_goes_on(source, make):
             await pilot.press("r", "f", "enter")
             assert app.viewing == 0
             source.feed(*(make.step1(paused=False, step=i) for i in range(2, 9)))
-            await until(pilot, lambda: app.step_count == 9)
+            await until(pilot, lambda: app.model.step_count == 9)
             assert status(app).startswith("cossim-tui · viewing step 0 of 9 (history)")
             assert "live: running" in status(app)
             assert app.query_one(RelationPanel).border_title.startswith("step 0 ·")
@@ -338,7 +338,7 @@ def test_a_jump_to_a_step_no_longer_kept_says_so(source, make):
             steps[-1].paused = True
             source.feed(make.hello(), *steps)
             await until(pilot, lambda: f"paused at step {total - 1}" in status(app), timeout=20)
-            assert app.steps[0].step == 5
+            assert app.model.steps[0].step == 5
             await pilot.press("f")
             rows = summary_rows(app.screen)
             # Counted over the whole run, not only the steps still in memory.

@@ -185,7 +185,7 @@ async def replayed(pilot, app: InspectorApp, source, make) -> None:
     pictured.args[0].input_image = picture(10)
     last = make.step1(step=4)
     source.feed(make.hello(), pictured, last, make.exited())
-    await until(pilot, lambda: "finished" in status(app) and app.step_count == 2)
+    await until(pilot, lambda: "finished" in status(app) and app.model.step_count == 2)
 
 
 def test_a_replay_hides_the_keys_that_drive_the_script_and_says_why_when_pressed(source, make):

@@ -440,7 +440,7 @@ def test_browsing_waits_for_a_pause(source, make):
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
             source.feed(make.hello(), make.step0(paused=False), make.step1(paused=False))
-            await until(pilot, lambda: app.step_count == 2)
+            await until(pilot, lambda: app.model.step_count == 2)
             await pilot.press("left_square_bracket", "left")
             assert app.viewing is None
 

@@ -1,14 +1,15 @@
 """The inspector: shows each intercepted cosine-similarity call and sends the user's commands.
 
 The app is handed its ``EventSource`` (the real ``launcher.Run``, or a fake in tests) and
-reads it on one worker thread, which forwards events as messages (``reader``). Handlers
-record every step and redraw only the newest, and while the script runs freely at most five
+reads it on one worker thread into ``reader.Arrivals``; the run's state lives in
+``model.RunView``, and what the keys do in ``keys.KeyActions``. Handlers record every step
+and redraw only the newest, and while the script runs freely at most five
 times a second, so thousands of calls a second cost a bounded number of frames and leave the
 CPU to the script. A step the script stops at is drawn at once. Commands go back through
 ``source.send``; what a key may do depends on where the run stands (``check_action``).
 
 Which step is on screen is decided in one place, ``viewing``: ``None`` follows the live run,
-a step number shows that earlier step (kept in ``steps``) on every panel until ``l``, or a
+a step number shows that earlier step (kept in the model's ``steps``) on every panel until ``l``, or a
 stepping key, returns to the live step. Every finding is also tallied as it arrives, so the
 findings summary (``f``) covers the whole run, not only the steps still kept.
 """
@@ -16,8 +17,6 @@ findings summary (``f``) covers the whole run, not only the steps still kept.
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 from textual import events, work
@@ -30,19 +29,21 @@ from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
-from cossim_tui.session.events import ChannelProblem, ScriptExited
-from cossim_tui.session.findings import FindingSummary
+from cossim_tui.session.events import ChannelProblem, Command, EventSource, ScriptExited
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
+from cossim_tui.tui.keys import KeyActions
 from cossim_tui.tui.messages import EventsArrived
-from cossim_tui.tui.model import MAX_STEPS_KEPT, OutputArrived, Phase, RunView, StepsArrived, grouped
+from cossim_tui.tui.model import (
+    MAX_STEPS_KEPT,
+    OutputArrived,
+    Phase,
+    RunView,
+    StepsArrived,
+    grouped,
+)
 from cossim_tui.tui.reader import Arrivals
-from cossim_tui.tui.screens.break_condition import BreakConditionScreen
 from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
-from cossim_tui.tui.screens.help import HelpScreen
-from cossim_tui.tui.screens.inputs import InputsScreen, has_input_images
-from cossim_tui.session.events import Command, EventSource
-from cossim_tui.session.findings import FindingTally
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.essential_keys import EssentialKeys
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
@@ -56,11 +57,6 @@ from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
 from cossim_tui.tui.widgets.training_bar import TrainingBar
 from cossim_tui.tui.widgets.value_strips import ValueStrips
-
-_STEPPING = ("step", "continue_to_finding", "run_freely")
-
-_DRIVING = (*_STEPPING, "pause", "mute", "break_condition")
-"""What a replay cannot do: nothing runs there."""
 
 RUNNING_REDRAW = 0.2
 """Seconds between two frames of a free run: the live step, the histories and the step count."""
@@ -76,10 +72,6 @@ KEYS_SETTLE = 0.15
 """Seconds a stepping key waits before the footer shows the keys of a running script."""
 
 
-def _has_pictures(step: protocol.StepCaptured) -> bool:
-    return any(summary.strip or summary.input_image is not None for summary in step.args)
-
-
 class InspectorScreen(Screen[None]):
     """The inspector's own screen, so that it can say which widget has the focus first."""
 
@@ -89,7 +81,7 @@ class InspectorScreen(Screen[None]):
     (and, before the top line was docked, the top line) out of view."""
 
 
-class InspectorApp(App[None]):
+class InspectorApp(KeyActions, App[None]):
     """``InspectorApp(source, break_on="error")``: inspect one run of the user's script."""
 
     CSS_PATH = "app.tcss"
@@ -272,7 +264,7 @@ class InspectorApp(App[None]):
     def _steps_arrived(self, arrived: StepsArrived) -> None:
         self._show_phase(self.model.steps_arrived(arrived.steps))
         if isinstance(self.screen, FindingsSummaryScreen):
-            self.screen.groups = self.tally.by_site()
+            self.screen.groups = self.model.tally.by_site()
         self._follow()
         if self.model.next_queued_step():
             # ``n`` pressed while the previous step was on its way: every press is one step.
@@ -303,7 +295,7 @@ class InspectorApp(App[None]):
             return
         self.query_one(SimilarityHistory).add(step.cos.mean if step.cos is not None else None for step in steps)
         self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
-        self.query_one(StatusBar).steps = self.step_count
+        self.query_one(StatusBar).steps = self.model.step_count
         if self.viewing is None:
             self.show_step(steps[-1])
 
@@ -332,42 +324,6 @@ class InspectorApp(App[None]):
 
     # -- the run, as the model holds it ---------------------------------------------------
 
-    @property
-    def steps(self) -> deque[protocol.StepCaptured]:
-        return self.model.steps
-
-    @property
-    def step_count(self) -> int:
-        return self.model.step_count
-
-    @property
-    def latest(self) -> protocol.StepCaptured | None:
-        return self.model.latest
-
-    @property
-    def tally(self) -> FindingTally:
-        return self.model.tally
-
-    @property
-    def phase(self) -> Phase:
-        return self.model.phase
-
-    @property
-    def exited(self) -> ScriptExited | None:
-        return self.model.exited
-
-    @property
-    def script_ended(self) -> protocol.ScriptEnded | None:
-        return self.model.script_ended
-
-    @property
-    def hello(self) -> protocol.Hello | None:
-        return self.model.hello
-
-    @property
-    def steps_queued(self) -> int:
-        return self.model.steps_queued
-
     def _show_phase(self, change: tuple[Phase, str] | None) -> None:
         if change is not None:
             self._set_phase(*change)
@@ -388,7 +344,7 @@ class InspectorApp(App[None]):
         findings = self.query_one(FindingsPanel)
         findings.muted = frozenset(self.muted)
         findings.findings = list(step.findings)
-        pictured = self._pictured_for(step)
+        pictured = self.model.pictured_for(step)
         self.query_one(ValueStrips).show(
             pictured.args, of_step=pictured.step if pictured is not step else None
         )
@@ -412,7 +368,7 @@ class InspectorApp(App[None]):
 
     def watch_viewing(self, viewing: int | None) -> None:
         self.query_one(StatusBar).viewing = viewing
-        step = self.latest if viewing is None else self.kept_step(viewing)
+        step = self.model.latest if viewing is None else self.kept_step(viewing)
         if step is not None:
             self.show_step(step)
         self._refresh_keys()
@@ -420,8 +376,8 @@ class InspectorApp(App[None]):
     def view_step(self, number: int) -> bool:
         """Show step ``number`` (history); ``False``, with a notification, when it is no longer kept."""
         if self.kept_step(number) is None:
-            oldest = self.steps[0].step if self.steps else None
-            kept = f"steps {oldest} to {self.steps[-1].step} are" if oldest is not None else "no step is"
+            oldest = self.model.steps[0].step if self.model.steps else None
+            kept = f"steps {oldest} to {self.model.steps[-1].step} are" if oldest is not None else "no step is"
             self.notify(
                 f"step {number} is no longer in memory: only the last {fmt_int(MAX_STEPS_KEPT)} steps are kept ({kept})",
                 title="cannot show that step",
@@ -433,11 +389,11 @@ class InspectorApp(App[None]):
 
     def _set_phase(self, phase: Phase, state: str) -> None:
         status = self.query_one(StatusBar)
-        if phase == self.phase and state == status.state:
+        if phase == self.model.phase and state == status.state:
             # A free run reports "running" with every batch of steps; rebuilding the footer's
             # keys each time kept a pressed `p` waiting for hundreds of milliseconds.
             return
-        stepping = phase == "running" and self.phase == "paused"
+        stepping = phase == "running" and self.model.phase == "paused"
         self.model.phase = phase
         status.phase = phase
         status.state = state
@@ -460,107 +416,7 @@ class InspectorApp(App[None]):
             self._keys_shown = keys
             self.refresh_bindings()
 
-    # -- keys -----------------------------------------------------------------------------
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # None keeps a key in the footer, greyed out: the user sees it exists but not now.
-        # False hides it: in a replay the keys that drive the script never will do anything.
-        if action in _DRIVING and self.replay:
-            return False
-        if action == "nothing_runs":
-            return self.replay
-        if action == "step":
-            # While a step is on its way, n is taken: it will step again once that one lands.
-            return True if self.phase == "paused" or (self.phase == "running" and self.model.stepping) else None
-        if action in _STEPPING:
-            return True if self.phase == "paused" else None
-        if action == "pause":
-            return True if self.phase == "running" else None
-        if action == "break_condition":
-            return True if self.phase not in ("ended", "failed") else None
-        if action == "mute":
-            return True if self.phase not in ("ended", "failed") and self.current is not None else None
-        if action == "live":
-            # Only in history: while the screen follows the run there is nothing to return to.
-            return self.viewing is not None
-        if action in ("earlier_step", "later_step"):
-            return True if self.phase in ("paused", "ended", "failed") else None
-        return True
-
-    def action_step(self) -> None:
-        if self.phase == "paused":
-            self._resume("step")
-        elif self.model.stepping:
-            self.model.steps_queued += 1
-
-    def action_continue_to_finding(self) -> None:
-        self._resume("continue")
-
-    def action_run_freely(self) -> None:
-        self._resume("run")
-
-    def _resume(self, mode: Literal["step", "continue", "run"]) -> None:
-        # The script goes on from the live step, whatever is on screen; so the screen follows it.
-        self.viewing = None
-        self.model.stepping = mode == "step"
-        self._send(protocol.Resume(mode))
-        self._set_phase("running", "running")
-
-    def action_pause(self) -> None:
-        self.model.steps_queued = 0
-        self._send(protocol.Pause())
-        self._set_phase("pausing", "pausing…")
-
-    async def action_interrupt(self) -> None:
-        """Ctrl-C, as in pdb: a running script pauses at its next call (what ``p`` does); pressed
-        again, while that pause is on its way or once the script is paused or over, it quits."""
-        if self.phase in ("starting", "running") and not self.replay:
-            self.action_pause()
-            self.notify("pausing at the next call: ctrl+c again or q quits", title="ctrl+c")
-        else:
-            await self.action_quit()
-
-    def action_nothing_runs(self, key: str) -> None:
-        self.notify(
-            f"replay: nothing runs, so {key} has nothing to do; [ and ] walk through the recorded steps",
-            title="replay",
-            severity="warning",
-            markup=False,  # the brackets are keys
-        )
-
-    def action_mute(self) -> None:
-        finding = self.query_one(FindingsPanel).selected_finding
-        if finding is None:
-            self.notify("no finding selected to mute", severity="warning")
-            return
-        self._send(protocol.Mute(finding.code, finding.site))
-        self.muted.add((finding.code, finding.site))
-        self.query_one(FindingsPanel).muted = frozenset(self.muted)
-        self.notify(f"muted {finding.code} at {finding.site}")
-
-    def action_live(self) -> None:
-        self.viewing = None
-
-    def action_earlier_step(self) -> None:
-        self._browse(-1)
-
-    def action_later_step(self) -> None:
-        self._browse(+1)
-
-    def _browse(self, offset: int) -> None:
-        """One step back or forward through the kept steps; forward from the last one is the live step."""
-        if self.current is None:
-            return
-        number = self.current.step + offset
-        if self.latest is not None and number >= self.latest.step:
-            self.viewing = None
-        elif self.kept_step(number) is not None:
-            self.viewing = number
-        elif offset < 0:
-            self.notify(f"step {self.current.step} is the oldest step kept in memory", severity="warning")
-
-    def action_toggle_picture(self, picture: Literal["plot", "map"]) -> None:
-        self.picture = "" if self.picture == picture else picture
+    # -- pictures ----------------------------------------------------------------------
 
     def watch_picture(self, picture: str) -> None:
         self.set_class(picture == "plot", "-show-plot")
@@ -570,105 +426,9 @@ class InspectorApp(App[None]):
     def _show_picture(self) -> None:
         """Redraw the plot or the map, only while it is on screen: plotting a thousand steps is not free."""
         if self.picture == "plot":
-            self.query_one(HistoryPlot).show(self.steps, self.current)
+            self.query_one(HistoryPlot).show(self.model.steps, self.current)
         elif self.picture == "map":
-            self.query_one(EmbeddingMap).show(self._projection_for(self.current), self.current)
-
-    def _pictured_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
-        """``step``, or, when the agent made no pictures for it (value strips, input images: a
-        step of a free run between two that have them), the latest kept one that has them."""
-        return self._at_or_before(step, _has_pictures) or step
-
-    def _projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
-        """The map of ``step``'s call site made at that step or, failing that, the latest kept one
-        before it (one sent at the run's end counts as its step's)."""
-        if step is None:
-            return None
-        found = self._at_or_before(step, lambda s: s.projection is not None or s.step in self.model.end_maps)
-        if found is None:
-            return None
-        return found.projection or self.model.end_maps.get(found.step)
-
-    def _at_or_before(
-        self, step: protocol.StepCaptured, holds: Callable[[protocol.StepCaptured], bool]
-    ) -> protocol.StepCaptured | None:
-        """``step`` if ``holds(step)``, else the latest kept step of its call site before it for
-        which it holds: the agent makes maps and pictures for some steps only."""
-        if holds(step):
-            return step
-        site = step.site.label
-        return next(
-            (s for s in reversed(self.steps) if s.step < step.step and s.site.label == site and holds(s)), None
-        )
-
-    def action_save_screenshot(self) -> None:
-        # The toasts cover the bottom lines, the keys among them: the screenshot is of the
-        # screen without them, taken once they are gone from it.
-        self.clear_notifications()
-        self.call_after_refresh(self._save_screenshot)
-
-    def _save_screenshot(self) -> None:
-        try:
-            path = self.save_screenshot(path=self.screenshot_dir)
-        except OSError as exc:
-            self.notify(f"could not save the screenshot: {exc}", severity="error")
-            return
-        self.notify(f"screenshot saved to {path}", title="screenshot")
-
-    def action_findings_summary(self) -> None:
-        self.push_screen(
-            FindingsSummaryScreen(self.tally.by_site(), frozenset(self.muted)), callback=self._show_first_appearance
-        )
-
-    def _show_first_appearance(self, entry: FindingSummary | None) -> None:
-        """After enter in the summary: the step where the chosen finding first appeared, with it selected."""
-        if entry is None:
-            return
-        if self.kept_step(entry.first_step) is not None:
-            self.query_one(FindingsPanel).select_finding((entry.code, entry.site))
-        self.view_step(entry.first_step)  # or says why it cannot
-
-    def action_break_condition(self) -> None:
-        self.push_screen(BreakConditionScreen(self.break_condition), callback=self._set_break_condition)
-
-    def _set_break_condition(self, condition: str | None) -> None:
-        if condition is None:
-            return
-        # Shown at once; the agent's answer (``BreakConditionChanged``) confirms it or says why not
-        # (the dialog has already refused what does not compile).
-        self._send(protocol.SetBreak(condition))
-        self._show_break_condition(condition, None)
-
-    def _show_break_condition(self, condition: str, problem: str | None) -> None:
-        self.break_condition = condition
-        bar = self.query_one(TrainingBar)
-        bar.condition = condition
-        bar.condition_problem = problem
-
-    def action_inputs(self) -> None:
-        step = self.current
-        if step is not None and self.viewing is None and not self.replay:
-            # Following a free run, the live step may be one the agent made no pictures for:
-            # the latest that has them (the screen names its step). A step the user chose to
-            # look at, and every step of a replay, shows its own inputs or says it has none.
-            step = self._pictured_for(step)
-        if not has_input_images(step):
-            at = f"step {step.step}" if step is not None else "this step"
-            self.notify(
-                f"no input images at {at}: neither vector was made by a module from an image batch (N, 1 or 3, H, W) still alive, or no pictures were made at that step",
-                title="no pictures",
-                severity="warning",
-            )
-            return
-        assert step is not None
-        self.push_screen(InputsScreen(step))
-
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.break_on))
-
-    async def action_quit(self) -> None:
-        self.stop_run()
-        self.exit()
+            self.query_one(EmbeddingMap).show(self.model.projection_for(self.current), self.current)
 
     def stop_run(self) -> None:
         """End the script (once); it is bounded to about a second, so it runs right here."""

@@ -10,7 +10,7 @@ output as one ``OutputArrived``, every other event as itself.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -163,3 +163,34 @@ class RunView:
         if number is None or (self.latest is not None and number == self.latest.step):
             return None
         return number if self.kept_step(number) is not None else None
+
+    # -- which kept step holds a step's pictures ------------------------------------------
+
+    def pictured_for(self, step: protocol.StepCaptured) -> protocol.StepCaptured:
+        """``step``, or, when the agent made no pictures for it (value strips, input images: a
+        step of a free run between two that have them), the latest kept one that has them."""
+        return self._at_or_before(step, _has_pictures) or step
+
+    def projection_for(self, step: protocol.StepCaptured | None) -> protocol.Projection | None:
+        """The map of ``step``'s call site made at that step or, failing that, the latest kept one
+        before it (one sent at the run's end counts as its step's)."""
+        if step is None:
+            return None
+        found = self._at_or_before(step, lambda s: s.projection is not None or s.step in self.end_maps)
+        if found is None:
+            return None
+        return found.projection or self.end_maps.get(found.step)
+
+    def _at_or_before(
+        self, step: protocol.StepCaptured, holds: Callable[[protocol.StepCaptured], bool]
+    ) -> protocol.StepCaptured | None:
+        """``step`` if ``holds(step)``, else the latest kept step of its call site before it for
+        which it holds: the agent makes maps and pictures for some steps only."""
+        if holds(step):
+            return step
+        site = step.site.label
+        return next((s for s in reversed(self.steps) if s.step < step.step and s.site.label == site and holds(s)), None)
+
+
+def _has_pictures(step: protocol.StepCaptured) -> bool:
+    return any(summary.strip or summary.input_image is not None for summary in step.args)
