@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING
 from cossim_tui.launcher import Run
 from cossim_tui.protocol import StepCaptured
 from cossim_tui.session.config import check_config
-from cossim_tui.session.events import ChannelProblem, OutputReceived, RunEvent, ScriptExited
+from cossim_tui.session.events import (
+    ChannelProblem,
+    OutputReceived,
+    RunEvent,
+    ScriptExited,
+)
 from cossim_tui.session.exits import EXIT_CANNOT_START, check_status
 
 if TYPE_CHECKING:

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Literal
 
 from cossim_tui import protocol
 from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
-from cossim_tui.session.events import ChannelProblem, OutputReceived, RunEvent, ScriptExited, Target
+from cossim_tui.session.events import (
+    ChannelProblem,
+    OutputReceived,
+    RunEvent,
+    ScriptExited,
+    Target,
+)
 
 if TYPE_CHECKING:
     import subprocess

@@ -15,7 +15,14 @@ from collections import deque
 from msgspec import Struct
 
 from cossim_tui.diagnostics.codes import CATALOG
-from cossim_tui.protocol import ModuleCall, Relation, StepCaptured, TensorSummary, encode_for_tools, finite_or_none
+from cossim_tui.protocol import (
+    ModuleCall,
+    Relation,
+    StepCaptured,
+    TensorSummary,
+    encode_for_tools,
+    finite_or_none,
+)
 from cossim_tui.session.events import ScriptExited, Target
 from cossim_tui.session.findings import FindingTally
 

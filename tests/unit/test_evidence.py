@@ -18,7 +18,7 @@ from cossim_tui.agent.evidence import (  # noqa: E402
     common_mode_drop,
     sample_vectors,
 )
-from cossim_tui.agent import evidence as evidence_module  # noqa: E402
+from cossim_tui.agent import evidence_queue  # noqa: E402
 from cossim_tui.agent import spread as spread_module  # noqa: E402
 from cossim_tui.diagnostics.judge import Evidence  # noqa: E402
 
@@ -305,7 +305,7 @@ def test_the_ring_skips_stale_partners_and_copies() -> None:
 def test_few_rows_feed_the_ring_alike_on_the_cpu_and_from_a_device(on_device, monkeypatch) -> None:
     """On the CPU the unit rows are made with the capture; from a device, on the host, so that
     scoring the ring never waits for the device."""
-    monkeypatch.setattr(evidence_module, "_on_device", lambda values: on_device)
+    monkeypatch.setattr(evidence_queue, "on_device", lambda values: on_device)
     torch.manual_seed(0)
     rows = [torch.randn(2, 16) for _ in range(6)]
     collector = EvidenceCollector()
@@ -397,7 +397,7 @@ def test_the_drop_is_measured_only_where_it_could_reach_the_threshold() -> None:
 @pytest.mark.parametrize("upfront", [False, True])
 def test_the_centred_figures_agree_whether_fetched_with_the_rest_or_where_they_matter(upfront, monkeypatch) -> None:
     """On a GPU they come with the one transfer; on the CPU they are made only where they matter."""
-    monkeypatch.setattr(evidence_module, "_on_device", lambda values: upfront)
+    monkeypatch.setattr(evidence_queue, "on_device", lambda values: upfront)
     rows = 3.0 * torch.randn(1, 32) + torch.randn(16, 32)
     drop, noise = common_mode(rows)  # type: ignore[misc]
     for partner in (torch.randn(16, 32), torch.randn(16, 32, dtype=torch.float64)):  # stacked, and each alone

@@ -22,8 +22,6 @@ from typing import Any
 
 import torch
 
-from cossim_tui.agent.tensors import as_rows, broadcast_shape, reduced_dim
-from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.agent.summaries import (
     COS_ON_HOST,
     FIRST_ROWS,
@@ -38,7 +36,10 @@ from cossim_tui.agent.summaries import (
     stats_of,
     stats_width,
 )
+from cossim_tui.agent.tensors import as_rows, broadcast_shape, reduced_dim
+from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import Relation, Similarity, Spread, StorageInfo, TensorSummary
+
 
 def _spans_overlap(a: StorageInfo | None, b: StorageInfo | None) -> bool:
     if a is None or b is None:

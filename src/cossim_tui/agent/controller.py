@@ -24,8 +24,8 @@ from typing import Any
 
 from cossim_tui import protocol
 from cossim_tui.agent import intercept, source
-from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.call import Call, Intercepted
+from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.outbox import Outbox
 from cossim_tui.agent.pipeline import Pipeline
 from cossim_tui.agent.summariser import Summariser

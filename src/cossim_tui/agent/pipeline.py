@@ -28,7 +28,12 @@ class _Tools:
     def __init__(self) -> None:
         import torch
 
-        from cossim_tui.agent.capture import copy_small_pair, describe_pair, queue_pair, small_pair_on_device
+        from cossim_tui.agent.capture import (
+            copy_small_pair,
+            describe_pair,
+            queue_pair,
+            small_pair_on_device,
+        )
         from cossim_tui.agent.evidence import EvidenceCollector, graph_live_now
         from cossim_tui.agent.projection import ProjectionMaps
         from cossim_tui.agent.provenance import PendingIdenticalInputs

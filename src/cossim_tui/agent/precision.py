@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from cossim_tui.agent.spread import SAMPLE_ROWS
 from cossim_tui.agent.tensors import broadcast_shape, reduced_dim
 from cossim_tui.agent.transfer import HostTransfer
-from cossim_tui.agent.spread import SAMPLE_ROWS
 
 
 @functools.lru_cache(maxsize=64)

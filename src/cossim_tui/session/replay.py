@@ -24,8 +24,20 @@ from typing import IO, Any
 
 from msgspec.structs import replace
 
-from cossim_tui.protocol import COMMAND_KINDS, Decoder, ProtocolError, ScriptEnded, StepCaptured
-from cossim_tui.session.events import ChannelProblem, Command, OutputReceived, RunEvent, ScriptExited
+from cossim_tui.protocol import (
+    COMMAND_KINDS,
+    Decoder,
+    ProtocolError,
+    ScriptEnded,
+    StepCaptured,
+)
+from cossim_tui.session.events import (
+    ChannelProblem,
+    Command,
+    OutputReceived,
+    RunEvent,
+    ScriptExited,
+)
 from cossim_tui.session.trace import SCHEMA, TraceError, TraceHeader
 
 MAX_LINE = 16 * 1024 * 1024

@@ -23,9 +23,15 @@ from typing import IO
 
 from msgspec import Struct
 
-from cossim_tui.version import __version__
 from cossim_tui.protocol import encode_body
-from cossim_tui.session.events import ChannelProblem, Command, EventSource, RunEvent, Target
+from cossim_tui.session.events import (
+    ChannelProblem,
+    Command,
+    EventSource,
+    RunEvent,
+    Target,
+)
+from cossim_tui.version import __version__
 
 SCHEMA = "cossim-tui/trace/1"
 

@@ -22,10 +22,9 @@ from textual.reactive import reactive
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from cossim_tui.session.findings import FindingSummary
+from cossim_tui.session.findings import FindingSummary, SiteFindings
 from cossim_tui.tui import palette
 from cossim_tui.tui.format import fmt_int, fmt_plural
-from cossim_tui.session.findings import SiteFindings
 from cossim_tui.tui.screens.view import InspectorView
 from cossim_tui.tui.widgets.findings_panel import MutedKey, badge
 

@@ -6,9 +6,9 @@ one scrolls the list: no line is cut at the box's edge.
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual import events
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
