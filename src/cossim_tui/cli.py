@@ -162,7 +162,18 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also write a trace of the run to PATH (JSON Lines, schema cossim-tui/trace/1); open it with 'cossim-tui replay PATH'",
     )
-    parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the training script to run")
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="for torchrun jobs on several nodes: where the ranks reach this screen (default: loopback, any free port); "
+        "every node's ranks must prove the secret in COSSIM_TUI_TOKEN",
+    )
+    parser.add_argument(
+        "--connect",
+        metavar="HOST:PORT",
+        help="run this node's part of a torchrun job whose screen runs elsewhere with --listen HOST:PORT (needs COSSIM_TUI_TOKEN)",
+    )
+    parser.add_argument("script", nargs="?", metavar="SCRIPT", help="the training script to run, or torchrun [TORCHRUN_OPTIONS] SCRIPT")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
 
@@ -249,6 +260,35 @@ def _entered_directly(frame: object) -> bool:
     return True
 
 
+TORCHRUN_MODULES = ("torch.distributed.run", "torch.distributed.launch")
+
+
+def _job(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """Where the target is ``torchrun ...`` (or ``-m torch.distributed.run ...``): torchrun's
+    own parser says where its options end and the training script begins, and the options are
+    kept (``options.torchrun``) for the job's command line; the target becomes the script."""
+    options.torchrun = None
+    if not (options.script == "torchrun" or options.module in TORCHRUN_MODULES):
+        if options.listen or options.connect:
+            parser.error("--listen and --connect are for torchrun jobs: cossim-tui [check] --listen HOST:PORT torchrun ... SCRIPT")
+        return
+    from torch.distributed.run import get_args_parser  # (torch: only for a job, which loads it anyway)
+
+    torchrun = get_args_parser()
+    torchrun.prog = "cossim-tui torchrun"
+    given = list(options.args)
+    parsed = torchrun.parse_args(given)  # bad torchrun options: its message, and status 2
+    script_args = list(parsed.training_script_args)
+    cut = len(given) - len(script_args) - 1
+    options.torchrun, options.module, options.script, options.args = given[:cut], None, given[cut], script_args
+    if parsed.module:
+        options.module, options.script = given[cut], None
+    if options.listen and options.connect:
+        parser.error("--listen and --connect: one side listens (the screen), every other node connects")
+    if options.connect and not os.environ.get("COSSIM_TUI_TOKEN"):
+        parser.error("--connect needs the job's secret in COSSIM_TUI_TOKEN (the same on every node)")
+
+
 def parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, Target | None]:
     """What the command line asks for: ``"run"`` (the TUI), ``"check"`` or ``"replay"``, its
     options, and what to run (``None`` for replay). Bad arguments end the process with status
@@ -258,6 +298,7 @@ def parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, Target | None]:
         return "replay", _replay_parser().parse_args(argv[1:]), None
     mode, parser = ("check", _check_parser()) if argv[:1] == ["check"] else ("run", _interactive_parser())
     options = _parse(parser, argv[1:] if mode == "check" else argv)
+    _job(parser, options)
     return mode, options, _target(parser, options)
 
 
@@ -272,6 +313,8 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
         from cossim_tui.tui.run import run_replay
 
         return run_replay(options.trace)
+    if options.torchrun is not None:
+        return _run_job(mode, options, target)
     from cossim_tui.launcher import Run
 
     if mode == "check":
@@ -288,6 +331,31 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
         gc.freeze()
         return status
     run = Run.early(target, fork=fork, forget=COMMAND_ONLY)
+    from cossim_tui.tui.run import run_interactive
+
+    return run_interactive(run, options)
+
+
+def _run_job(mode: str, options: argparse.Namespace, target: Target) -> int:
+    """A torchrun job: this node's part of it (``--connect``), or the whole job on one screen."""
+    from cossim_tui.job import JobError, JobRun, join_job
+    from cossim_tui.protocol.handshake import parse_address
+
+    try:
+        if options.connect:
+            return join_job(options.torchrun, target, parse_address(options.connect))
+        listen = parse_address(options.listen) if options.listen else ("127.0.0.1", 0)
+        token = os.environ.get("COSSIM_TUI_TOKEN")
+        if listen[0] not in ("127.0.0.1", "localhost", "::1") and not token:
+            raise JobError(f"--listen {options.listen} reaches beyond this machine: set the job's secret in COSSIM_TUI_TOKEN first")
+        run = JobRun(target, options.torchrun, listen=listen, token=token, pass_stdin=mode == "check")
+    except (JobError, ValueError, OSError) as exc:
+        print(f"cossim-tui: error: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    if mode == "check":
+        from cossim_tui.headless import run_check
+
+        return run_check(run, options)
     from cossim_tui.tui.run import run_interactive
 
     return run_interactive(run, options)

@@ -14,25 +14,27 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from cossim_tui.launcher import Run
-from cossim_tui.protocol import StepCaptured
+from cossim_tui.protocol import Hello, StepCaptured
 from cossim_tui.session.config import check_config
 from cossim_tui.session.events import (
     ChannelProblem,
     OutputReceived,
+    RankLost,
     RunEvent,
     ScriptExited,
 )
 from cossim_tui.session.exits import EXIT_CANNOT_START, check_status
 
 if TYPE_CHECKING:
+    from cossim_tui.job import JobRun
+    from cossim_tui.launcher import Run
     from cossim_tui.session.trace import TraceWriter
 
 # The report and the trace are imported when they are needed, after the script has started:
 # until then every millisecond here is one the script waits for (``check`` vs ``python``).
 
 
-def run_check(run: Run, options: argparse.Namespace) -> int:
+def run_check(run: Run | JobRun, options: argparse.Namespace) -> int:
     """Diagnose ``run``, a child started early (``Run.early``) and waiting for its settings."""
     if not options.record:
         return _check(run, options, None)
@@ -48,7 +50,7 @@ def run_check(run: Run, options: argparse.Namespace) -> int:
         return EXIT_CANNOT_START
 
 
-def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
+def _check(run: Run | JobRun, options: argparse.Namespace, recorder: TraceWriter | None) -> int:
     target = run.target
     run.start(check_config(options))
     from cossim_tui.report import ReportBuilder, write_report
@@ -61,6 +63,11 @@ def _check(run: Run, options: argparse.Namespace, recorder: TraceWriter | None) 
         handlers = {
             OutputReceived: lambda event: _write(event.text),
             StepCaptured: builder.add,
+            Hello: builder.hello,
+            RankLost: lambda event: print(
+                f"cossim-tui: rank {event.rank}{' on ' + event.host if event.host else ''} ended without finishing (killed, or its node was lost)",
+                file=sys.stderr,
+            ),
             ChannelProblem: lambda event: print(f"cossim-tui: bad message from the agent ignored: {event.reason}", file=sys.stderr),
         }
         for event in run.events():

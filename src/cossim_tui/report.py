@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from cossim_tui.diagnostics.codes import CATALOG
 from cossim_tui.protocol import (
+    Hello,
     ModuleCall,
     Relation,
     StepCaptured,
@@ -69,6 +70,8 @@ class ReportCall(Struct):
     codes: list[str]
     """The codes found at this step, muted ones left out."""
     error: str | None
+    rank: int | None = None
+    """The rank that made the call, in a distributed job; ``null`` for a single process."""
 
 
 class ReportFinding(Struct):
@@ -81,6 +84,8 @@ class ReportFinding(Struct):
     message: str
     fix: str
     """The suggested fix, as one paragraph of plain text."""
+    ranks: list[int] = []
+    """The ranks it was found on; empty for a single process."""
 
 
 class Report(Struct):
@@ -95,6 +100,8 @@ class Report(Struct):
     findings: list[ReportFinding]
     muted: list[str]
     calls: list[ReportCall]
+    world_size: int | None = None
+    """How many ranks the job had; ``null`` for a single process."""
 
 
 def _arg_entry(arg: TensorSummary) -> ReportArg:
@@ -129,6 +136,7 @@ def call_entry(step: StepCaptured) -> ReportCall:
         context={k: int(v) if k in _COUNTS and math.isfinite(v) else finite_or_none(v) for k, v in step.context.items()},
         codes=[f.code for f in step.findings if not f.muted],
         error=step.error,
+        rank=step.rank,
     )
 
 
@@ -139,6 +147,15 @@ class ReportBuilder:
         self._first: list[ReportCall] = []
         self._last: deque[ReportCall] = deque(maxlen=CALL_CAP)
         self.tally = FindingTally()
+        self.world_size: int | None = None
+        self.ranks: set[int] = set()
+
+    def hello(self, hello: Hello) -> None:
+        """A process of the run said hello: in a job, which rank it is and how many there are."""
+        if hello.rank is not None:
+            self.ranks.add(hello.rank)
+        if hello.world_size is not None:
+            self.world_size = hello.world_size
 
     def add(self, step: StepCaptured) -> None:
         self.steps += 1
@@ -161,22 +178,25 @@ class ReportBuilder:
             exception=exited.exception,
             steps=self.steps,
             findings=[
-                ReportFinding(f.code, f.severity, f.site, f.first_step, f.last_step, f.count, f.message, CATALOG[f.code].fix)
+                ReportFinding(f.code, f.severity, f.site, f.first_step, f.last_step, f.count, f.message, CATALOG[f.code].fix, f.ranks)
                 for f in self.tally.active()
             ],
             muted=self.tally.muted_codes(),
             calls=self._first + list(self._last),
+            world_size=self.world_size,
         )
 
     def summary(self, exited: ScriptExited) -> str:
         lines = [f"cossim-tui check: {self.target.name}"]
-        lines.append(f"  {exited.description} · {self.steps} cosine call{'s' if self.steps != 1 else ''} intercepted")
+        over = f" on {len(self.ranks)} of {self.world_size} ranks" if self.world_size is not None else ""
+        lines.append(f"  {exited.description} · {self.steps} cosine call{'s' if self.steps != 1 else ''} intercepted{over}")
         found = self.tally.active()
         if not found:
             lines.append("  no findings")
         for f in found:
             steps = f"step {f.first_step}" if f.count == 1 else f"steps {f.first_step}–{f.last_step} ({f.count}×)"
-            lines.append(f"  {f.severity:<7} {f.code:<20} {f.site}  {steps}")
+            ranks = f" · rank{'s' if len(f.ranks) > 1 else ''} {', '.join(map(str, f.ranks))}" if f.ranks else ""
+            lines.append(f"  {f.severity:<7} {f.code:<20} {f.site}  {steps}{ranks}")
             lines.append(f"          {f.message}")
             lines.extend(textwrap.wrap(f"fix: {CATALOG[f.code].fix}", 96, initial_indent=" " * 10, subsequent_indent=" " * 15))
         muted = self.tally.muted_codes()

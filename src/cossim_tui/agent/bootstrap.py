@@ -22,13 +22,15 @@ import types
 
 from cossim_tui import protocol
 from cossim_tui.agent.controller import Controller
-from cossim_tui.protocol import CONFIG_ENV, FD_ENV, AgentConfig
+from cossim_tui.protocol import CONFIG_ENV, CONNECT_ENV, FD_ENV, TOKEN_ENV, AgentConfig
 
 
 def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, AgentConfig]:
     """The channel to the launcher (inherited: its fd is in the environment, unless this
     process is a fork of the launcher's and has the socket already), and the agent's settings:
     from the environment, or, for a child started early, from the ``Start`` it waits for."""
+    if sock is None and CONNECT_ENV in os.environ:
+        sock = _join_job(os.environ.pop(CONNECT_ENV), os.environ.pop(TOKEN_ENV, ""))
     if sock is None:
         sock = socket.socket(fileno=int(os.environ.pop(FD_ENV)))
         sock.set_inheritable(False)
@@ -44,6 +46,19 @@ def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, Ag
         # The launcher went away (or gave up) before the script was to start: nothing runs.
         os._exit(0)
     return connection, message.config
+
+
+def _join_job(address: str, token: str) -> socket.socket:
+    """A rank of a job (``cossim-tui torchrun``): torchrun started this process, so it reaches
+    the screen over TCP and proves the job's secret (``protocol.handshake``). A rank that cannot
+    reach it runs nothing: unseen, it would only hang its peers' collectives later."""
+    from cossim_tui.protocol import handshake
+
+    try:
+        return handshake.join(handshake.parse_address(address), token)
+    except (OSError, ValueError) as exc:
+        print(f"cossim-tui: this rank cannot reach cossim-tui at {address}: {exc}", file=sys.stderr)
+        os._exit(1)
 
 
 def _run_script(path: str) -> None:
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> No
     """Run the script ``argv`` names (``SCRIPT ARGS`` or ``-m MODULE ARGS``) under the agent;
     ``sock``: the channel, where this process is a fork of the launcher's (``launcher._fork``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    job = sock is None and CONNECT_ENV in os.environ
     connection, config = _connect(sock)
     controller = Controller(connection, config)
 
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None, sock: socket.socket | None = None) -> No
         except (AttributeError, ValueError):
             pass
 
-    controller.hello(target, sys.argv)
+    controller.hello(target, sys.argv, job=job)
     controller.install()
     try:
         if argv[:1] == ["-m"]:

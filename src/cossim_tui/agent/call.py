@@ -38,7 +38,7 @@ class Call:
     __slots__ = (
         "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
         "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
-        "pair", "evidence", "strips", "values",
+        "pair", "evidence", "strips", "values", "gathered",
     )
 
     def __init__(self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool) -> None:
@@ -47,6 +47,8 @@ class Call:
         self.dim = seen.dim if isinstance(seen.dim, int) else -1
         self.eps = float(seen.eps) if isinstance(seen.eps, (int, float)) else 1e-8
         self.pictures = pictures
+        self.gathered: list[int] = []
+        """The sides holding rows of ``all_gather`` without history (``agent.gathers``)."""
         self.transfer: Any = None
         """The one ``HostTransfer`` every stage queues its figures on (``Pipeline.begin``)."""
         self.wall_time = time.time()

@@ -33,6 +33,13 @@ from cossim_tui.diagnostics.judge import Judge
 from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured
 
 
+def _env_int(name: str) -> int | None:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
 class Controller:
     def __init__(self, connection: protocol.Connection, config: protocol.AgentConfig) -> None:
         self.connection = connection
@@ -71,8 +78,16 @@ class Controller:
     def _channel_broke(self) -> None:
         self._connected = False
 
-    def hello(self, target: str, argv: list[str]) -> None:
-        self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=target, argv=list(argv)))
+    def hello(self, target: str, argv: list[str], *, job: bool = False) -> None:
+        """Say the script is about to run; a rank of a job (``job``) says which, as torchrun
+        told it (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), and on which host."""
+        ranks: dict[str, Any] = {}
+        if job:
+            import socket
+
+            ranks = {name.lower(): _env_int(name) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+            ranks["host"] = socket.gethostname()
+        self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=target, argv=list(argv), **ranks))
 
     def install(self) -> None:
         import cossim_tui
@@ -93,6 +108,14 @@ class Controller:
             self.pipeline.provenance, self.pipeline.context = provenance, context
         except Exception as exc:  # noqa: BLE001 - the pairs are still intercepted without it
             print(f"cossim-tui: no provenance or training context: {type(exc).__name__}: {exc}", file=sys.stderr)
+        try:
+            from cossim_tui.agent.gathers import Gathers
+
+            gathers = Gathers()
+            gathers.install()
+            self.pipeline.gathers = gathers
+        except Exception as exc:  # noqa: BLE001 - the pairs are still judged without it
+            print(f"cossim-tui: all_gather not watched: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
 
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:

@@ -67,6 +67,7 @@ class Pipeline:
         self.projections: Any = None
         self.provenance: Any = None
         self.context: Any = None
+        self.gathers: Any = None
         self._tools: Any = None
         """The capture's modules, imported at the first call (torch is the script's to import)."""
 
@@ -99,6 +100,8 @@ class Pipeline:
         made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
         call.fresh = tuple(m is not None and m.call.step == step for m in made)
         call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
+        if self.gathers is not None:
+            call.gathered = self.gathers.of(x1, x2)
         call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
         call.images = self.pictures.queue_images(made, transfer) if pictures else None
@@ -139,6 +142,7 @@ class Pipeline:
         equal_pair = pair.relation is not None and bool(pair.relation.equal_values or pair.relation.shares_storage)
         evidence = call.evidence.finish(equal_pair)
         evidence.identical_inputs = call.inputs.finish(call.transfer)
+        evidence.gathered = call.gathered
         error = call.error
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
         findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)

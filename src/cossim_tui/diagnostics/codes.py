@@ -181,6 +181,31 @@ _ENTRIES = [
         "against a whole batch by accident.",
         "Check that the broadcast shape is the one you meant.",
     ),
+    CodeInfo(
+        "same-batch-across-ranks",
+        "error",
+        "Two ranks compare the same vectors",
+        "At the same step and call site, two ranks of the job hold equal vectors: every rank "
+        "trains on the same batch. The data is not split between the ranks (no "
+        "`DistributedSampler`, or the same seed and shuffle order on every rank), so the job "
+        "does the work of one rank N times, and negatives gathered from the other ranks are "
+        "copies of this rank's own samples, which pushes similarities towards 1.",
+        "Give the loader a `DistributedSampler(dataset)` (and call `sampler.set_epoch(epoch)` "
+        "every epoch), or seed each rank's shuffling differently (`seed + rank`). Lightning "
+        "and accelerate add the sampler themselves unless it is turned off.",
+    ),
+    CodeInfo(
+        "gathered-without-grad",
+        "warning",
+        "A side comes from all_gather, which carries no gradient",
+        "One argument (or rows of it) was gathered from the other ranks with "
+        "`torch.distributed.all_gather`, which returns plain tensors without autograd history. "
+        "The other ranks' samples then act as constants in this rank's loss: their encoders "
+        "get no gradient from it, and only the local rows train.",
+        "Gather with `torch.distributed.nn.functional.all_gather(z)`, which passes gradients "
+        "back to every rank, or put the local tensor back in its slot after the gather "
+        "(`gathered[rank] = z`) if only the local rows should train.",
+    ),
 ]
 
 CATALOG: dict[str, CodeInfo] = {entry.code: entry for entry in _ENTRIES}

@@ -58,6 +58,9 @@ class Evidence:
     """Largest |result − float64 recomputation| over the sampled rows."""
     identical_inputs: str | None = None
     """How both vectors came from one module and equal inputs (``VGG from the same input tensor``)."""
+    gathered: list[int] = field(default_factory=list)
+    """The arguments whose values came from ``torch.distributed.all_gather`` without autograd
+    history, while the other side has it (``agent.gathers``)."""
 
 
 @dataclass
@@ -287,6 +290,12 @@ class Judge:
         ):
             live, dead = (a, b) if a.requires_grad else (b, a)
             add("detached-partner", f"{live.expr} carries autograd history, {dead.expr} does not: gradients flow through one side only", "args.grad_fn")
+        for index in evidence.gathered:
+            add(
+                "gathered-without-grad",
+                f"{args[index].expr} comes from torch.distributed.all_gather, which carries no gradient: the other ranks' rows train nothing",
+                f"args.{index}.grad_fn",
+            )
 
         def severity(code: str) -> str:
             """The code's own severity, or worse where this step measured more (``precision-loss``)."""

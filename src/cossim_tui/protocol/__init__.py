@@ -23,10 +23,12 @@ from cossim_tui.protocol.framing import Connection, FrameDecoder
 from cossim_tui.protocol.messages import (
     COMMAND_KINDS,
     CONFIG_ENV,
+    CONNECT_ENV,
     FD_ENV,
     MESSAGE_TYPES,
     PICTURE_INTERVAL,
     SEVERITY_RANK,
+    TOKEN_ENV,
     AgentConfig,
     AgentMessage,
     BreakChanged,

@@ -174,6 +174,9 @@ class Finding(Struct):
     evidence: list[str] = field(default_factory=list)
     """Names of the fields that prove it (``relation.same_object``, ``args.1.grad_fn``)."""
     muted: bool = False
+    ranks: list[int] = field(default_factory=list)
+    """The ranks of a job that the finding concerns beyond the step's own (a comparison across
+    ranks names both); empty for a single process."""
 
 
 class Projection(Struct):
@@ -230,6 +233,12 @@ class Hello(Message, tag="hello"):
     python: str
     target: str
     argv: list[str]
+    rank: int | None = None
+    """This process's rank in a distributed job (``RANK``); ``None`` for a single process."""
+    world_size: int | None = None
+    local_rank: int | None = None
+    host: str | None = None
+    """The node's host name, in a job: ranks on several nodes are told apart by it."""
 
 
 class TorchHooked(Message, tag="torch-hooked"):
@@ -237,6 +246,7 @@ class TorchHooked(Message, tag="torch-hooked"):
 
     version: str
     intercepted: list[str]
+    rank: int | None = None
 
 
 class StepCaptured(Message, tag="step"):
@@ -260,6 +270,8 @@ class StepCaptured(Message, tag="step"):
     """The user's break condition, when it held at this step (why ``continue`` stopped here)."""
     projection: Projection | None = None
     """The embedding map of this call site, on the steps it was computed at (every few, and every pause)."""
+    rank: int | None = None
+    """The rank whose call this is, in a distributed job (its steps are numbered per rank)."""
 
 
 class ScriptEnded(Message, tag="script-ended"):
@@ -272,6 +284,7 @@ class ScriptEnded(Message, tag="script-ended"):
     maps: list[Projection] = field(default_factory=list)
     """The embedding map of each call site whose latest rows no step's map shows yet, as of the
     run's end; each map's ``step`` is a step of its site (the last whose rows are in it)."""
+    rank: int | None = None
 
 
 class BreakChanged(Message, tag="break-changed"):
@@ -283,6 +296,7 @@ class BreakChanged(Message, tag="break-changed"):
     """Why the condition asked for was refused, or why the one in force was turned off."""
     step: int | None = None
     """The step whose evaluation failed, for an error at run time."""
+    rank: int | None = None
 
 
 # Commands: from the app (or the launcher) to the script.
@@ -318,6 +332,10 @@ class SetBreak(Message, tag="set-break"):
 
 FD_ENV = "COSSIM_TUI_FD"
 CONFIG_ENV = "COSSIM_TUI_CONFIG"
+CONNECT_ENV = "COSSIM_TUI_CONNECT"
+"""``HOST:PORT`` of the screen's listener, for the ranks of a job (they are not its children)."""
+TOKEN_ENV = "COSSIM_TUI_TOKEN"
+"""The job's shared secret: a rank proves it first, before anything it sends is decoded."""
 
 PICTURE_INTERVAL = 0.08
 """Seconds between two pictured steps while the script runs freely with ``pictures="paced"``."""

@@ -29,6 +29,14 @@ class ChannelProblem(Message, tag="channel-problem"):
     reason: str
 
 
+class RankLost(Message, tag="rank-lost"):
+    """A rank's channel closed before its script said it had ended: the rank was killed, or
+    its node was lost. The other ranks go on, or end as their job does."""
+
+    rank: int | None
+    host: str | None = None
+
+
 ExitStatus = Literal["finished", "error", "stopped", "killed", "not-found", "quit"]
 
 
@@ -73,7 +81,7 @@ def signal_name(number: int | None) -> str | None:
         return None
 
 
-RunEvent = AgentMessage | OutputReceived | ChannelProblem | ScriptExited
+RunEvent = AgentMessage | OutputReceived | ChannelProblem | RankLost | ScriptExited
 """Everything a run yields: the agent's messages, then the launcher's output, problems and,
 last, ``ScriptExited``."""
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from msgspec import Struct
 
-from cossim_tui.protocol import SEVERITY_RANK, Severity, StepCaptured
+from cossim_tui.protocol import SEVERITY_RANK, Finding, Severity, StepCaptured
 
 
 class FindingSummary(Struct):
@@ -28,6 +28,8 @@ class FindingSummary(Struct):
     message: str
     """The message at the step it first appeared, or at the first step that found it worse."""
     muted: bool
+    ranks: list[int] = []
+    """The ranks of a job it was found on, in order; empty for a single process."""
 
 
 def severity_order(entry: FindingSummary) -> tuple[int, int]:
@@ -42,6 +44,15 @@ def at_or_above(severity: str, threshold: str) -> bool:
 
 SiteFindings = tuple[str, list[FindingSummary]]
 """A call site and its findings, most severe first."""
+
+
+def _ranks_of(step: StepCaptured, finding: Finding, known: list[int]) -> list[int]:
+    """``known`` with the ranks a finding at ``step`` concerns: the step's own, and the others a
+    comparison across ranks names."""
+    ranks = set(finding.ranks)
+    if step.rank is not None:
+        ranks.add(step.rank)
+    return known if ranks.issubset(known) else sorted(ranks.union(known))
 
 
 class FindingTally:
@@ -66,8 +77,10 @@ class FindingTally:
                         count=1,
                         message=finding.message,
                         muted=finding.muted,
+                        ranks=_ranks_of(step, finding, []),
                     )
                 else:
+                    entry.ranks = _ranks_of(step, finding, entry.ranks)
                     entry.last_step = finding.step
                     entry.count += 1
                     if SEVERITY_RANK[finding.severity] > SEVERITY_RANK[entry.severity]:
