@@ -99,6 +99,9 @@ class JobRun:
         self._peers: dict[socket.socket, _Peer] = {}
         self._ranks: dict[int, _Peer] = {}
         self._lost: list[int | None] = []
+        self._failures: list[tuple[int | None, protocol.ScriptEnded]] = []
+        """Ranks whose script failed, in the order they said so: the first is the cause (a peer
+        then fails in its collective)."""
         self._quit = False
         self._judge = CrossRankJudge()
 
@@ -235,6 +238,8 @@ class JobRun:
                 self.world_size = message.world_size
         elif isinstance(message, protocol.ScriptEnded):
             peer.ended = message
+            if message.status in ("error", "not-found"):
+                self._failures.append((peer.rank, message))
         if isinstance(message, _STAMPED):
             message.rank = peer.rank  # type: ignore[union-attr]
         if isinstance(message, protocol.StepCaptured):
@@ -261,10 +266,9 @@ class JobRun:
 
     def _exit_event(self) -> ScriptExited:
         code = self.process.returncode if self.process is not None else None
-        ended = sorted(((p.rank if p.rank is not None else -1), p.ended) for p in self._ranks.values() if p.ended is not None)
-        failed = [(rank, end) for rank, end in ended if end.status in ("error", "not-found")]
-        if failed:
-            rank, end = failed[0]
+        ended = [p.ended for p in self._ranks.values() if p.ended is not None]
+        if self._failures:
+            rank, end = self._failures[0]
             exception = f"rank {rank}: {end.exception}" if end.exception else f"rank {rank} failed"
             if end.status == "not-found":
                 return ScriptExited("not-found", end.exit_code, None, end.exception)
@@ -278,7 +282,7 @@ class JobRun:
             return ScriptExited("error", code, None, "no rank of the job reached cossim-tui (see torchrun's output)")
         if code not in (0, None):
             return ScriptExited("error", code, None, f"torchrun exited with status {code}")
-        statuses = {end.status for _, end in ended}
+        statuses = {end.status for end in ended}
         status = "stopped" if "stopped" in statuses else "finished"
         return ScriptExited(status, 0, None, None)
 

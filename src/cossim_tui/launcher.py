@@ -196,7 +196,8 @@ class Run:
                             except protocol.ProtocolError as exc:
                                 yield ChannelProblem(str(exc))
                                 continue
-                            if isinstance(message, protocol.ScriptEnded):
+                            if isinstance(message, protocol.ScriptEnded) and message.rank is None:
+                                # (A rank the script spawned says when its function ends: not the script's end.)
                                 self._ended = message
                             yield message
         finally:

@@ -29,7 +29,8 @@ def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, Ag
     """The channel to the launcher (inherited: its fd is in the environment, unless this
     process is a fork of the launcher's and has the socket already), and the agent's settings:
     from the environment, or, for a child started early, from the ``Start`` it waits for."""
-    if sock is None and CONNECT_ENV in os.environ:
+    joined = sock is None and CONNECT_ENV in os.environ
+    if joined:
         sock = _join_job(os.environ.pop(CONNECT_ENV), os.environ.pop(TOKEN_ENV, ""))
     if sock is None:
         sock = socket.socket(fileno=int(os.environ.pop(FD_ENV)))
@@ -43,6 +44,10 @@ def _connect(sock: socket.socket | None = None) -> tuple[protocol.Connection, Ag
     except (OSError, protocol.ProtocolError):
         message = None
     if not isinstance(message, protocol.Start):
+        if joined:
+            # A rank that is refused must not look like one that finished: torchrun ends the job.
+            print("cossim-tui: this rank was refused (its COSSIM_TUI_TOKEN is not the job's), or the screen has gone", file=sys.stderr)
+            os._exit(1)
         # The launcher went away (or gave up) before the script was to start: nothing runs.
         os._exit(0)
     return connection, message.config

@@ -65,6 +65,8 @@ class Controller:
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
+        self._relay: Any = None
+        """The ranks the script spawns, relayed (``agent.ranks``); made at the first spawn."""
         self._summariser: Summariser | None = None
         """Summarises the calls started by ``_send_behind``; made at the first."""
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
@@ -116,7 +118,21 @@ class Controller:
             self.pipeline.gathers = gathers
         except Exception as exc:  # noqa: BLE001 - the pairs are still judged without it
             print(f"cossim-tui: all_gather not watched: {type(exc).__name__}: {exc}", file=sys.stderr)
+        try:
+            from cossim_tui.agent.ranks import RankSpawns
+
+            RankSpawns(self._rank_relay).install()
+        except Exception as exc:  # noqa: BLE001 - spawned ranks then run unseen
+            print(f"cossim-tui: torch.multiprocessing.spawn not followed: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
+
+    def _rank_relay(self) -> Any:
+        """The relay of the ranks the script spawns, made at its first spawn."""
+        if self._relay is None:
+            from cossim_tui.agent.ranks import RankRelay
+
+            self._relay = RankRelay(self._send, lambda: self.config)
+        return self._relay
 
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
         if self._ended or os.getpid() != self.pid:
@@ -353,6 +369,8 @@ class Controller:
             if handle is not None:
                 with self._resumed:
                     handle(message)
+                if self._relay is not None:
+                    self._relay.broadcast(message)
         self._debugger_gone()
 
     # Each runs on the command thread, holding ``_resumed``.
