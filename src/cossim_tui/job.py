@@ -280,8 +280,10 @@ class JobRun:
             return ScriptExited("killed", None, None, f"rank {named} ended without finishing (killed, or its node was lost)")
         if not ended:
             return ScriptExited("error", code, None, "no rank of the job reached cossim-tui (see torchrun's output)")
-        if code not in (0, None):
-            return ScriptExited("error", code, None, f"torchrun exited with status {code}")
+        if code not in (0, None) and (self.world_size is None or len(ended) < self.world_size):
+            return ScriptExited("error", code, None, f"torchrun exited with status {code} after {len(ended)} of {self.world_size or '?'} ranks finished")
+        # Every rank finished: torchrun's own status after that (its exit barrier between nodes,
+        # say) is not the job's failure.
         statuses = {end.status for end in ended}
         status = "stopped" if "stopped" in statuses else "finished"
         return ScriptExited(status, 0, None, None)

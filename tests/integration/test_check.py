@@ -56,9 +56,9 @@ def contract_severity(finding: ReportFinding) -> str:
 
 # CONTRACT's ``cossim-tui/report/1``: the fields other tools read (the report may add more).
 CONTRACT_FIELDS = {
-    Report: {"schema", "script", "argv", "status", "exit_code", "exception", "steps", "findings", "calls"},
-    ReportFinding: {"code", "severity", "site", "first_step", "last_step", "count", "message", "fix"},
-    ReportCall: {"step", "function", "site", "dim", "args", "cos", "context", "codes"},
+    Report: {"schema", "script", "argv", "status", "exit_code", "exception", "steps", "findings", "calls", "world_size"},
+    ReportFinding: {"code", "severity", "site", "first_step", "last_step", "count", "message", "fix", "ranks"},
+    ReportCall: {"step", "function", "site", "dim", "args", "cos", "context", "codes", "rank"},
     ReportArg: {"expr", "shape", "dtype", "device", "requires_grad", "grad_fn", "norm_mean", "made_by"},
     ModuleCall: {"module", "call", "step"},
     CosSpread: {"min", "mean", "max"},
@@ -84,8 +84,11 @@ def assert_follows_schema(text: str) -> None:
         assert finding.site.rsplit(":", 1)[1].isdigit()
         assert 0 <= finding.first_step <= finding.last_step < report.steps
         assert finding.count >= 1
-        # count is the number of steps it was found at, not of arguments or repeats within a step.
-        assert finding.count <= finding.last_step - finding.first_step + 1, finding
+        # count is the number of steps it was found at, not of arguments or repeats within a step
+        # (in a job, each rank numbers its own steps: a step number counts once per rank).
+        assert finding.count <= (finding.last_step - finding.first_step + 1) * max(1, len(finding.ranks)), finding
+        assert finding.ranks == sorted(set(finding.ranks))
+        assert bool(finding.ranks) == (report.world_size is not None), finding
         assert finding.message
     assert len({(f.code, f.site) for f in report.findings}) == len(report.findings)
     for call in report.calls:
@@ -95,8 +98,12 @@ def assert_follows_schema(text: str) -> None:
         assert set(call.context) <= {"epoch", "batch", "loss", "lr", "optimizer_steps"}
         assert all(code in CATALOG for code in call.codes)
         assert len(call.codes) == len(set(call.codes)), call.codes
-    if report.steps <= 1000:  # calls may be capped only beyond 500 + 500
+        assert (call.rank is not None) == (report.world_size is not None)
+    if report.steps <= 1000 and report.world_size is None:  # calls may be capped only beyond 500 + 500
         assert [c.step for c in report.calls] == list(range(report.steps))
+    elif report.steps <= 1000:  # in a job, each rank's steps are numbered from 0
+        ranks = {c.rank for c in report.calls}
+        assert sorted(c.step for c in report.calls) == sorted(s for r in ranks for s in range(sum(c.rank == r for c in report.calls)))
 
 
 def _codes_at(report: dict, step: int) -> list[str]:

@@ -1,0 +1,172 @@
+"""Distributed jobs under ``cossim-tui check``: torchrun (both spellings), ranks a script spawns,
+and two "nodes" on this machine. gloo on the CPU; ``torchrun --standalone`` picks its own port.
+
+Each module-scoped fixture runs one job that several tests read. Every test's job ends before
+the test does, and no process of it may be left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from integration.live import REPO
+from integration.test_check import load_report
+from waiting import processes_mentioning
+
+F = "tests/fixtures/"
+DDP = F + "ddp_pairs.py"
+STEPS = 3
+TORCHRUN = ["torchrun", "--standalone", "--nproc-per-node", "2"]
+
+
+def check_job(tmp_path, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict, str]:
+    """``cossim-tui check --json`` on a job; its result, its report and the tag of its processes
+    (every one of which must have ended)."""
+    tag = uuid.uuid4().hex
+    report = tmp_path / f"{tag}.json"
+    command = [sys.executable, "-m", "cossim_tui", "check", "--json", str(report), *args]
+    if DDP in args:
+        command += ["--tag", tag]
+    done = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env)
+    assert processes_mentioning(tag) == []
+    return done, load_report(report) if report.exists() else {}, tag
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    return check_job(tmp_path_factory.mktemp("healthy"), *TORCHRUN, DDP, "--steps", str(STEPS))
+
+
+@pytest.fixture(scope="module")
+def no_sampler(tmp_path_factory):
+    return check_job(tmp_path_factory.mktemp("no-sampler"), "-m", "torch.distributed.run", *TORCHRUN[1:], DDP, "--steps", str(STEPS), "--no-sampler")
+
+
+def test_a_healthy_job_has_every_rank_and_no_error(healthy):
+    done, report, _ = healthy
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (report["status"], report["world_size"], report["steps"]) == ("finished", 2, 2 * STEPS)
+    assert sorted((call["rank"], call["step"]) for call in report["calls"]) == [(r, s) for r in (0, 1) for s in range(STEPS)]
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    for rank in (0, 1):  # the ranks' own output passes through torchrun's
+        assert f"rank {rank} step {STEPS - 1} cos" in done.stdout
+    assert "on 2 of 2 ranks" in done.stdout
+
+
+def test_every_finding_of_a_job_names_its_ranks(healthy):
+    _, report, _ = healthy
+    for finding in report["findings"]:
+        assert finding["ranks"] and set(finding["ranks"]) <= {0, 1}
+
+
+def test_the_same_batch_on_every_rank_is_found(no_sampler):
+    done, report, _ = no_sampler
+    assert done.returncode == 1, done.stdout + done.stderr
+    found = [f for f in report["findings"] if f["code"] == "same-batch-across-ranks"]
+    assert len(found) == 1 and found[0]["severity"] == "error" and found[0]["ranks"] == [0, 1]
+    assert found[0]["count"] == STEPS  # once a step: the second rank's call finds it
+    assert found[0]["site"].endswith(f"ddp_pairs.py:{_line('cos = F.cosine_similarity')}")
+    assert "DistributedSampler" in found[0]["fix"]
+
+
+def test_a_sampler_is_not_the_same_batch(healthy):
+    _, report, _ = healthy
+    assert "same-batch-across-ranks" not in {f["code"] for f in report["findings"]}
+
+
+@pytest.mark.parametrize("gather, found", [("plain", True), ("grad", False)])
+def test_partners_from_all_gather_without_grad(tmp_path, gather, found):
+    done, report, _ = check_job(tmp_path, *TORCHRUN, DDP, "--steps", "2", "--gather", gather)
+    assert done.returncode == 0, done.stdout + done.stderr
+    codes = {f["code"]: f for f in report["findings"]}
+    assert ("gathered-without-grad" in codes) is found
+    if found:
+        assert codes["gathered-without-grad"]["severity"] == "warning"
+        assert codes["gathered-without-grad"]["count"] == 2 * 2
+
+
+def test_a_rank_that_raises_fails_the_job_and_ends_the_other(tmp_path):
+    done, report, _ = check_job(tmp_path, *TORCHRUN, DDP, "--steps", str(STEPS), "--raise-on-rank", "1")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert report["status"] == "error"
+    # The cause, not its echo: rank 0 fails next, inside its collective, once rank 1 is gone.
+    assert report["exception"] == "rank 1: RuntimeError: rank 1 gave up"
+    assert "rank 1 gave up" in done.stderr + done.stdout
+
+
+def test_ranks_the_script_spawns_are_followed(tmp_path):
+    done, report, _ = check_job(tmp_path, F + "spawn_ranks.py", "--steps", "2", "--no-sampler")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (report["status"], report["world_size"], report["steps"]) == ("finished", 2, 4)
+    assert sorted((c["rank"], c["step"]) for c in report["calls"]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [f["code"] for f in report["findings"] if f["severity"] == "error"] == ["same-batch-across-ranks"]
+    assert "spawned ranks done" in done.stdout
+
+
+def test_torchrun_options_that_bypass_python_are_refused(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "cossim_tui", "check", "torchrun", "--no-python", "--standalone", DDP],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--no-python" in done.stderr and "leave it out" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("same_token", [True, False])
+def test_two_nodes_meet_on_one_screen_only_with_the_token(tmp_path, same_token):
+    """Two launches of ``torchrun --nnodes 2`` on this machine: node 0's `check` listens; node 1
+    connects. With another token node 1's rank is refused before anything it sends is read."""
+    listen, rendezvous, tag = _free_port(), _free_port(), uuid.uuid4().hex
+    nodes = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(rendezvous)]
+    script = [DDP, "--steps", "2", "--tag", tag]
+    env = {**os.environ, "COSSIM_TUI_TOKEN": "s3cret"}
+    report = tmp_path / "job.json"
+    screen = subprocess.Popen(
+        [sys.executable, "-m", "cossim_tui", "check", "--json", str(report), "--listen", f"127.0.0.1:{listen}", "torchrun", *nodes, "--node-rank", "0", *script],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    other = {**env, "COSSIM_TUI_TOKEN": "s3cret" if same_token else "guess"}
+    node = subprocess.Popen(
+        [sys.executable, "-m", "cossim_tui", "--connect", f"127.0.0.1:{listen}", "torchrun", *nodes, "--node-rank", "1", *script],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=other,
+    )
+    try:
+        node_out, node_err = node.communicate(timeout=240)
+        if same_token:
+            out, err = screen.communicate(timeout=240)
+        else:
+            # Node 0's rank waits for a peer that never joins: the test ends the job it started.
+            screen.terminate()
+            out, err = screen.communicate(timeout=60)
+    finally:
+        for process in (screen, node):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    if same_token:
+        assert (screen.returncode, node.returncode) == (0, 0), out + err + node_out + node_err
+        data = load_report(report)
+        assert sorted((c["rank"], c["step"]) for c in data["calls"]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        assert data["world_size"] == 2
+    else:
+        assert node.returncode != 0
+        assert "refused" in node_err
+        assert "did not prove the job's COSSIM_TUI_TOKEN" in err
+    assert processes_mentioning(tag) == []
+
+
+def _line(text: str) -> int:
+    lines = (REPO / DDP).read_text().splitlines()
+    return next(number for number, line in enumerate(lines, 1) if text in line)
