@@ -33,6 +33,8 @@ from cossim_tui.session.events import ChannelProblem, Command, EventSource, Scri
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.keys import KeyActions
+from cossim_tui.tui.rank_actions import RankActions
+from cossim_tui.tui.ranks import JobView
 from cossim_tui.tui.messages import EventsArrived
 from cossim_tui.tui.model import (
     MAX_STEPS_KEPT,
@@ -51,6 +53,7 @@ from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.loss_history import LossHistory
 from cossim_tui.tui.widgets.output_log import OutputPane
+from cossim_tui.tui.widgets.rank_bar import RankBar
 from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
@@ -81,7 +84,7 @@ class InspectorScreen(Screen[None]):
     (and, before the top line was docked, the top line) out of view."""
 
 
-class InspectorApp(KeyActions, App[None]):
+class InspectorApp(RankActions, KeyActions, App[None]):
     """``InspectorApp(source, break_on="error")``: inspect one run of the user's script."""
 
     CSS_PATH = "app.tcss"
@@ -109,6 +112,9 @@ class InspectorApp(KeyActions, App[None]):
         Binding("s", "save_screenshot", "Screenshot", show=False),
         Binding("b", "break_condition", "Break"),
         Binding("i", "inputs", "Inputs"),
+        # A job's ranks (hidden for a single process: ``check_action``).
+        Binding("k", "next_rank", "Rank"),
+        *(Binding(str(digit), f"show_rank({digit})", f"Rank {digit}", show=False) for digit in range(10)),
         # Not in the footer, which cuts what does not fit: ``EssentialKeys`` always shows these two.
         Binding("question_mark", "help", "Help", key_display="?", show=False),
         Binding("q", "quit", "Quit", show=False),
@@ -136,7 +142,10 @@ class InspectorApp(KeyActions, App[None]):
         self.replay = replay
         """The source is a recorded trace (``cossim-tui replay``): nothing runs, no command has an effect."""
         self.model = RunView()
-        """The run as the screen knows it: steps, findings, phase (``model.RunView``)."""
+        """The run as the screen knows it: steps, findings, phase (``model.RunView``); in a job,
+        the shown rank's."""
+        self.job = JobView()
+        """A job's ranks, each with its own model (``ranks.JobView``); empty for a single process."""
         self._arrivals = Arrivals(lambda: self.post_message(EventsArrived()))
         """What the reader thread has read and the app has not taken yet."""
         self.current: protocol.StepCaptured | None = None
@@ -174,6 +183,7 @@ class InspectorApp(KeyActions, App[None]):
                 # Compact: as many keys as fit; help and quit have a place of their own on the right.
                 yield Footer(compact=True)
                 yield EssentialKeys(id="essential-keys")
+        yield RankBar(id="ranks")
         with Horizontal(id="pair"):
             yield TensorPanel(0, id="left-tensor")
             yield RelationPanel(id="relation")
@@ -245,6 +255,9 @@ class InspectorApp(KeyActions, App[None]):
             ScriptExited: self._run_ended,
         }
         for group in grouped(self._arrivals.take()):
+            group = self._for_the_shown_rank(group)
+            if group is None:
+                continue
             handle = handlers.get(type(group))
             if handle is None:
                 self._channel_problem(ChannelProblem(f"unexpected event from the run: {type(group).__name__}"))

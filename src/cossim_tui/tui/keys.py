@@ -42,6 +42,9 @@ class KeyActions(_App):
             return False
         if action == "nothing_runs":
             return self.replay
+        if action in ("next_rank", "show_rank"):
+            # Only in a job of several ranks: hidden for a single process.
+            return len(self.job.models) > 1
         if action == "step":
             # While a step is on its way, n is taken: it will step again once that one lands.
             return True if self.model.phase == "paused" or (self.model.phase == "running" and self.model.stepping) else None

@@ -84,6 +84,14 @@ class SimilarityHistory(Horizontal):
         yield SimilaritySparkline([], id="history-sparkline")
         yield Static(Content.styled("no steps yet", palette.LABEL), id="history-summary")
 
+    def restart(self, means: Iterable[float | None]) -> None:
+        """Forget every step and record these instead (another rank of a job is shown)."""
+        self.values.clear()
+        self.without, self.latest_without = 0, False
+        self.query_one("#history-sparkline", Sparkline).data = []
+        self.query_one("#history-summary", Static).update(Content.styled("no steps yet", palette.LABEL))
+        self.add(means)
+
     def add(self, means: Iterable[float | None]) -> None:
         """Record the mean similarity of newly arrived steps; ``None`` for a step without one."""
         added = False

@@ -44,6 +44,14 @@ class LossHistory(Horizontal):
         yield Sparkline([], id="loss-sparkline")
         yield Static(Content.styled("—", palette.LABEL), id="loss-now")
 
+    def restart(self, losses: Iterable[float]) -> None:
+        """Forget every loss and record these instead (another rank of a job is shown)."""
+        self.values.clear()
+        self.last = None
+        self.query_one("#loss-sparkline", Sparkline).data = []
+        self.query_one("#loss-now", Static).update(Content.styled("—", palette.LABEL))
+        self.add(losses)
+
     def add(self, losses: Iterable[float]) -> None:
         """Record the loss of newly arrived steps (those that know one)."""
         arrived = False
