@@ -26,6 +26,16 @@ def _signature(arg: TensorSummary) -> tuple | None:
     return (tuple(arg.shape), arg.dtype, stats.min, stats.max, stats.mean, stats.std, norm.min, norm.mean, norm.max, tuple(arg.preview))
 
 
+def equal_arguments(a: StepCaptured, b: StepCaptured) -> list[int]:
+    """The arguments of two ranks' steps whose summaries are equal (the vectors, as far as a
+    summary can tell), by position."""
+    return [
+        index
+        for index, (x, y) in enumerate(zip(a.args, b.args))
+        if (signature := _signature(x)) is not None and signature == _signature(y)
+    ]
+
+
 class CrossRankJudge:
     """``observe`` each step of a job as it arrives; returns the findings across ranks it adds."""
 
@@ -43,7 +53,7 @@ class CrossRankJudge:
                 self._seen.popitem(last=False)
         mine = [_signature(arg) for arg in step.args]
         ranks[step.rank] = mine
-        for other, theirs in sorted(ranks.items()):
+        for other, theirs in sorted(ranks.items()):  # (``equal_arguments``, on kept signatures)
             if other == step.rank:
                 continue
             for index, (a, b) in enumerate(zip(mine, theirs)):

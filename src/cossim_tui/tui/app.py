@@ -114,6 +114,7 @@ class InspectorApp(RankActions, KeyActions, App[None]):
         Binding("i", "inputs", "Inputs"),
         # A job's ranks (hidden for a single process: ``check_action``).
         Binding("k", "next_rank", "Rank"),
+        Binding("a", "across_ranks", "Across"),
         *(Binding(str(digit), f"show_rank({digit})", f"Rank {digit}", show=False) for digit in range(10)),
         # Not in the footer, which cuts what does not fit: ``EssentialKeys`` always shows these two.
         Binding("question_mark", "help", "Help", key_display="?", show=False),

@@ -42,7 +42,7 @@ class KeyActions(_App):
             return False
         if action == "nothing_runs":
             return self.replay
-        if action in ("next_rank", "show_rank"):
+        if action in ("next_rank", "show_rank", "across_ranks"):
             # Only in a job of several ranks: hidden for a single process.
             return len(self.job.models) > 1
         if action == "step":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from cossim_tui import protocol
 from cossim_tui.session.events import RankLost, ScriptExited
 from cossim_tui.tui.model import StepsArrived
+from cossim_tui.tui.screens.across_ranks import AcrossRanksScreen, across_rows
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.loss_history import LossHistory
 from cossim_tui.tui.widgets.output_log import OutputPane
@@ -102,6 +103,24 @@ class RankActions(_Base):
         self._show_ranks()
         self._refresh_keys()
         self._show_picture()
+
+    def action_across_ranks(self) -> None:
+        """The step on screen beside the same step and call site on every other rank."""
+        shown = self.current
+        if shown is None or self.job.shown is None:
+            return
+        site = shown.site.label
+        rows = []
+        for rank, model in sorted(self.job.models.items()):
+            step = shown if rank == self.job.shown else model.kept_step(shown.step)
+            if step is not None and step.site.label != site:
+                step = next((s for s in model.steps if s.step == shown.step and s.site.label == site), None)
+            latest = model.latest
+            where = f"at step {latest.step}" if latest is not None else "no step yet"
+            if step is None and latest is not None and latest.step > shown.step:
+                where = f"step {shown.step} is no longer kept ({where})"
+            rows.append((rank, step, where))
+        self.push_screen(AcrossRanksScreen(across_rows(shown, self.job.shown, rows)))
 
     def action_next_rank(self) -> None:
         rank = self.job.step(1)
