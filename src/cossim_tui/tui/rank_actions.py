@@ -66,6 +66,11 @@ class RankActions(_Base):
             if model is not None and job.shown == group.rank and len(job.models) == 1:
                 self.model = model
                 self.set_interval(0.5, self._show_ranks)  # "waiting for rank N" comes with time
+            elif model is not None and not job.chosen and job.shown is not None and group.rank < job.shown:
+                # The lowest rank first, whichever said hello first, until the user chooses.
+                _apply(self.model, None)
+                self.show_rank(group.rank)
+                job.chosen = False
             elif model is not None:
                 _apply(model, model.started(group))
             self._show_ranks()
@@ -82,13 +87,14 @@ class RankActions(_Base):
         bar = self.query_one(RankBar)
         bar.world_size = self.job.world_size
         bar.ranks = tuple(self.job.summary())
+        self._refresh_keys()  # (the rank keys appear with the second rank)
 
     def show_rank(self, rank: int) -> None:
         """Show ``rank``'s panels, histories and state: the live step it is at (or paused at)."""
         job = self.job
         if rank not in job.models:
             return
-        job.shown = rank
+        job.shown, job.chosen = rank, True
         self.model = model = job.models[rank]
         model.take_undrawn()
         self.viewing = None

@@ -28,6 +28,8 @@ class JobView:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.models: dict[int, RunView] = {}
         self.shown: int | None = None
+        self.chosen = False
+        """The user chose the shown rank (``k``, a digit); until then the lowest rank is shown."""
         self.world_size: int | None = None
         self.hosts: dict[int, str | None] = {}
         self.lost: set[int] = set()

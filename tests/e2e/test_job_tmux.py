@@ -1,0 +1,54 @@
+"""A two-rank torchrun job in a real terminal: both ranks pause, step together, are shown in
+turn, and `q` ends every rank, their DataLoader workers and torchrun, with nothing left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+from test_tmux import REPO, Terminal, _tmux
+
+from waiting import processes_mentioning, until
+
+pytestmark = pytest.mark.e2e
+
+
+def job_processes(tag: str) -> list[str]:
+    """The job's processes: cossim-tui, torchrun, the ranks and their workers (not tmux's shell)."""
+    return [line for line in processes_mentioning(tag) if not line.split(" ", 1)[1].startswith(("tmux", "bash"))]
+
+
+@pytest.fixture
+def job_terminal():
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    tag = uuid.uuid4().hex
+    session = f"cossim-job-{tag[:8]}"
+    path = f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get("PYTHONPATH") else ""
+    job = "torchrun --standalone --nproc-per-node 2 tests/fixtures/ddp_pairs.py --steps 6 --workers 2"
+    shell = f"unset COLUMNS LINES; cd {REPO} && {path}python -m cossim_tui {job} --tag {tag}; echo cossim-tui-exited=$?; sleep 600"
+    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "bash", "-c", shell)
+    try:
+        yield Terminal(session), tag
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_two_ranks_step_switch_and_quit_with_nothing_left(job_terminal) -> None:
+    terminal, tag = job_terminal
+    terminal.wait_for("1 paused at step 0", timeout=120)
+    terminal.wait_for("▸0 paused at step 0")  # rank 0 is shown first, whichever rank said hello first
+    assert "k Rank" in terminal.screen()
+    terminal.press("n")
+    terminal.wait_for("1 paused at step 1")
+    terminal.wait_for("▸0 paused at step 1")
+    terminal.press("k")
+    terminal.wait_for("▸1 paused at step 1")
+    # Both ranks, their DataLoader workers (2 each) and torchrun are running now.
+    assert len(job_processes(tag)) >= 3
+    terminal.press("q")
+    terminal.wait_for("cossim-tui-exited=0")
+    until(lambda: not job_processes(tag), 20, lambda: f"no process of the job left: {job_processes(tag)}")
