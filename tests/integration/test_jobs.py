@@ -40,7 +40,9 @@ def check_job(tmp_path, *args: str, env: dict[str, str] | None = None, timeout: 
 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
-    return check_job(tmp_path_factory.mktemp("healthy"), *TORCHRUN, DDP, "--steps", str(STEPS))
+    folder = tmp_path_factory.mktemp("healthy")
+    done, report, tag = check_job(folder, "--record", str(folder / "job.jsonl"), *TORCHRUN, DDP, "--steps", str(STEPS))
+    return done, report, folder / "job.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,33 @@ def test_every_finding_of_a_job_names_its_ranks(healthy):
     _, report, _ = healthy
     for finding in report["findings"]:
         assert finding["ranks"] and set(finding["ranks"]) <= {0, 1}
+
+
+def test_a_job_is_recorded_with_its_ranks_and_replays_with_them(healthy):
+    from cossim_tui.protocol import Hello, StepCaptured
+    from cossim_tui.session.replay import TraceSource, read_trace
+    from cossim_tui.tui.app import InspectorApp
+
+    trace = read_trace(healthy[2])
+    steps = [e for e in trace.events if isinstance(e, StepCaptured)]
+    assert sorted((s.rank, s.step) for s in steps) == [(r, s) for r in (0, 1) for s in range(STEPS)]
+    assert sorted(e.rank for e in trace.events if isinstance(e, Hello)) == [0, 1]
+    assert trace.events[-1].status == "finished"
+
+    async def replay():
+        app = InspectorApp(TraceSource(healthy[2]), replay=True)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(500):
+                if app.model.over and len(app.job.models) == 2:
+                    break
+                await pilot.pause(0.01)
+            assert sorted(app.job.models) == [0, 1] and app.job.shown == 0
+            assert [app.job.models[r].step_count for r in (0, 1)] == [STEPS, STEPS]
+            assert [state for _, state, _ in app.job.summary()] == ["finished", "finished"]
+
+    import asyncio
+
+    asyncio.run(replay())
 
 
 def test_the_same_batch_on_every_rank_is_found(no_sampler):

@@ -264,6 +264,8 @@ class InspectorApp(RankActions, KeyActions, App[None]):
                 self._channel_problem(ChannelProblem(f"unexpected event from the run: {type(group).__name__}"))
             else:
                 handle(group)  # type: ignore[operator]
+        if self.job.models:
+            self._show_ranks()  # the shown rank's state too, as its handlers left it
 
     def _run_started(self, hello: protocol.Hello) -> None:
         self._show_phase(self.model.started(hello))

@@ -1,0 +1,53 @@
+"""The app fed a two-rank job's events (as ``job.JobRun`` stamps them): rank 0 shown first, the
+rank bar, switching ranks, one command for every rank, and the view across ranks."""
+
+from __future__ import annotations
+
+from cossim_tui.tui.app import InspectorApp
+from cossim_tui.tui.screens.across_ranks import AcrossRanksScreen
+from cossim_tui.tui.widgets.rank_bar import RankBar
+
+from unit.test_ranks import _hello, _rank_step
+
+from .test_app import SIZE, run, until
+
+
+def test_the_app_shows_rank_0_first_and_switches_ranks(source):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(_hello(1), _hello(0), _rank_step(1, 0, 0.2, paused=True), _rank_step(0, 0, 0.1, paused=True))
+            await until(pilot, lambda: 0 in app.job.models and app.job.models[0].latest is not None and app.current is not None)
+            assert app.job.shown == 0 and app.model is app.job.models[0] and app.current.rank == 0
+            bar = app.query_one(RankBar)
+            await until(pilot, lambda: len(bar.ranks) == 2)
+            assert list(bar.ranks) == [(0, "paused at step 0", True), (1, "paused at step 0", False)]
+            await pilot.press("k")
+            assert app.job.shown == 1 and app.current.rank == 1 and app.current.args[0].stats.mean == 0.2
+            await pilot.press("0")
+            assert app.job.shown == 0 and app.current.rank == 0
+            await pilot.press("n")
+            # One command: the job's source hands it to every rank.
+            assert [type(m).__name__ for m in source.sent] == ["Resume"]
+            source.feed(_rank_step(0, 1, 0.3, paused=True), _rank_step(1, 1, 0.3, paused=True))
+            await until(pilot, lambda: app.current is not None and app.current.step == 1)
+            await pilot.press("a")
+            await until(pilot, lambda: isinstance(app.screen, AcrossRanksScreen))
+            shown = str(app.screen.query_one("#across-table").render())
+            assert "across ranks · step 1" in shown and "equal anchor, partner to rank 0's" in shown
+
+    run(scenario)
+
+
+def test_a_single_process_has_no_rank_keys_or_bar(source, make):
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            source.feed(make.hello(), make.step1())
+            await until(pilot, lambda: app.current is not None)
+            assert app.query_one(RankBar).display is False
+            assert app.check_action("next_rank", ()) is False
+            await pilot.press("k")
+            assert app.job.models == {}
+
+    run(scenario)
