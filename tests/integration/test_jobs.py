@@ -138,6 +138,17 @@ def test_ranks_the_script_spawns_are_followed(tmp_path):
     assert "spawned ranks done" in done.stdout
 
 
+def test_lightning_ddp_ranks_are_followed(tmp_path):
+    """Lightning's ddp strategy starts rank 1 by running the script again: under a plain
+    `cossim-tui check script.py` both ranks are inspected, the script's own process as rank 0."""
+    pytest.importorskip("pytorch_lightning", reason="the [integrations] extra is not installed")
+    done, report, _ = check_job(tmp_path, F + "lightning_ddp.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (report["status"], report["world_size"], report["steps"]) == ("finished", 2, 6)
+    assert sorted((c["rank"], c["step"]) for c in report["calls"]) == [(r, s) for r in (0, 1) for s in range(3)]
+    assert "rank 0 done" in done.stdout and "rank 1 done" in done.stdout
+
+
 def test_torchrun_options_that_bypass_python_are_refused(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "cossim_tui", "check", "torchrun", "--no-python", "--standalone", DDP],

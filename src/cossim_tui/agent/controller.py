@@ -65,6 +65,8 @@ class Controller:
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
+        self.rank: int | None = None
+        """The rank this process became in a job it started itself (``_become_rank``); else ``None``."""
         self._relay: Any = None
         """The ranks the script spawns, relayed (``agent.ranks``); made at the first spawn."""
         self._summariser: Summariser | None = None
@@ -74,6 +76,8 @@ class Controller:
     # -- messages out ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> None:
+        if self.rank is not None and isinstance(message, (StepCaptured, protocol.BreakChanged)) and message.rank is None:
+            message.rank = self.rank
         if self._connected:
             self._outbox.put(message)
 
@@ -88,6 +92,8 @@ class Controller:
             import socket
 
             ranks = {name.lower(): _env_int(name) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+            if ranks["rank"] is None and os.environ.get("NODE_RANK", "0") == "0":
+                ranks["rank"] = ranks["local_rank"]  # (Lightning's ranks: LOCAL_RANK on one node)
             ranks["host"] = socket.gethostname()
         self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=target, argv=list(argv), **ranks))
 
@@ -119,12 +125,22 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - the pairs are still judged without it
             print(f"cossim-tui: all_gather not watched: {type(exc).__name__}: {exc}", file=sys.stderr)
         try:
-            from cossim_tui.agent.ranks import RankSpawns
+            from cossim_tui.agent.ranks import RankLaunches, RankSpawns
 
             RankSpawns(self._rank_relay).install()
+            RankLaunches(self._rank_relay, self._become_rank).install(intercept.when_imported)
         except Exception as exc:  # noqa: BLE001 - spawned ranks then run unseen
             print(f"cossim-tui: torch.multiprocessing.spawn not followed: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
+
+    def _become_rank(self, rank: int, world_size: int | None) -> None:
+        """The script's own process is a rank of the job it started (Lightning's rank 0): its
+        steps say so from now on, and the screen is told."""
+        self.rank = rank
+        import socket
+
+        self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=f"rank {rank}", argv=list(sys.argv),
+                                  rank=rank, world_size=world_size, local_rank=rank, host=socket.gethostname()))
 
     def _rank_relay(self) -> Any:
         """The relay of the ranks the script spawns, made at its first spawn."""

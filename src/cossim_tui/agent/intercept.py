@@ -228,6 +228,11 @@ class _PostImportHook(importlib.abc.MetaPathFinder):
 _hook = _PostImportHook()
 
 
+def when_imported(name: str, callback: Callable[[types.ModuleType], None]) -> None:
+    """Run ``callback`` on the module ``name`` now if it is loaded, else as soon as it is."""
+    _when_imported(name, callback)
+
+
 def _when_imported(name: str, callback: Callable[[types.ModuleType], None]) -> None:
     module = sys.modules.get(name)
     if module is not None:

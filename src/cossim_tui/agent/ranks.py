@@ -180,3 +180,76 @@ class RankSpawns:
 
 _pid_of_script = os.getpid()
 """The script's process: only its own spawns are followed (a rank that spawns is left alone)."""
+
+
+LIGHTNING_LAUNCHERS = (
+    "pytorch_lightning.strategies.launchers.subprocess_script",
+    "lightning_fabric.strategies.launchers.subprocess_script",
+    "lightning.pytorch.strategies.launchers.subprocess_script",
+    "lightning.fabric.strategies.launchers.subprocess_script",
+)
+"""Where Lightning's ``ddp`` strategy starts ranks 1…N−1: it runs the script again, as
+``python SCRIPT ARGS`` (or ``-m MODULE``), in a subprocess per rank; rank 0 is the script's
+own process."""
+
+
+class RankLaunches:
+    """Follows the ranks that Lightning's ``ddp`` strategy starts by running the script again:
+    their command runs the agent first (``-m cossim_tui.agent`` before the script), and while
+    Lightning starts them, and only then, the environment it copies for them names the relay.
+    The script's own process becomes rank 0 of the job from then on (``become_rank``)."""
+
+    def __init__(self, relay: Callable[[], RankRelay], become_rank: Callable[[int, int | None], None]) -> None:
+        self._relay = relay
+        self._become_rank = become_rank
+
+    def install(self, when_imported: Callable[[str, Callable[[Any], None]], None]) -> None:
+        for name in LIGHTNING_LAUNCHERS:
+            when_imported(name, self._follow)
+
+    def _follow(self, module: Any) -> None:
+        for name in ("_basic_subprocess_cmd", "_hydra_subprocess_cmd"):
+            original = getattr(module, name, None)
+            if original is not None and getattr(original, "__cossim_tui_original__", None) is None:
+                setattr(module, name, _through_the_agent(original))
+        launcher = getattr(module, "_SubprocessScriptLauncher", None)
+        children = getattr(launcher, "_call_children_scripts", None)
+        if children is not None and getattr(children, "__cossim_tui_original__", None) is None:
+            launcher._call_children_scripts = self._starting_ranks(children)
+
+    def _starting_ranks(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        relay, become_rank = self._relay, self._become_rank
+
+        @functools.wraps(original)
+        def call_children_scripts(launcher: Any, *args: Any, **kwargs: Any) -> Any:
+            from cossim_tui.protocol import CONNECT_ENV, TOKEN_ENV
+
+            one = relay()
+            host, port = one.address
+            os.environ[CONNECT_ENV], os.environ[TOKEN_ENV] = f"{host}:{port}", one.token
+            try:
+                return original(launcher, *args, **kwargs)
+            finally:
+                # The script never sees them: only the environment Lightning copied for its ranks.
+                os.environ.pop(CONNECT_ENV, None)
+                os.environ.pop(TOKEN_ENV, None)
+                world = os.environ.get("WORLD_SIZE")
+                become_rank(int(os.environ.get("LOCAL_RANK", "0")), int(world) if world and world.isdigit() else None)
+
+        call_children_scripts.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+        return call_children_scripts
+
+
+def _through_the_agent(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A Lightning command builder whose command runs the agent first: ``python -m
+    cossim_tui.agent SCRIPT ARGS`` (or ``-m MODULE ARGS``), which runs it as python would."""
+
+    @functools.wraps(original)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        built = original(*args, **kwargs)
+        command, rest = (built, None) if not isinstance(built, tuple) else (built[0], built[1:])
+        command = [command[0], "-m", "cossim_tui.agent", *command[1:]]
+        return command if rest is None else (command, *rest)
+
+    command.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+    return command
