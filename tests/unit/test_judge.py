@@ -129,6 +129,8 @@ def test_severities_are_contracts() -> None:
         "collapse": "error", "precision-loss": "warning", "nonnegative-features": "warning",
         "common-mode": "warning", "saturated": "warning", "constant-similarity": "warning",
         "detached-partner": "info", "broadcast": "info",
+        # CONTRACT's additions (second round): distributed runs.
+        "same-batch-across-ranks": "error", "gathered-without-grad": "warning",
     }
     assert {code: info.severity for code, info in CATALOG.items()} == expected
 
