@@ -69,6 +69,9 @@ class ReportCall(Struct):
     codes: list[str]
     """The codes found at this step, muted ones left out."""
     error: str | None
+    via: str | None = None
+    """The installed library's function that made the call (``MODULE:QUALNAME``), when the call
+    was made inside a library; ``site`` is then the user's line that called into it."""
 
 
 class ReportFinding(Struct):
@@ -129,6 +132,7 @@ def call_entry(step: StepCaptured) -> ReportCall:
         context={k: int(v) if k in _COUNTS and math.isfinite(v) else finite_or_none(v) for k, v in step.context.items()},
         codes=[f.code for f in step.findings if not f.muted],
         error=step.error,
+        via=step.site.via,
     )
 
 

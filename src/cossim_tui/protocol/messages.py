@@ -157,6 +157,9 @@ class CallSite(Struct):
     call_start: int
     call_end: int
     """The lines the call expression spans (multi-line calls)."""
+    via: str | None = None
+    """For a call made inside an installed library, the library function that made it
+    (``MODULE:QUALNAME``); the site itself is then the user's line that called into the library."""
 
     @property
     def label(self) -> str:
