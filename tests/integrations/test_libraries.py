@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from agent_harness import ScriptRun, run_script
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 _VARARGS = 0x04
-_VARKEYWORDS = 0x08
 
 _library_dirs: tuple[str, ...] | None = None
 _script_root: str | None = None
@@ -37,13 +36,12 @@ _kinds: dict[str, bool] = {}
 def _installed_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     found = {paths.get(key) for key in ("purelib", "platlib", "stdlib", "platstdlib")}
-    try:
-        import site
+    import site
 
-        found.update(site.getsitepackages())
-        found.add(site.getusersitepackages())
-    except Exception:  # noqa: BLE001 - an embedded interpreter may have no site module
-        pass
+    # An old virtualenv's site module lacks these; its paths are then sysconfig's above.
+    found.update(getattr(site, "getsitepackages", list)())
+    user = getattr(site, "getusersitepackages", None)
+    found.add(user() if user is not None else None)
     return tuple(sorted(os.path.realpath(p) + os.sep for p in found if p))
 
 
@@ -98,7 +96,7 @@ def _function_name(frame: types.FrameType) -> str:
     return f"{module}:{getattr(code, 'co_qualname', code.co_name)}"
 
 
-Argument = tuple["int | None", "str | None"]
+Argument = tuple[int | None, str | None]
 """An argument of the user's call: its position, and the name of the parameter it fills."""
 
 

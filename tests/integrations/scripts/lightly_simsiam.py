@@ -5,9 +5,9 @@ from one input (identical-inputs). Prints how many times it called the loss."""
 import argparse
 
 import torch
-from torch import nn
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
+from torch import nn
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--same-view", action="store_true")
