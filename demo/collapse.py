@@ -11,7 +11,7 @@ pairs only, no negatives, no stop-gradient, no predictor. The similarity climbs 
 the loss looks great, but the embeddings carry almost no information about the image.
 
 In `cossim-tui demo/collapse.py`, step through the loss line and watch the similarity climb
-towards 1 while the two embedding batches lose their spread. First `common-mode` (warning)
+towards 1 while the two embedding batches lose their spread. First `common-mode` (info)
 appears: one shared direction is taking over the batch. Then, once the collapse score (the
 spread of the L2-normalised vectors, about 1 when healthy) has stayed under 0.1 for 3 steps,
 `collapse` (error) is reported for every remaining step. The fix is `demo/collapse_fixed.py`.

@@ -11,7 +11,7 @@ The bug is the last line of `EmbeddingHead`: the `nn.ReLU()` after the final `nn
 
 In `cossim-tui demo/relu_embeddings.py`, every step shows both embedding batches with min 0
 in their value stats and no similarity below 0; the findings panel reports
-`nonnegative-features` (warning) at every step, and `common-mode` (warning) at the first
+`nonnegative-features` (warning) at every step, and `common-mode` (info) at the first
 step or two, where the untrained head's shared positive offset dominates the batch (the
 mean cosine between rows drops by about 0.6 once the batch mean is removed). The fix is
 `demo/relu_embeddings_fixed.py`.

@@ -141,9 +141,10 @@ class ScriptRun:
 
 
 def run_script(
-    path: Path, *args: str, cwd: Path | None = None, fail_on: str = "error", ignore: tuple[str, ...] = (), threads: int | None = 1
+    path: Path, *args: str, cwd: Path | None = None, fail_on: str = "error", ignore: tuple[str, ...] = (), threads: int | None = 1,
+    watch: tuple[str, ...] = (),
 ) -> ScriptRun:
-    """``cossim-tui check --fail-on FAIL_ON SCRIPT ARGS`` from ``cwd`` (the script's directory
+    """``cossim-tui check --fail-on FAIL_ON [--watch W ...] SCRIPT ARGS`` from ``cwd`` (the script's directory
     if not given; ``SCRIPT`` is the path relative to it), run here.
 
     As under ``check``: the agent's settings are ``check_config``'s; the script sees
@@ -157,7 +158,7 @@ def run_script(
     path = Path(path).resolve()
     cwd = path.parent if cwd is None else Path(cwd)
     name = os.path.relpath(path, cwd)
-    config = check_config(SimpleNamespace(ignore=list(ignore), watch=[], max_steps=None, record=None))
+    config = check_config(SimpleNamespace(ignore=list(ignore), watch=list(watch), max_steps=None, record=None))
     channel = KeptMessages()
     saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
     with torch_restored():

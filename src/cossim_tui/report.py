@@ -72,6 +72,9 @@ class ReportCall(Struct):
     error: str | None
     rank: int | None = None
     """The rank that made the call, in a distributed job; ``null`` for a single process."""
+    via: str | None = None
+    """The installed library's function that made the call (``MODULE:QUALNAME``), when the call
+    was made inside a library; ``site`` is then the user's line that called into it."""
 
 
 class ReportFinding(Struct):
@@ -137,6 +140,7 @@ def call_entry(step: StepCaptured) -> ReportCall:
         codes=[f.code for f in step.findings if not f.muted],
         error=step.error,
         rank=step.rank,
+        via=step.site.via,
     )
 
 

@@ -588,3 +588,20 @@ def test_an_unexpected_event_from_the_run_is_shown_as_a_channel_problem(source, 
             assert status(app).startswith("cossim-tui · paused at step 0")
 
     run(scenario)
+
+
+def test_source_panel_names_the_library_function_a_call_went_through(source, make):
+    """A call made inside a library is at the user's line; the title says which library
+    function made it (the report has it in full, as ``via``)."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            first = make.step0()
+            via = "lightly.loss.negative_cosine_similarity:NegativeCosineSimilarity.forward"
+            first.site = msgspec.structs.replace(first.site, via=via)
+            source.feed(make.hello(), first)
+            await until(pilot, lambda: "paused at step 0" in status(app))
+            assert app.query_one(SourcePanel).border_title == "train.py:42 in train via NegativeCosineSimilarity.forward"
+
+    run(scenario)

@@ -127,7 +127,7 @@ def test_severities_are_contracts() -> None:
         "same-object": "error", "shared-storage": "error", "identical-values": "error", "identical-inputs": "error",
         "stale-partner": "error", "degenerate-dim": "error", "zero-norm": "error", "non-finite": "error",
         "collapse": "error", "precision-loss": "warning", "nonnegative-features": "warning",
-        "common-mode": "warning", "saturated": "warning", "constant-similarity": "warning",
+        "common-mode": "info", "saturated": "warning", "constant-similarity": "warning",
         "detached-partner": "info", "broadcast": "info",
         # CONTRACT's additions (second round): distributed runs.
         "same-batch-across-ranks": "error", "gathered-without-grad": "warning",
@@ -368,7 +368,7 @@ def test_nonnegative_features() -> None:
 
 def test_common_mode_threshold() -> None:
     finding = only(judge_once(evidence=Evidence(common_mode_drop=0.31)), "common-mode")
-    assert finding.severity == "warning"
+    assert finding.severity == "info"  # a warning until issue 18: healthy recipes carry the offset too
     assert finding.message == "a shared offset dominates: the mean cosine between rows drops by 0.31 after centring"
     assert judge_once(evidence=Evidence(common_mode_drop=0.3)) == []
     assert judge_once(evidence=Evidence(common_mode_drop=0.29)) == []

@@ -11,7 +11,7 @@ points are put back after each test.
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, UserDict
 from dataclasses import dataclass
 
 import pytest
@@ -167,3 +167,60 @@ def test_two_modules_calls_with_the_same_number_keep_their_own_pictures():
     second = pictures.of(MadeBy(protocol.ModuleCall("Encoder", 0, 0), weakref.ref(modules[1]), weakref.ref(light)))
     assert first is not None and second is not None
     assert first.rows != second.rows
+
+
+class BatchEncoding(UserDict):
+    """transformers' tokenizer output, which sentence-transformers hands its model and returns:
+    a mapping that is not a dict."""
+
+
+LIBRARY_LOSS = '''
+import torch
+
+
+class PairLoss(torch.nn.Module):
+    """sentence-transformers' CosineSimilarityLoss(model): the loss runs the model itself."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.seen = []
+
+    def forward(self, features, labels):
+        embeddings = [self.model(f)["sentence_embedding"] for f in features]
+        self.seen = embeddings
+        return ((torch.cosine_similarity(embeddings[0], embeddings[1]) - labels) ** 2).mean()
+'''
+
+
+def test_a_library_loss_that_runs_the_model_leaves_the_model_its_vectors(provenance, tmp_path, monkeypatch):
+    """The script's only call is ``loss_fn(features, labels)``; the vectors the loss compares are
+    still made by the model, from the features (a mapping that is not a dict), and the same
+    sentences on both sides are still seen."""
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    (packages / "pairloss_for_made_by.py").write_text(LIBRARY_LOSS)
+    monkeypatch.syspath_prepend(str(packages))
+    from pairloss_for_made_by import PairLoss
+
+    class Model(SentenceEncoder):
+        def forward(self, features):
+            return BatchEncoding(super().forward(dict(features)))
+
+    model = Model().train()
+    loss_fn = PairLoss(model)
+    ids = torch.randint(0, 50, (4, 5))
+    loss_fn([BatchEncoding(input_ids=ids.clone()), BatchEncoding(input_ids=ids.clone())], torch.ones(4))
+    made = [provenance.made_by(vector) for vector in loss_fn.seen]
+    assert [(m.call.module, m.call.call) if m is not None else None for m in made] == [("Model", 0), ("Model", 1)]
+    assert identical_inputs(*made) == "Model from inputs with equal values"
+    # A module of the user's own calling the model (not a library's loss) is still the outermost.
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Model()
+
+        def forward(self, features):
+            return self.inner(features)["sentence_embedding"]
+
+    assert provenance.made_by(Wrapper()(BatchEncoding(input_ids=ids))).call.module == "Wrapper"

@@ -21,14 +21,17 @@ class Intercepted:
     source names of its two tensor parameters, the arguments, ``dim`` and ``eps`` as given, what
     the call returned or raised, the frame that made the call, and a probe's label."""
 
-    __slots__ = ("dim", "eps", "error", "frame", "function", "label", "names", "result", "x1", "x2")
+    __slots__ = ("dim", "eps", "error", "frame", "function", "label", "names", "passage", "result", "x1", "x2")
 
     def __init__(
         self, function: str, names: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any, result: Any,
-        error: BaseException | None, frame: types.FrameType | None, label: str | None = None,
+        error: BaseException | None, frame: types.FrameType | None, label: str | None = None, passage: Any = None,
     ) -> None:
         self.function, self.names, self.x1, self.x2, self.dim, self.eps = function, names, x1, x2, dim, eps
         self.result, self.error, self.frame, self.label = result, error, frame, label
+        self.passage = passage
+        """How a call made inside an installed library came from ``frame``, the user's
+        (``library.Passage``); ``None`` for a call in the user's own code."""
 
 
 class Call:

@@ -22,6 +22,8 @@ import threading
 import types
 from typing import Any
 
+import msgspec
+
 from cossim_tui import protocol
 from cossim_tui.agent import intercept, source
 from cossim_tui.agent.call import Call, Intercepted
@@ -59,6 +61,8 @@ class Controller:
         waits for the screen."""
         self._ended = False
         self._sites: dict[source.SiteInfo, CallSite] = {}
+        self._sites_through: dict[tuple[source.SiteInfo | None, str], CallSite] = {}
+        """The user's call site of each library function called from it (``via``)."""
         self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, tuple[str, str]]] = {}
         """The call site and argument names of each call instruction (code object id, offset),
         with the code object kept alive so that its id stays its own: one look-up per call."""
@@ -175,7 +179,7 @@ class Controller:
             self.steps += 1
             pictures = False
             try:
-                site, exprs = self._place(seen.frame, seen.names)
+                site, exprs = self._place(seen.frame, seen.names) if seen.passage is None else self._place_through(seen)
                 pictures = self.pipeline.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
                 call = Call(seen, step, site, exprs, pictures)
                 if not pictures and self._send_behind(call):
@@ -226,6 +230,22 @@ class Controller:
         # The entry holds the code object, so its id cannot be reused while the entry exists.
         self._places[key] = (code, site, exprs)
         return site, exprs
+
+    def _place_through(self, seen: Intercepted) -> tuple[CallSite, tuple[str, str]]:
+        """The user's line that called into the library that made the call, with the library
+        function as ``via``; the tensors named by the user's arguments where the library passed
+        them through, else by the library's own expressions."""
+        passage = seen.passage
+        site, info = self._call_site(seen.frame)
+        key = (info, passage.via)
+        through = self._sites_through.get(key)
+        if through is None:
+            through = self._sites_through[key] = msgspec.structs.replace(site, via=passage.via)
+        exprs = list(source.argument_names(source.site_of(passage.inner), seen.names))
+        for index, argument in enumerate(passage.through):
+            given = source.argument_given(info, argument) if argument is not None and info is not None else None
+            exprs[index] = given or exprs[index]
+        return through, (exprs[0], exprs[1])
 
     def _call_site(self, frame: types.FrameType | None) -> tuple[CallSite, source.SiteInfo | None]:
         if frame is None:

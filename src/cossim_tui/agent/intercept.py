@@ -23,6 +23,7 @@ import types
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from cossim_tui.agent import library
 from cossim_tui.agent.call import Intercepted
 
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,12 +150,17 @@ def _report(
 ) -> None:
     frame, via = user_frame(sys._getframe(2))
     x1, x2, dim, eps = parse(args, kwargs)
+    frame, passage = library.past_libraries(frame, _is_internal, x1, x2)
     if similarity is not None and error is None:
         try:
             result = similarity(x1, x2, dim, result)
         except Exception:  # noqa: BLE001 - the loss went through; we just cannot show a similarity
             result = None
-    sink.on_call(Intercepted(via or function, names, x1, x2, dim, eps, result, error, frame))
+    sink.on_call(Intercepted(via or function, names, x1, x2, dim, eps, result, error, frame, passage=passage))
+
+
+def _is_internal(filename: str) -> bool:
+    return filename.startswith(_internal_dirs)
 
 
 def _patch(torch: types.ModuleType, sink: CallSink) -> None:

@@ -25,10 +25,11 @@ operations, and a lookup happens only at an intercepted cosine call.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +78,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
     for value in (*args, *kwargs.values()):
         if isinstance(value, torch.Tensor):
             return value
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):  # a dict, or transformers' BatchEncoding
             value = tuple(value.values())
         if isinstance(value, (tuple, list)):
             for item in value[:8]:
@@ -88,7 +89,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 def _tensors_in(output: Any, found: list[torch.Tensor], depth: int = 0) -> None:
     """The tensors of a module's output: itself, or inside tuples, lists, dicts (``ModelOutput``
-    is one) and dataclasses, two levels deep."""
+    is one), other mappings and dataclasses, two levels deep."""
     if isinstance(output, torch.Tensor):
         if len(found) < TENSORS_PER_OUTPUT:
             found.append(output)
@@ -99,6 +100,8 @@ def _tensors_in(output: Any, found: list[torch.Tensor], depth: int = 0) -> None:
         values: Any = output.values()
     elif isinstance(output, (tuple, list)):
         values = output
+    elif isinstance(output, Mapping):  # transformers' BatchEncoding, which sentence-transformers returns
+        values = output.values()
     elif hasattr(type(output), "__dataclass_fields__") and not isinstance(output, type):
         values = [getattr(output, name, None) for name in type(output).__dataclass_fields__]
     else:
@@ -132,6 +135,31 @@ class _Inside(threading.local):
     """A module call is running on this thread: the calls it makes are not outermost."""
 
 
+_see_through: dict[type, bool] = {}
+
+
+def runs_the_model(module_class: type) -> bool:
+    """Whether a module class is an installed library's loss (``CosineSimilarityLoss(model)``
+    of sentence-transformers runs the model on the features it is given): the module calls it
+    makes itself are recorded as outermost, since the user's ``loss_fn(features, labels)`` is
+    the only call the script makes. torch's own losses call no model."""
+    known = _see_through.get(module_class)
+    if known is None:
+        from cossim_tui.agent import library
+
+        name = getattr(module_class, "__module__", "") or ""
+        path = getattr(sys.modules.get(name), "__file__", None) or ""
+        parts = name.lower().split(".")
+        known = (
+            not name.startswith("torch.")
+            and bool(path)
+            and library.is_library(path)
+            and (module_class.__name__.endswith("Loss") or "loss" in parts or "losses" in parts)
+        )
+        _see_through[module_class] = known
+    return known
+
+
 class Provenance:
     """Records outermost module calls; answers "who made this tensor?"."""
 
@@ -160,7 +188,8 @@ class Provenance:
         def call(module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
             if inside.module_call or is_compiling():
                 return original(module, *args, **kwargs)
-            inside.module_call = True
+            # A library's loss that runs the model: its own module calls are the outermost ones.
+            inside.module_call = not runs_the_model(type(module))
             step = current_step()
             source = _first_tensor(args, kwargs)
             labels = consumed(source) if source is not None and consumed is not None else None

@@ -149,6 +149,18 @@ def argument_names(site: SiteInfo, names: tuple[str, str]) -> tuple[str, str]:
     return result[0], result[1]
 
 
+def argument_given(site: SiteInfo, argument: tuple[int | None, str | None]) -> str | None:
+    """The source text of one argument of the call: by its ``(position, parameter name)`` as
+    the called function numbers and names it; ``None`` where the call does not show it (an
+    argument unpacked from ``*args`` or ``**kwargs``)."""
+    position, name = argument
+    exprs = site.exprs
+    if position is not None and position < len(exprs) and not any(e is None or e.startswith("*") for e in exprs[: position + 1]):
+        return exprs[position]
+    keywords = dict(site.keywords)
+    return keywords.get(name) if name is not None else None
+
+
 def source_lines(filename: str, site: SiteInfo) -> tuple[int, list[str]]:
     """The call's lines with context, and the number of the first one."""
     lines = linecache.getlines(filename)

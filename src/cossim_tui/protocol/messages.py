@@ -143,8 +143,9 @@ class Similarity(Struct):
     nan: int = 0
 
 
-class CallSite(Struct):
-    """Where in the user's source the call was made."""
+class CallSite(Struct, omit_defaults=True):
+    """Where in the user's source the call was made. (``via`` is written only where a library
+    made the call: a site of the user's own code reads as it did before ``via`` existed.)"""
 
     path: str
     """The file as the user would name it (relative to the working directory when inside it)."""
@@ -157,6 +158,9 @@ class CallSite(Struct):
     call_start: int
     call_end: int
     """The lines the call expression spans (multi-line calls)."""
+    via: str | None = None
+    """For a call made inside an installed library, the library function that made it
+    (``MODULE:QUALNAME``); the site itself is then the user's line that called into the library."""
 
     @property
     def label(self) -> str:

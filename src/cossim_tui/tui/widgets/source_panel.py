@@ -61,7 +61,12 @@ class SourcePanel(Widget):
     context: reactive[dict[str, float]] = reactive(dict)
 
     def watch_site(self, site: protocol.CallSite | None) -> None:
-        self.border_title = Content(f"{site.label} in {site.function}") if site is not None else None
+        if site is None:
+            self.border_title = None
+            return
+        # A call made inside a library: the user's line, and the library function it went through.
+        via = f" via {site.via.rpartition(':')[2]}" if site.via else ""
+        self.border_title = Content(f"{site.label} in {site.function}{via}")
 
     def watch_context(self, context: dict[str, float]) -> None:
         self.border_subtitle = Content(describe_context(context)) if context else None
