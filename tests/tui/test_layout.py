@@ -612,3 +612,25 @@ def test_a_strip_of_vectors_of_one_number_says_so(source, make):
             assert "one value per vector" in on_screen(app.query_one("#strip-left"))
 
     asyncio.run(scenario())
+
+
+def test_at_80x24_the_training_context_under_the_source_is_never_cut(make):
+    """It read "epoch 0 · batch 1 · loss 0.3133 · lr 0.01…" in the walkthrough."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                step = stale_partner_step(make)
+                step.context = {"epoch": 0.0, "batch": 1.0, "loss": 0.3133, "lr": 0.01, "optimizer_steps": 1.0}
+                source.feed(make.hello(), step)
+                await paused_at_step1(pilot)
+                panel = app.query_one(SourcePanel)
+                subtitle = Content.from_markup(str(panel.border_subtitle)).plain
+                assert "loss 0.3133" in subtitle and len(subtitle) <= panel.outer_size.width - 6, subtitle
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
