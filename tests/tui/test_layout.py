@@ -13,6 +13,7 @@ import time
 
 import msgspec.structs
 import pytest
+from textual.content import Content
 from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widget import Widget
@@ -349,6 +350,286 @@ def test_at_80x24_a_run_that_ended_says_how_whole_beside_the_training_context(ma
                 assert "siamese_stale_partner.py" in header
                 assert says in header and "…" not in header, header
                 assert "epoch 1" in on_screen(app.query_one(TrainingBar))
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+# -- the walkthrough at 80x24 and 100x30 after the first fixes (issue 19's leftovers) ---------
+
+MATRIX_TARGET = "demo/collapse_fixed.py"
+MATRIX_LINES = [
+    "            z1 = model(augment(images))",
+    "            z2 = model(augment(images))",
+    "            # FIX: InfoNCE; row k of the matrix must pick column k (the other view of image k)",
+    "            similarity = F.cosine_similarity(z1[:, None], z2[None, :], dim=-1)",
+    "            loss = F.cross_entropy(similarity / TEMPERATURE, torch.arange(len(images)))",
+    "            optimizer.zero_grad()",
+    "            loss.backward()",
+]
+
+
+def matrix_step(make, *, step: int = 0, paused: bool = True) -> protocol.StepCaptured:
+    """Step 0 of ``demo/collapse_fixed.py``: a 16x16 similarity matrix of broadcast views, made by
+    a Sequential from an image batch: the tallest summaries of the demos."""
+    base = make.step1(paused=paused, step=step)
+    image = protocol.Thumbnail(width=2, height=2, channels=1, source_shape=[16, 3, 32, 32], rows=[[[0, 0, 0]] * 2] * 2)
+    args = [
+        msgspec.structs.replace(
+            arg,
+            expr=expr,
+            shape=shape,
+            rows=16,
+            grad_fn="UnsqueezeBackward0",
+            requires_grad=True,
+            norm=protocol.Spread(4.45, 5.6, 7.25),
+            stats=protocol.ValueStats(min=-2.797, max=2.647, mean=-3.291e-09, std=1.001),
+            preview=[0.2373, 1.16, -0.01435, 0.5, 0.25, 0.125],
+            made_by=protocol.ModuleCall(module="Sequential", call=index, step=0),
+            input_image=image,
+            storage=protocol.StorageInfo(ptr=0x55ED575CCD40 + index, offset=0, strides=strides, element_size=4, span=[0, 2048]),
+        )
+        for index, (arg, expr, shape, strides) in enumerate(
+            zip(base.args, ("z1[:, None]", "z2[None, :]"), ([16, 1, 32], [1, 16, 32]), ([32, 32, 1], [512, 32, 1]))
+        )
+    ]
+    site = protocol.CallSite(
+        path=MATRIX_TARGET, line=53, function="main", first_line=50, lines=MATRIX_LINES, call_start=53, call_end=53
+    )
+    relation = msgspec.structs.replace(base.relation, equal_values=None, max_abs_diff=None, broadcast_shape=[16, 16, 32])
+    cos = protocol.Similarity(
+        mean=0.0, min=-0.5667, max=0.6818, count=256, nan=0, first=[0.0045, 0.0433, -0.0175, -0.1246, 0.011, 0.2105, -0.1493, 0.0011],
+        angle_deg=protocol.Spread(47.0, 89.99, 124.5),
+    )
+    broadcast = protocol.Finding(
+        code="broadcast", severity="info", site=f"{MATRIX_TARGET}:53", step=step,
+        message="z1[:, None] (16, 1, 32) and z2[None, :] (1, 16, 32) were broadcast to (16, 16, 32)",
+        evidence=["relation.broadcast_shape"],
+    )
+    return msgspec.structs.replace(
+        base, args=args, site=site, relation=relation, cos=cos, findings=[broadcast], context={"epoch": 0, "batch": 0}
+    )
+
+
+async def until_state(pilot: Pilot, text: str) -> None:
+    status = pilot.app.query_one(StatusBar)
+    deadline = time.monotonic() + 10
+    while text not in status.state and text not in on_screen(status):
+        assert time.monotonic() < deadline, f"never {text!r}; state is {status.state!r}"
+        await pilot.pause(0.01)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=["80x24", "100x30"])
+def test_the_tallest_summaries_leave_the_call_line_and_the_keys_in_view(make, size):
+    """``demo/collapse_fixed.py`` at 80x24: the tensor panels took 13 rows and the relation 7,
+    and the call line fell below the screen; at 100x30 the page scrolled. Under 40 rows the
+    storage lines, and under 30 the first values, wait behind ``d``; the evidence stays."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(MATRIX_TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=size) as pilot:
+                source.feed(make.hello(), matrix_step(make))
+                await until_state(pilot, "paused at step 0")
+                width, height = size
+                assert app.screen.max_scroll_y == 0
+                assert isinstance(at(app, 1, 0), StatusBar)
+                assert "collapse_fixed.py" in on_screen(app.query_one(StatusBar))
+                keys = at(app, width - 3, height - 1)
+                assert isinstance(keys, EssentialKeys) and "q Quit" in on_screen(keys)
+                left = on_screen(app.query_one("#left-tensor", TensorPanel))
+                assert "made by Sequential #0" in left and "at step 0" in left
+                assert "min 4.45" in left and "max 7.25" in left and "mean 5.6" in left
+                relation = " ".join(on_screen(app.query_one("#relation-text", Static)).split())
+                digits = app.query_one("#mean-cos", Digits)
+                assert "0.0000" in relation or (digits.display and digits.value == "0.0000")
+                assert "min -0.5667" in relation and "max 0.6818" in relation
+                panel = app.query_one(SourcePanel)
+                source_text = on_screen(panel)
+                call = source_text.index("▶ 53 │")
+                call_text = " ".join(source_text[call:].split("│  54")[0].replace("│", " ").split())
+                assert "similarity = F.cosine_similarity(z1[:, None], z2[None, :], dim=-1)" in call_text.replace(
+                    "( ", "("
+                ).replace("[ ", "["), source_text
+                assert panel.region.y + source_text[:call].count("\n") < height - 2
+                # d: the storage and the first values, in the place of the source, and back.
+                assert "ptr" not in left and "strides" not in left
+                await pilot.press("d")
+                await pilot.pause()
+                left = on_screen(app.query_one("#left-tensor", TensorPanel))
+                assert "ptr    0x55ed575ccd40 +0" in left and "strides (32, 32, 1)" in left and "first  [" in left
+                assert app.screen.max_scroll_y == 0
+                await pilot.press("d")
+                await pilot.pause()
+                assert app.query_one(SourcePanel).display and app.screen.max_scroll_y == 0
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=["80x24", "100x30"])
+def test_the_top_line_viewing_history_keeps_one_row_at_80x24_and_the_scripts_name(make, size):
+    """At 80x24 it wrapped ("… · l:" / "live · demo/…"), taking a row from the call; at 100x30
+    a longer state lost the script's name."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=size) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                await pilot.press("left_square_bracket")
+                await until_state(pilot, "viewing step 0")
+                status = app.query_one(StatusBar)
+                header = on_screen(status)
+                assert "siamese_stale_partner.py" in header and "…" not in header, header
+                if size == (80, 24):
+                    assert status.outer_size.height == 1, header
+                    assert app.screen.max_scroll_y == 0
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_replay_that_the_user_quit_says_so_whole_at_80x24(make):
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(f"{TARGET} (replay of siamese-2026-12-04.jsonl)")
+        app = InspectorApp(source, replay=True)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                step = make.step1(paused=False, step=39)
+                source.feed(make.hello(), step, make.exited("quit", None, 15, None))
+                await until_state(pilot, "quit")
+                header = on_screen(app.query_one(StatusBar))
+                assert "quit by the user" in header and "siamese_stale_partner.py" in header and "…" not in header
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_80x24_every_key_in_the_footer_is_whole_and_the_history_line_is_not_cut(make):
+    """The footer ended in "b B" beside "? Help"; the history line in "max 1.0000 · " before the
+    loss, its step count cut off."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                feed_stale_partner(source, make)
+                await paused_at_step1(pilot)
+                footer = app.query_one("#keys").children[0]
+                await pilot.pause(0.1)
+                shown = [key for key in footer.children if key.display]
+                assert len(shown) >= 5 and all(key.region.right <= footer.region.right for key in shown)
+                assert footer.region.right <= app.query_one(EssentialKeys).region.x
+                # The keys shown are the first ones, in order: none is skipped for a later one.
+                assert shown == list(footer.children)[: len(shown)]
+                summary = app.query_one("#history-summary", Static)
+                text = str(summary.render())
+                assert on_screen(summary).strip() == text.strip(), (on_screen(summary), text)
+                assert text.startswith("now 0.9993")
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_100x30_the_map_says_its_step_and_spread_whole(make):
+    """The captions were cut: "PCA of 82 vectors of …" (the step of the map), "spread 0.0323
+    (healthy ≈ 1, co…"."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(100, 30)) as pilot:
+                projection = protocol.Projection(
+                    step=17, first_step=2, x=[0.1, -0.1, 0.2], y=[0.0, 0.1, -0.1], side=[0, 1, 1],
+                    explained=[0.61, 0.2], spread=0.0323, extent=0.2, dim_size=32, label=[0, 1, 3],
+                )
+                mapped = msgspec.structs.replace(make.step1(paused=False, step=17), projection=projection)
+                source.feed(make.hello(), mapped, make.step1(step=23))
+                await until_state(pilot, "paused at step 23")
+                await pilot.press("e")
+                await pilot.pause()
+                picture = app.query_one(EmbeddingMap)
+                title = Content.from_markup(str(picture.border_title)).plain
+                subtitle = Content.from_markup(str(picture.border_subtitle)).plain
+                room = picture.outer_size.width - 6
+                assert "(map of step 17)" in title and len(title) <= room, title
+                assert "spread 0.0323" in subtitle and len(subtitle) <= room, subtitle
+                relation = app.query_one("#relation")
+                relation_title = Content.from_markup(str(relation.border_title)).plain
+                assert relation_title.startswith("step 23 · ") and len(relation_title) <= relation.outer_size.width - 6
+        finally:
+            source.close()
+
+    asyncio.run(scenario())
+
+
+def test_at_80x24_the_findings_list_says_how_to_close_it(source, make):
+    from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=(80, 24)) as pilot:
+            source.feed(make.hello(), make.step1())
+            await until_state(pilot, "paused at step 1")
+            await pilot.press("f")
+            await pilot.pause()
+            assert isinstance(app.screen, FindingsSummaryScreen)
+            box = app.screen.query_one("#summary-box")
+            hint = Content.from_markup(str(box.border_subtitle)).plain
+            assert "escape: close" in hint and len(hint) <= box.outer_size.width - 6, hint
+
+    asyncio.run(scenario())
+
+
+def test_a_strip_of_vectors_of_one_number_says_so(source, make):
+    """``demo/wrong_dim.py`` at 100x30: a strip of one cell under each panel looked empty."""
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=(100, 30)) as pilot:
+            step = make.step1()
+            step.args = [msgspec.structs.replace(arg, strip=[0.5]) for arg in step.args]
+            source.feed(make.hello(), step)
+            await until_state(pilot, "paused at step 1")
+            assert "one value per vector" in on_screen(app.query_one("#strip-left"))
+
+    asyncio.run(scenario())
+
+
+def test_at_80x24_the_training_context_under_the_source_is_never_cut(make):
+    """It read "epoch 0 · batch 1 · loss 0.3133 · lr 0.01…" in the walkthrough."""
+    from tests.tui.conftest import FakeSource
+
+    async def scenario():
+        source = FakeSource(TARGET)
+        app = InspectorApp(source)
+        try:
+            async with app.run_test(size=(80, 24)) as pilot:
+                step = stale_partner_step(make)
+                step.context = {"epoch": 0.0, "batch": 1.0, "loss": 0.3133, "lr": 0.01, "optimizer_steps": 1.0}
+                source.feed(make.hello(), step)
+                await paused_at_step1(pilot)
+                panel = app.query_one(SourcePanel)
+                subtitle = Content.from_markup(str(panel.border_subtitle)).plain
+                assert "loss 0.3133" in subtitle and len(subtitle) <= panel.outer_size.width - 6, subtitle
         finally:
             source.close()
 

@@ -381,6 +381,23 @@ def test_the_run_s_end_sends_the_latest_map_of_every_site_that_ran_on() -> None:
     assert (ended.maps[1].first_step, len(ended.maps[1].x)) == (39 - 2 * 3, 2 * 128)
 
 
+def test_a_free_run_shorter_than_the_picture_interval_ends_on_a_map_of_its_last_step() -> None:
+    """``r`` over ``demo/collapse_fixed.py``'s 24 steps, all within one picture interval: only
+    its first step was pictured, so its rows were the last ones fed, and the map at the end
+    said "map of step 1". The end's map is of the last call, whatever was pictured."""
+    channel = KeptMessages()
+    controller = free_run(channel, "paced")
+    torch.manual_seed(0)
+    for _ in range(24):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    controller.script_ended("finished", 0, None)
+    steps = channel.steps
+    assert len(steps) == 24 and sum(s.projection is not None for s in steps) <= 2
+    ended = channel.messages[-1]
+    assert isinstance(ended, protocol.ScriptEnded)
+    assert [m.step for m in ended.maps] == [23]
+
+
 def test_a_pause_at_a_site_of_vectors_of_one_number_gets_its_map() -> None:
     channel = KeptMessages()
     controller = Controller(channel, AgentConfig(mode="continue", break_on=["error"], pictures="paced"))  # type: ignore[arg-type]

@@ -70,6 +70,9 @@ class Pipeline:
         self.gathers: Any = None
         self._tools: Any = None
         """The capture's modules, imported at the first call (torch is the script's to import)."""
+        self._unmapped: dict[str, tuple[Any, ...]] = {}
+        """Per site, its last call that fed no map's rows (a free run between two pictured steps),
+        as detached views: its rows are the run's end if no pictured step follows (``final_maps``)."""
 
     def capture(self, call: Call) -> StepCaptured:
         """The step of ``call``, made now: its figures queued, fetched at once, summarised."""
@@ -155,9 +158,12 @@ class Pipeline:
         # Its rows are fed on the steps that get pictures, so a map shows the run's recent vectors.
         projection = None
         stops = may_stop and self.stops_at(findings)
+        labels = [m.labels if m is not None else None for m in call.made]
+        self._unmapped.pop(label, None)
         if call.pictures or stops:
-            labels = [m.labels if m is not None else None for m in call.made]
             projection = self.projections.observe(step, label, *call.values, call.dim, force=stops, labels=labels)
+        elif self.config().pictures != "none" and len(self._unmapped) < 64:
+            self._unmapped[label] = (step, *(getattr(v, "detach", lambda v=v: v)() for v in call.values), call.dim, labels)
         return StepCaptured(
             step=step,
             function=call.function,
@@ -202,7 +208,13 @@ class Pipeline:
         if self.projections is None or self.config().pictures == "none":
             return []
         try:
-            return self.projections.latest_maps()
+            # A site's last call after its last pictured step is the run's end: its rows first.
+            ends = [
+                self.projections.observe(step, site, x1, x2, dim, force=True, labels=labels)
+                for site, (step, x1, x2, dim, labels) in self._unmapped.items()
+            ]
+            self._unmapped.clear()
+            return [m for m in ends if m is not None] + self.projections.latest_maps()
         except Exception:  # noqa: BLE001 - pictures are never worth breaking the script's end
             return []
 

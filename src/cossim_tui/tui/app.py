@@ -25,7 +25,6 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
@@ -49,6 +48,7 @@ from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.essential_keys import EssentialKeys
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
+from cossim_tui.tui.widgets.fitting_footer import FittingFooter
 from cossim_tui.tui.widgets.history import SimilarityHistory
 from cossim_tui.tui.widgets.history_plot import HistoryPlot
 from cossim_tui.tui.widgets.loss_history import LossHistory
@@ -69,7 +69,12 @@ NARROW_BELOW = 100
 (``-narrow``): three panels across 80 columns would leave each too narrow for a norm."""
 
 LOW_BELOW = 30
-"""Below this many rows (``-low``) the value strips give their row to the call's source."""
+"""Below this many rows (``-low``) the value strips give their row to the call's source, and
+the first values (of the tensors and of the similarity) theirs."""
+
+TALL_FROM = 40
+"""From this many rows (``-tall``) the tensors' storage lines (ptr, strides) are shown too;
+below, ``d`` (details) shows them in place of the source, findings and output."""
 
 KEYS_SETTLE = 0.15
 """Seconds a stepping key waits before the footer shows the keys of a running script."""
@@ -91,7 +96,7 @@ class InspectorApp(RankActions, KeyActions, App[None]):
     TITLE = "cossim-tui"
     ENABLE_COMMAND_PALETTE = False
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide"), (140, "-widest")]
-    VERTICAL_BREAKPOINTS = [(0, "-low"), (LOW_BELOW, "-short"), (40, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-low"), (LOW_BELOW, "-short"), (TALL_FROM, "-tall")]
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "step", "Step"),
@@ -110,6 +115,8 @@ class InspectorApp(RankActions, KeyActions, App[None]):
         Binding("g", "toggle_picture('plot')", "Plot"),
         Binding("e", "toggle_picture('map')", "Map"),
         Binding("s", "save_screenshot", "Screenshot", show=False),
+        # The panels' titles say "d: more" where lines are left out: the footer has no room.
+        Binding("d", "details", "Details", show=False),
         Binding("b", "break_condition", "Break"),
         Binding("i", "inputs", "Inputs"),
         # A job's ranks (hidden for a single process: ``check_action``).
@@ -134,6 +141,10 @@ class InspectorApp(RankActions, KeyActions, App[None]):
 
     picture: reactive[Literal["", "plot", "map"]] = reactive("", init=False)
     """What shows in place of the source, findings and output: nothing, the history plot (``g``) or the embedding map (``e``)."""
+
+    details: reactive[bool] = reactive(False, init=False)
+    """The tensors' summaries whole (``d``), in place of the source, findings and output, on a
+    screen too low for them beside those."""
 
     def __init__(self, source: EventSource, *, break_on: str = "error", replay: bool = False) -> None:
         super().__init__()
@@ -182,7 +193,7 @@ class InspectorApp(RankActions, KeyActions, App[None]):
                 yield LossHistory(id="loss-history")
             with Horizontal(id="keys"):
                 # Compact: as many keys as fit; help and quit have a place of their own on the right.
-                yield Footer(compact=True)
+                yield FittingFooter(compact=True)
                 yield EssentialKeys(id="essential-keys")
         yield RankBar(id="ranks")
         with Horizontal(id="pair"):
@@ -200,10 +211,28 @@ class InspectorApp(RankActions, KeyActions, App[None]):
     def on_mount(self) -> None:
         self.query_one(StatusBar).target = self.source.target_name
         self._arrange_pair(self.size.width)
+        self._fit_summaries()
         self.read_events()
 
     def on_resize(self, event: events.Resize) -> None:
         self._arrange_pair(event.size.width)
+        self._fit_summaries()
+
+    def watch_details(self, details: bool) -> None:
+        self.set_class(details, "-details")
+        self._fit_summaries()
+
+    def _fit_summaries(self) -> None:
+        """Leave out the lines a low screen has no rows for, unless ``details`` asks for them:
+        under 40 rows the storage, under 30 the first values too (the evidence stays)."""
+        height = self.size.height
+        hidden: frozenset[str] = frozenset()
+        if not self.details and height < TALL_FROM:
+            hidden = frozenset({"storage", "preview"} if height < LOW_BELOW else {"storage"})
+        for panel in self.query(TensorPanel):
+            panel.hidden = hidden
+        self.query_one(RelationPanel).brief = "preview" in hidden
+        self.query_one(StatusBar).history_lines = 1 if height < LOW_BELOW else 2
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         # Below 30 rows the output has no rows of its own: while it has the focus (tab), it

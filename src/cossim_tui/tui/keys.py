@@ -137,6 +137,16 @@ class KeyActions(_App):
 
     def action_toggle_picture(self, picture: Literal["plot", "map"]) -> None:
         self.picture = "" if self.picture == picture else picture
+        self.details = False
+
+    def action_details(self) -> None:
+        """The tensors' summaries whole, where a low screen leaves lines out; again: back."""
+        if not self.details and self.size.height >= 40:
+            self.notify("the summaries are whole at this height: d shows more only under 40 rows", title="details")
+            return
+        self.details = not self.details
+        if self.details:
+            self.picture = ""
 
     def action_save_screenshot(self) -> None:
         # The toasts cover the bottom lines, the keys among them: the screenshot is of the

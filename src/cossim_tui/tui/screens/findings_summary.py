@@ -81,9 +81,24 @@ class FindingsSummaryScreen(InspectorView[FindingSummary | None]):
             yield OptionList(id="summary-list")
 
     def on_mount(self) -> None:
-        box = self.query_one("#summary-box")
-        box.border_subtitle = "↑ ↓ choose · enter: show the step where it first appeared · escape: close"
+        self._show_hint()
+        self.call_after_refresh(self._show_hint)  # (once the box has its width)
         self._show()
+
+    def on_resize(self) -> None:
+        self._show_hint()
+
+    def _show_hint(self) -> None:
+        """The keys under the list, in as many words as the border holds: at 80 columns the
+        full hint lost its "escape: close"."""
+        box = self.query_one("#summary-box")
+        room = box.outer_size.width - 6
+        hints = (
+            "↑ ↓ choose · enter: show the step where it first appeared · escape: close",
+            "↑ ↓ choose · enter: its first step · escape: close",
+            "enter: first step · escape: close",
+        )
+        box.border_subtitle = next((hint for hint in hints if room <= 0 or len(hint) <= room), hints[-1])
 
     def watch_groups(self) -> None:
         self._show()

@@ -54,6 +54,7 @@ class HelpScreen(InspectorView[None]):
             ("[ ] ← →", "while paused: the previous / next kept step; past the newest is the live step"),
             ("g", "history plot: similarity and norms per step, findings marked (g again: back)"),
             ("e", "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)"),
+            ("d", "details: the tensors' storage (ptr, strides) and first values, which under 40 rows give their lines to the call (\"d: more\"); they take the source's place (d again: back)"),
             ("s", "save an SVG screenshot of the screen"),
             ("tab", "move between the findings and the output (under 30 rows, the output then takes the tensors' place)"),
             ("?", "this help (? or escape closes it)"),

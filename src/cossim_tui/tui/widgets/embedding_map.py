@@ -50,6 +50,16 @@ def label_colours(labels: Sequence[int]) -> dict[int, RGB]:
     return dict(zip(sorted(frequent), LABEL_COLOURS))
 
 
+def _fitting(room: int, *forms: str | Content) -> str | Content:
+    """The first of ``forms`` that fits in ``room`` cells (all of them while the width is not
+    known yet), or else the last."""
+    for form in forms:
+        length = form.cell_length if isinstance(form, Content) else Content(form).cell_length
+        if room <= 0 or length <= room:
+            return form
+    return forms[-1]
+
+
 def _hex(colour: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour)
 
@@ -63,7 +73,10 @@ class EmbeddingMap(PlotextPlot):
     }
     """
 
+    _shown: tuple[protocol.Projection | None, protocol.StepCaptured | None] | None = None
+
     def show(self, projection: protocol.Projection | None, step: protocol.StepCaptured | None) -> None:
+        self._shown = (projection, step)
         plt = self.plt
         plt.clear_data()
         plt.clear_color()
@@ -82,16 +95,38 @@ class EmbeddingMap(PlotextPlot):
         plt.xlim(-limit, limit)
         plt.ylim(-limit, limit)
         age = "" if projection.step == step.step else f" (map of step {projection.step})"
-        self.border_title = (
-            f"embedding map at {step.site.label} · PCA of {fmt_int(len(projection.x))} vectors "
-            f"of steps {projection.first_step}–{projection.step}{age}"
+        steps = f"steps {projection.first_step}–{projection.step}{age}"
+        name = step.site.label.replace("\\", "/").rsplit("/", 1)[-1]
+        vectors = f"{fmt_int(len(projection.x))} vectors"
+        # The fullest caption that fits the border: at 100 columns the step of the map and the
+        # spread were cut. Words go first, then the folder, never a number.
+        self.border_title = _fitting(
+            self._room(),
+            f"embedding map at {step.site.label} · PCA of {vectors} of {steps}",
+            f"map at {step.site.label} · {vectors} of {steps}",
+            f"map at {name} · {vectors} of {steps}",
+            f"map at {name} · {steps}",
+            f"map · {steps}",
         )
-        self.border_subtitle = Content.assemble(
-            *legend,
-            f"· spread {fmt_float(projection.spread, 3)} (healthy ≈ 1, collapse < 0.1) · axes hold "
-            f"{fmt_percent(projection.explained[0])} + {fmt_percent(projection.explained[1])} of it"
+        spread = f"· spread {fmt_float(projection.spread, 3)}"
+        axes = f" · axes hold {fmt_percent(projection.explained[0])} + {fmt_percent(projection.explained[1])} of it"
+        self.border_subtitle = _fitting(
+            self._room(),
+            Content.assemble(*legend, f"{spread} (healthy ≈ 1, collapse < 0.1){axes}"),
+            Content.assemble(*legend, f"{spread} (healthy ≈ 1, collapse < 0.1)"),
+            Content.assemble(*legend, f"{spread} (healthy ≈ 1)"),
+            Content.assemble(*legend, spread),
+            Content.assemble(*[part for part in legend if not (isinstance(part, str) and part.startswith("· colour"))], spread),
         )
         self.refresh()
+
+    def _room(self) -> int:
+        """Cells a caption has on the border (its corners and the spaces around it)."""
+        return self.outer_size.width - 6
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(*self._shown)
 
     def _draw_by_side(self, projection: protocol.Projection) -> list[str | tuple[str, str]]:
         """Each side in its theme colour, as fine braille dots; the legend that says so."""

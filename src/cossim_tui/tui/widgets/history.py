@@ -28,6 +28,9 @@ SCALE = (-1.0, 1.0)
 
 BARS = "▁▂▃▄▅▆▇█"
 
+MIN_BARS = 6
+"""Columns the sparkline keeps however narrow the row: the summary's words give way first."""
+
 
 class SimilaritySparkline(Sparkline):
     """Textual's ``Sparkline`` (its data, bucketing and colours), drawn on the fixed ``SCALE``
@@ -104,25 +107,45 @@ class SimilarityHistory(Horizontal):
                 self.latest_without, added = False, True
         if not added:
             return
+        if self.values:
+            # A single value would be drawn as one full-height bar across the whole width.
+            self.query_one("#history-sparkline", Sparkline).data = list(self.values) if len(self.values) > 1 else []
+        self._show_summary()
+
+    def on_resize(self) -> None:
+        self._show_summary()
+
+    def _show_summary(self) -> None:
+        """The fullest summary that fits beside the label and a few bars: a narrow row drops
+        words and then whole numbers, never part of one (at 80 columns "· 1 step" was cut)."""
         summary = self.query_one("#history-summary", Static)
-        without = (" · ", palette.LABEL), (f"{fmt_int(self.without)} without one", palette.CAUTION)
         if not self.values:
-            summary.update(Content.styled(f"{fmt_plural(self.without, 'step')}, no similarity yet", palette.CAUTION))
+            if self.without:
+                summary.update(Content.styled(f"{fmt_plural(self.without, 'step')}, no similarity yet", palette.CAUTION))
             return
-        # A single value would be drawn as one full-height bar across the whole width.
-        self.query_one("#history-sparkline", Sparkline).data = list(self.values) if len(self.values) > 1 else []
         low, high = min(self.values), max(self.values)
         now = ("none", palette.CAUTION) if self.latest_without else (fmt_cos(self.values[-1]), palette.EMPHASIS)
-        summary.update(
-            Content.assemble(
-                ("now ", palette.LABEL),
-                now,
-                (" · min ", palette.LABEL),
-                fmt_cos(low),
-                (" · max ", palette.LABEL),
-                fmt_cos(high),
-                (" · ", palette.LABEL),
-                fmt_plural(len(self.values), "step"),
-                *(without if self.without else ()),
-            )
-        )
+        sep = (" · ", palette.LABEL)
+        count = [sep, fmt_plural(len(self.values), "step")]
+        without = [sep, (f"{fmt_int(self.without)} without one", palette.CAUTION)] if self.without else []
+        spread = [(" · min ", palette.LABEL), fmt_cos(low), (" · max ", palette.LABEL), fmt_cos(high)]
+        span = [sep, fmt_cos(low), (" to ", palette.LABEL), fmt_cos(high)]
+        forms = [
+            [*spread, *count, *without],
+            [*span, *count, *without],
+            [*spread, *count],
+            [*span, *count],
+            span,
+            [],
+        ]
+        label = self.query_one("#history-label", Static)
+        room = self.content_size.width - 2 - MIN_BARS  # (the sparkline's margins, and its bars)
+        for form in forms:
+            for label_text in ("cos history ", "cos "):
+                text = Content.assemble(("now ", palette.LABEL), now, *form)
+                if not self.content_size.width or len(label_text) + text.cell_length <= room:
+                    label.update(Content.styled(label_text, palette.LABEL))
+                    summary.update(text)
+                    return
+        label.update(Content.styled("cos ", palette.LABEL))
+        summary.update(text)

@@ -66,6 +66,8 @@ class RelationPanel(Vertical):
     highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT, init=False)
     compact: reactive[bool] = reactive(False, init=False)
     """Across the screen's width, a few lines high: no large digits, lines packed side by side."""
+    brief: reactive[bool] = reactive(False, init=False)
+    """A low screen: the first similarities give their lines to the call (``d`` shows them)."""
 
     def compose(self) -> ComposeResult:
         digits = Digits("", id="mean-cos")
@@ -83,7 +85,13 @@ class RelationPanel(Vertical):
             digits.display = False
             text.update(Content.styled("waiting for the first call…", palette.LABEL))
             return
-        self.border_title = Content(f"step {step.step} · {step.label or step.function}")
+        name = step.label or step.function
+        room = self.outer_size.width - 6
+        if self.outer_size.width and len(f"step {step.step} · {name}") > room and "cos" in name:
+            # "step 23 · cosine_similari…" was cut: the source line names the call in full, and
+            # "cos" is what the panel calls the similarity.
+            name = "cos"
+        self.border_title = Content(f"step {step.step} · {name}")
         relation = step.relation
         if step.error is not None:
             # Its relation has no size to give (0 where the shapes do not broadcast): say what happened.
@@ -137,6 +145,10 @@ class RelationPanel(Vertical):
             packed.append((row_fields, row))
         return packed
 
+    def watch_brief(self) -> None:
+        if self.step is not None:
+            self.watch_step(self.step)
+
     def watch_compact(self) -> None:
         if self.step is not None:
             self.watch_step(self.step)
@@ -185,7 +197,7 @@ class RelationPanel(Vertical):
             # About eight cells per value; show as many as the panel's width holds.
             limit = max(1, (self.content_size.width - 8) // 8) if self.content_size.width else 3
             more = cos.count > min(limit, len(cos.first))
-            if not (self.compact and cos.count == 1):  # (one row: its value is the mean, just above)
+            if not (self.compact and cos.count == 1) and not self.brief:  # (one row: its value is the mean, just above)
                 lines.append(
                     (
                         ("cos.first",),

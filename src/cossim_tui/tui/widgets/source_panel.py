@@ -68,8 +68,26 @@ class SourcePanel(Widget):
         via = f" via {site.via.rpartition(':')[2]}" if site.via else ""
         self.border_title = Content(f"{site.label} in {site.function}{via}")
 
-    def watch_context(self, context: dict[str, float]) -> None:
-        self.border_subtitle = Content(describe_context(context)) if context else None
+    def watch_context(self) -> None:
+        self._show_context()
+
+    def on_resize(self) -> None:
+        self._show_context()
+
+    def _show_context(self) -> None:
+        """The training context under the source, whole: where the border is too short, the
+        top line's figures (lr, batch, epoch) give way, never a cut number ("lr 0.01…" at 80x24)."""
+        context = self.context
+        room = self.outer_size.width - 6
+        shown = dict(context)
+        text = describe_context(shown)
+        extra = [key for key in reversed(context) if key not in CONTEXT_ORDER]
+        for key in ("lr", *extra, "batch", "epoch"):
+            if not self.outer_size.width or len(text) <= room:
+                break
+            shown.pop(key, None)
+            text = describe_context(shown)
+        self.border_subtitle = Content(text) if text and (not self.outer_size.width or len(text) <= room) else None
 
     def render(self) -> RenderResult:
         site = self.site

@@ -62,6 +62,8 @@ class StatusBar(Widget):
 
     viewing: reactive[int | None] = reactive(None)
     """The earlier step on screen; ``None`` while the screen follows the live run."""
+    history_lines: reactive[int] = reactive(2)
+    """Lines the top line may take while ``viewing`` history: 1 on a screen under 30 rows."""
 
     def watch_phase(self, old: Phase, new: Phase) -> None:
         self.remove_class(f"-{old}")
@@ -74,8 +76,9 @@ class StatusBar(Widget):
         width = self.content_size.width
         forms = self._forms()
         # The fullest form that fits; the state and the script's name are in every one.
-        # Viewing history may take two lines (``-history`` wraps), the live state one.
-        lines = 2 if self.viewing is not None else 1
+        # Viewing history may take two lines (``-history`` wraps) where the screen has a row to
+        # spare; under 30 rows it has none: the shorter forms end in the script's name.
+        lines = self.history_lines if self.viewing is not None else 1
         for form in forms:
             if not width or _fits(form, width, lines):
                 return form
@@ -86,7 +89,11 @@ class StatusBar(Widget):
         """What the line can say, fullest first: the brand, the script's folder, the step
         count and the wording go, about in that order, before the state or the script's name."""
         target = self.target
-        name = target.replace("\\", "/").rsplit("/", 1)[-1]
+        script, replaying, trace = target.partition(" (replay of ")
+        base = script.replace("\\", "/").rsplit("/", 1)[-1]
+        name = base + replaying + trace
+        # A replay's name without its trace's ("quit by the user" was cut at 80x24).
+        short_name = f"{base} (replay)" if replaying else base
         brand = [Content.styled("cossim-tui", palette.EMPHASIS)]
         forms: list[list[Content | str]] = []
         if self.viewing is not None:
@@ -102,6 +109,10 @@ class StatusBar(Widget):
                 [viewing, "l: live", target],
                 [short, "l: live", target],
                 [short, "l: live", name],
+                # The footer's "l Live" says how back; the inverted line says it is history.
+                [short, name],
+                [short, short_name],
+                [Content.styled(f"history {self.viewing}/{fmt_int(self.steps)}", palette.EMPHASIS), short_name],
             ]
         else:
             state = Content.styled(self.state, palette.EMPHASIS)
@@ -114,7 +125,9 @@ class StatusBar(Widget):
                 [state, target],
                 [state, name],
                 [brief, name],
+                [brief, short_name],
+                [brief, base],
                 # A state too long for the line (a failure's message) is cut after the name.
-                [Content.styled(name, palette.EMPHASIS), self.state],
+                [Content.styled(short_name, palette.EMPHASIS), self.state],
             ]
         return [Content(" · ").join(Content(part) if isinstance(part, str) else part for part in form) for form in forms]

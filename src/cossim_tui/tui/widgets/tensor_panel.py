@@ -2,7 +2,8 @@
 
 Two of these stand side by side so the user can compare the operands line by line: where
 they came from (expression, autograd, the module that made them), what they hold (norms,
-values, NaN/Inf, the first values) and where they live (storage address, offset, strides).
+values, NaN/Inf, the first values) and where they live (storage address, offset, strides). A low screen has no rows for the last
+two (``hidden``): the summary then says that ``d`` shows them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class TensorPanel(Widget):
     # ``layout``: the panel is as tall as its lines, and a narrow one has more of them.
     summary: reactive[protocol.TensorSummary | None] = reactive(None, layout=True)
     highlight: reactive[Highlight] = reactive(NO_HIGHLIGHT)
+    hidden: reactive[frozenset[str]] = reactive(frozenset(), layout=True)
+    """Lines left out for a low screen: ``storage`` (ptr, strides), ``preview`` (first values)."""
 
     def __init__(self, index: int, *, id: str | None = None, classes: str | None = None) -> None:
         """``index`` is the argument's position in the call; shown under the border in torch's words (``x1``)."""
@@ -72,9 +75,31 @@ class TensorPanel(Widget):
         self.index = index
         self.border_subtitle = f"x{index + 1}"
 
-    def watch_summary(self, summary: protocol.TensorSummary | None) -> None:
+    def watch_summary(self) -> None:
+        self._titles()
+
+    def watch_hidden(self) -> None:
+        self._titles()
+
+    def _titles(self) -> None:
+        """The expression above, ``x1`` below; where lines are left out, "d: more" beside the
+        one in view (under 30 rows the bottom border is gone)."""
+        summary = self.summary
         # A Content title, not a str: expressions such as ``z[None, :]`` are not markup.
-        self.border_title = Content(summary.expr) if summary is not None else None
+        title = Content(summary.expr) if summary is not None else None
+        subtitle = Content(f"x{self.index + 1}")
+        more = Content.styled(" · d: more", palette.LABEL)
+        if title is not None and summary is not None and self._left_out(summary):
+            if "preview" in self.hidden:
+                title = Content.assemble(title, more)
+            else:
+                subtitle = Content.assemble(more[3:], " · ", subtitle)
+        self.border_title = title
+        self.border_subtitle = subtitle
+
+    def _left_out(self, s: protocol.TensorSummary) -> bool:
+        """Whether a line of ``s`` is left out (``hidden``)."""
+        return "preview" in self.hidden or ("storage" in self.hidden and s.storage is not None)
 
     def watch_highlight(self, highlight: Highlight) -> None:
         mark(self, highlight, highlight.shows(f"args.{self.index}"))
@@ -187,10 +212,11 @@ class TensorPanel(Widget):
         # About nine cells per value; show as many as the panel's width holds.
         limit = max(2, (self.content_size.width - 9) // 9) if self.content_size.width else 4
         more = len(s.preview) < s.numel
-        lines.append(
-            (("preview",), _Line([Content.assemble(_label("first  "), fmt_values(s.preview, limit=limit, more=more))]))
-        )
-        if s.storage is not None:
+        if "preview" not in self.hidden:
+            lines.append(
+                (("preview",), _Line([Content.assemble(_label("first  "), fmt_values(s.preview, limit=limit, more=more))]))
+            )
+        if s.storage is not None and "storage" not in self.hidden:
             lines.append(
                 (
                     ("storage",),

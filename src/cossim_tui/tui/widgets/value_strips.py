@@ -89,6 +89,9 @@ class ValueStrip(Widget):
                 parts.append(("▌", f"{fg.hex} on {bg.hex}"))
         if summary.stats is not None and summary.stats.min == summary.stats.max == 0:
             parts.append((" all zero", palette.ALARM))
+        elif len(values) == 1:
+            # A similarity over a dim of size 1: a strip of one cell looked empty.
+            parts.append((" one value per vector", palette.CAUTION))
         return Content.assemble(*parts)
 
 
