@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 from cossim_tui import protocol
 from cossim_tui.diagnostics.ranks import CrossRankJudge
 from cossim_tui.protocol import CONNECT_ENV, TOKEN_ENV, AgentConfig, handshake
-from cossim_tui.session.events import ChannelProblem, OutputReceived, RankLost, RunEvent, ScriptExited, Target
+from cossim_tui.session.events import (
+    ChannelProblem,
+    OutputReceived,
+    RankLost,
+    RunEvent,
+    ScriptExited,
+    Target,
+)
 
 PROVE_WITHIN = 10.0
 """Seconds a new peer has to answer the challenge before it is dropped."""

@@ -2,7 +2,8 @@
 
 The app is handed its ``EventSource`` (the real ``launcher.Run``, or a fake in tests) and
 reads it on one worker thread into ``reader.Arrivals``; the run's state lives in
-``model.RunView``, and what the keys do in ``keys.KeyActions``. Handlers record every step
+``model.RunView``, what each event does in ``arrivals.RunEvents``, what the keys do in
+``keys.KeyActions`` and a job's ranks in ``rank_actions.RankActions``. Handlers record every step
 and redraw only the newest, and while the script runs freely at most five
 times a second, so thousands of calls a second cost a bounded number of frames and leave the
 CPU to the script. A step the script stops at is drawn at once. Commands go back through
@@ -16,35 +17,30 @@ findings summary (``f``) covers the whole run, not only the steps still kept.
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar, Literal
 
-from textual import events, work
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.worker import Worker, WorkerState
 
 from cossim_tui import protocol
-from cossim_tui.session.events import ChannelProblem, Command, EventSource, ScriptExited
+from cossim_tui.session.events import Command, EventSource
+from cossim_tui.tui.arrivals import RunEvents
 from cossim_tui.tui.format import fmt_int
 from cossim_tui.tui.highlight import Highlight
 from cossim_tui.tui.keys import KeyActions
-from cossim_tui.tui.rank_actions import RankActions
-from cossim_tui.tui.ranks import JobView
 from cossim_tui.tui.messages import EventsArrived
 from cossim_tui.tui.model import (
     MAX_STEPS_KEPT,
-    OutputArrived,
     Phase,
     RunView,
-    StepsArrived,
-    grouped,
 )
+from cossim_tui.tui.rank_actions import RankActions
+from cossim_tui.tui.ranks import JobView
 from cossim_tui.tui.reader import Arrivals
-from cossim_tui.tui.screens.findings_summary import FindingsSummaryScreen
 from cossim_tui.tui.widgets.embedding_map import EmbeddingMap
 from cossim_tui.tui.widgets.essential_keys import EssentialKeys
 from cossim_tui.tui.widgets.findings_panel import FindingsPanel, MutedKey
@@ -60,9 +56,6 @@ from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
 from cossim_tui.tui.widgets.training_bar import TrainingBar
 from cossim_tui.tui.widgets.value_strips import ValueStrips
-
-RUNNING_REDRAW = 0.2
-"""Seconds between two frames of a free run: the live step, the histories and the step count."""
 
 NARROW_BELOW = 100
 """Below this many columns the two tensors stand side by side with the relation under them
@@ -89,7 +82,7 @@ class InspectorScreen(Screen[None]):
     (and, before the top line was docked, the top line) out of view."""
 
 
-class InspectorApp(RankActions, KeyActions, App[None]):
+class InspectorApp(RunEvents, RankActions, KeyActions, App[None]):
     """``InspectorApp(source, break_on="error")``: inspect one run of the user's script."""
 
     CSS_PATH = "app.tcss"
@@ -252,120 +245,6 @@ class InspectorApp(RankActions, KeyActions, App[None]):
         elif not narrow and pair.children[1] is not relation:
             pair.move_child(relation, before=right)
         relation.compact = narrow
-
-    # -- the reader thread --------------------------------------------------------------
-
-    @work(thread=True, exit_on_error=False, name="run-reader", description="reads the run's events")
-    def read_events(self) -> None:
-        """Forward every event of the run to the app, batching steps and output."""
-        for event in self.source.events():
-            self._arrivals.put(event)
-        self._arrivals.finish()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.name != "run-reader" or event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        reason = f"{type(error).__name__}: {error}"
-        self.notify(f"lost contact with the run: {reason}", severity="error", timeout=30)
-        self.query_one(OutputPane).write_note(f"lost contact with the run: {reason}")
-        self._set_phase("failed", f"lost contact with the run: {reason}")
-
-    # -- run events -----------------------------------------------------------------------
-
-    def on_events_arrived(self, message: EventsArrived) -> None:
-        handlers = {
-            StepsArrived: self._steps_arrived,
-            OutputArrived: self._output_arrived,
-            protocol.Hello: self._run_started,
-            protocol.TorchHooked: self._torch_hooked,
-            protocol.BreakChanged: self._break_condition_changed,
-            protocol.ScriptEnded: self._script_finished,
-            ChannelProblem: self._channel_problem,
-            ScriptExited: self._run_ended,
-        }
-        for group in grouped(self._arrivals.take()):
-            group = self._for_the_shown_rank(group)
-            if group is None:
-                continue
-            handle = handlers.get(type(group))
-            if handle is None:
-                self._channel_problem(ChannelProblem(f"unexpected event from the run: {type(group).__name__}"))
-            else:
-                handle(group)  # type: ignore[operator]
-        if self.job.models:
-            self._show_ranks()  # the shown rank's state too, as its handlers left it
-
-    def _run_started(self, hello: protocol.Hello) -> None:
-        self._show_phase(self.model.started(hello))
-
-    def _torch_hooked(self, hooked: protocol.TorchHooked) -> None:
-        # Short names (``F.``, ``nn.``): five of them in full took two rows of a small pane.
-        names = [
-            name.replace("torch.nn.functional.", "F.").replace("torch.nn.", "nn.") for name in hooked.intercepted
-        ]
-        self.query_one(OutputPane).write_note(f"torch {hooked.version} hooked: {', '.join(names) or 'nothing intercepted'}")
-
-    def _steps_arrived(self, arrived: StepsArrived) -> None:
-        self._show_phase(self.model.steps_arrived(arrived.steps))
-        if isinstance(self.screen, FindingsSummaryScreen):
-            self.screen.groups = self.model.tally.by_site()
-        self._follow()
-        if self.model.next_queued_step():
-            # ``n`` pressed while the previous step was on its way: every press is one step.
-            self._resume("step")
-
-    def _follow(self) -> None:
-        """Draw the steps that arrived: at once when the script stopped at the last one, and
-        otherwise at most every ``RUNNING_REDRAW`` seconds, so that a free run costs a bounded
-        number of frames however fast the steps come."""
-        now = time.monotonic()
-        undrawn = self.model.undrawn
-        paused = bool(undrawn) and undrawn[-1].paused
-        if paused or now - self._drawn_at >= RUNNING_REDRAW:
-            self._drawn_at = now
-            self._draw_arrived()
-        elif not self._follow_pending:
-            self._follow_pending = True
-            self.set_timer(RUNNING_REDRAW - (now - self._drawn_at), self._follow_later)
-
-    def _follow_later(self) -> None:
-        self._follow_pending = False
-        if self.model.undrawn and self.screen_stack:  # (not while the app closes)
-            self._follow()
-
-    def _draw_arrived(self) -> None:
-        steps = self.model.take_undrawn()
-        if not steps:
-            return
-        self.query_one(SimilarityHistory).add(step.cos.mean if step.cos is not None else None for step in steps)
-        self.query_one(LossHistory).add(step.context["loss"] for step in steps if "loss" in step.context)
-        self.query_one(StatusBar).steps = self.model.step_count
-        if self.viewing is None:
-            self.show_step(steps[-1])
-
-    def _output_arrived(self, output: OutputArrived) -> None:
-        self.query_one(OutputPane).write_output(output.text)
-
-    def _break_condition_changed(self, changed: protocol.BreakChanged) -> None:
-        self._show_break_condition(changed.condition, changed.error)
-        if changed.error:
-            where = f" at step {changed.step}" if changed.step is not None else ""
-            self.notify(changed.error, title=f"break condition{where}", severity="error", timeout=15)
-            self.query_one(OutputPane).write_note(f"break condition{where}: {changed.error}")
-
-    def _script_finished(self, ended: protocol.ScriptEnded) -> None:
-        self.model.script_finished(ended)
-        if ended.maps:
-            self._show_picture()
-
-    def _channel_problem(self, problem: ChannelProblem) -> None:
-        reason = problem.reason
-        self.notify(reason, title="problem on the channel from the script", severity="error", timeout=10)
-        self.query_one(OutputPane).write_note(f"channel problem: {reason}")
-
-    def _run_ended(self, exited: ScriptExited) -> None:
-        self._show_phase(self.model.run_ended(exited))
 
     # -- the run, as the model holds it ---------------------------------------------------
 
