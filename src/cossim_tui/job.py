@@ -145,21 +145,17 @@ class JobRun:
         selector.register(out_fd, selectors.EVENT_READ, "out")
         self.listener.setblocking(False)
         selector.register(self.listener, selectors.EVENT_READ, "listen")
-        output_open = True
         try:
             while True:
                 ready = selector.select(timeout=0.05)
-                if not ready and self.process.poll() is not None and not output_open and not self._peers:
-                    break
                 if not ready and self.process.poll() is not None and not self._peers:
-                    # torchrun is gone and so are its ranks: workers of a rank may hold the pipe open.
+                    # torchrun is gone and so are its ranks (whose workers may hold the pipe open).
                     break
                 for key, _ in ready:
                     if key.data == "out":
                         chunk = os.read(out_fd, 65536)
                         if not chunk:
                             selector.unregister(out_fd)
-                            output_open = False
                             tail = text.decode(b"", final=True)
                             if tail:
                                 yield OutputReceived(tail)

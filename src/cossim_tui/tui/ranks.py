@@ -63,7 +63,7 @@ class JobView:
 
     def ended(self, exited: ScriptExited) -> None:
         """The job is over: every rank's model too (a rank that said nothing of its end failed)."""
-        for rank, model in self.models.items():
+        for model in self.models.values():
             if not model.over:
                 model.phase = model.run_ended(exited if model.script_ended is None else _rank_exit(model.script_ended))[0]
 
