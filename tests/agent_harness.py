@@ -100,7 +100,8 @@ def _patched_places() -> list[tuple[Any, str]]:
 
 @contextmanager
 def torch_restored() -> Iterator[None]:
-    """Whatever the agent patches and a script may change in this process is put back after."""
+    """Whatever the agent patches or remembers, and a script may change, in this process is put
+    back after."""
     import numpy
     import torch
     from torch.optim import optimizer
@@ -109,6 +110,8 @@ def torch_restored() -> Iterator[None]:
     post_hooks = dict(optimizer._global_optimizer_post_hooks)
     pre_hooks = dict(optimizer._global_optimizer_pre_hooks)
     meta_path = list(sys.meta_path)
+    # What the agent remembers of ``--watch`` targets: said once per process, wrapped at import.
+    watches, pending = dict(intercept._watches), {name: list(c) for name, c in intercept._hook.pending.items()}
     rng = (torch.get_rng_state(), random.getstate(), numpy.random.get_state())
     settings = (torch.get_num_threads(), torch.get_default_dtype(), torch.is_grad_enabled())
     try:
@@ -124,12 +127,31 @@ def torch_restored() -> Iterator[None]:
             hooks.clear()
             hooks.update(kept)
         sys.meta_path[:] = meta_path
+        intercept._watches.clear()
+        intercept._watches.update(watches)
+        intercept._hook.pending.clear()
+        intercept._hook.pending.update(pending)
         torch.set_rng_state(rng[0])
         random.setstate(rng[1])
         numpy.random.set_state(rng[2])
         torch.set_num_threads(settings[0])
         torch.set_default_dtype(settings[1])
         torch.set_grad_enabled(settings[2])
+
+
+@contextmanager
+def _own_modules_forgotten(*folders: Path) -> Iterator[None]:
+    """Modules the script imported from its own folders (``mypkg`` next to ``train.py``) are
+    dropped after it, as its process would drop them: the next test's ``mypkg`` is its own."""
+    before = set(sys.modules)
+    roots = tuple(str(Path(folder).resolve()) + os.sep for folder in folders)
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            where = getattr(sys.modules.get(name), "__file__", None) or ""
+            if where.startswith(roots):
+                del sys.modules[name]
 
 
 @dataclass
@@ -151,7 +173,13 @@ class ScriptRun:
 
 
 def run_script(
-    path: Path, *args: str, cwd: Path | None = None, fail_on: str = "error", ignore: tuple[str, ...] = (), threads: int | None = 1
+    path: Path,
+    *args: str,
+    cwd: Path | None = None,
+    fail_on: str = "error",
+    ignore: tuple[str, ...] = (),
+    watch: tuple[str, ...] = (),
+    threads: int | None = 1,
 ) -> ScriptRun:
     """``cossim-tui check --fail-on FAIL_ON SCRIPT ARGS`` from ``cwd`` (the script's directory
     if not given; ``SCRIPT`` is the path relative to it), run here.
@@ -160,15 +188,20 @@ def run_script(
     ``sys.argv == [SCRIPT, *ARGS]``, ``__name__ == "__main__"``, its directory first on
     ``sys.path``, ``cwd`` as its working directory, and torch's ``threads`` (``OMP_NUM_THREADS``
     of the ``check`` it stands for; ``None``: torch's default); its end is reported as
-    ``agent.bootstrap`` reports it.
+    ``agent.bootstrap`` reports it. What it prints (and the agent says in its output, as of a
+    ``--watch`` target) is kept in ``output``, stdout and stderr together.
     """
     path = Path(path).resolve()
     cwd = path.parent if cwd is None else Path(cwd)
     name = os.path.relpath(path, cwd)
-    config = check_config(SimpleNamespace(ignore=list(ignore), watch=[], max_steps=None, record=None))
+    config = check_config(SimpleNamespace(ignore=list(ignore), watch=list(watch), max_steps=None, record=None))
     channel = KeptMessages()
-    _run_under_agent(channel, config, path, name, args, cwd, threads)
-    return _as_check(name, args, channel.messages, fail_on)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        _run_under_agent(channel, config, path, name, args, cwd, threads)
+    run = _as_check(name, args, channel.messages, fail_on)
+    run.output = output.getvalue()
+    return run
 
 
 def _run_under_agent(
@@ -179,7 +212,7 @@ def _run_under_agent(
     import torch
 
     saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
-    with torch_restored():
+    with torch_restored(), _own_modules_forgotten(path.parent):
         controller = Controller(channel, config)  # type: ignore[arg-type]
         channel.controller = controller
         try:
@@ -214,7 +247,7 @@ def run_plain_here(path: Path, *args: str) -> str:
     path = Path(path).resolve()
     output = io.StringIO()
     saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
-    with torch_restored(), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+    with torch_restored(), _own_modules_forgotten(path.parent), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
             os.chdir(path.parent)
             sys.argv = [path.name, *args]

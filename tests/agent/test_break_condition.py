@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from agent_harness import run_plain_here
 
 from cossim_tui import protocol
 from cossim_tui.protocol import AgentConfig
-from agent_harness import run_plain_here
 
 SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "break_condition.py"
 CLOSE_AT = 5

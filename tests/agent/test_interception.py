@@ -9,13 +9,13 @@ needs forked children of a real run: ``tests/integration/test_interception.py``.
 
 from __future__ import annotations
 
-import pytest
-import torch
-
 from pathlib import Path
 
-from cossim_tui.protocol import AgentConfig
+import pytest
+import torch
 from agent_harness import ScriptThread, run_plain_here
+
+from cossim_tui.protocol import AgentConfig
 
 ENTRY_POINTS = Path(__file__).resolve().parent.parent / "fixtures" / "entry_points.py"
 SHAPE_ERROR = "RuntimeError: The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1"
