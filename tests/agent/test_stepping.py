@@ -5,7 +5,7 @@ arrives (no step, no output from after the call) until the script is told to go 
 runs in this process under the agent, driven over the channel as the launcher drives a child
 (``agent_harness.ScriptThread``), so that "nothing more arrives" is checked once the script is
 seen waiting for a command, not after a fixed time. ``--max-steps``, which ends the process, is
-checked on a real child in ``tests/integration/test_stepping.py``.
+checked on a real child in ``tests/integration/test_max_steps.py``.
 """
 
 from __future__ import annotations
