@@ -7,6 +7,11 @@ script (argv, ``__main__``, ``sys.path[0]``, the cwd, the end reported as the sc
 what ``headless`` does with the messages (the report, the exit status), and then puts back
 everything the agent patched in torch and everything the script could have changed in this
 process, so that the next test finds torch as it was.
+
+``ScriptThread`` runs a script the same way on a thread of its own, with any settings, and lets
+the test drive it over the channel as the launcher drives a child (pause, step, resume, the
+break condition): the agent's behaviour at a pause is tested here, and only what needs a real
+process (the command line, exit statuses, killing, workers) starts one.
 """
 
 from __future__ import annotations
@@ -29,8 +34,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
-from waiting import parked_in, until
-
 from cossim_tui import protocol
 from cossim_tui.agent import intercept
 from cossim_tui.agent.controller import Controller
@@ -39,6 +42,7 @@ from cossim_tui.report import ReportBuilder
 from cossim_tui.session.config import check_config
 from cossim_tui.session.events import ScriptExited, Target
 from cossim_tui.session.exits import check_status
+from waiting import parked_in, until
 
 
 class KeptMessages:
