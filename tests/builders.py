@@ -168,3 +168,25 @@ def error_step(number: int) -> protocol.StepCaptured:
     made.error = "RuntimeError: The size of tensor a (32) must match the size of tensor b (16) at non-singleton dimension 1"
     made.label = "probe: contrastive head"
     return made
+
+
+# -- a job's ranks ----------------------------------------------------------------------------
+
+
+def rank_arg(expr: str, mean: float, first: float = 0.5) -> protocol.TensorSummary:
+    """A (8, 16) argument whose summary is set by ``mean`` (equal means: equal summaries)."""
+    return tensor(
+        expr, (8, 16), grad_fn="AddmmBackward0",
+        norm=protocol.Spread(min=0.5, mean=1.0, max=1.5),
+        stats=protocol.ValueStats(min=-1.0, max=1.0, mean=mean, std=0.3),
+        preview=[first, 0.25, -0.125],
+    )
+
+
+def rank_step(rank: int, number: int, mean: float, *, paused: bool = False) -> protocol.StepCaptured:
+    """Step ``number`` of ``rank`` in a job, its two arguments set by ``mean``."""
+    return step(number, [rank_arg("anchor", mean), rank_arg("partner", -mean)], rank=rank, paused=paused)
+
+
+def rank_hello(rank: int, world_size: int = 2) -> protocol.Hello:
+    return protocol.Hello(pid=1, python="3.11", target="train.py", argv=["train.py"], rank=rank, world_size=world_size, host="node")

@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -20,8 +20,9 @@ T = TypeVar("T")
 INTERVAL = 0.02
 
 
-def until(condition: Callable[[], T], timeout: float = 60.0, what: str | Callable[[], str] = "the condition") -> T:
-    """Poll ``condition`` until it is true (its value is returned); fail after ``timeout`` s."""
+def _polls(condition: Callable[[], T], timeout: float, what: str | Callable[[], str]) -> Generator[None, None, T]:
+    """The one deadline-polling loop: yields while ``condition`` is false (the caller waits
+    ``INTERVAL`` its own way), returns its value once true, fails after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -29,7 +30,18 @@ def until(condition: Callable[[], T], timeout: float = 60.0, what: str | Callabl
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
-        time.sleep(INTERVAL)
+        yield
+
+
+def until(condition: Callable[[], T], timeout: float = 60.0, what: str | Callable[[], str] = "the condition") -> T:
+    """Poll ``condition`` until it is true (its value is returned); fail after ``timeout`` s."""
+    polls = _polls(condition, timeout, what)
+    try:
+        while True:
+            next(polls)
+            time.sleep(INTERVAL)
+    except StopIteration as done:
+        return done.value
 
 
 async def until_async(
@@ -39,14 +51,13 @@ async def until_async(
     what: str | Callable[[], str] = "the condition",
 ) -> T:
     """``until`` inside an event loop: ``pause`` (``Pilot.pause``) lets the app run meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
-        await pause(INTERVAL)
+    polls = _polls(condition, timeout, what)
+    try:
+        while True:
+            next(polls)
+            await pause(INTERVAL)
+    except StopIteration as done:
+        return done.value
 
 
 def parked_in(thread: threading.Thread, function: str) -> bool:

@@ -1,8 +1,7 @@
 """Helpers for driving a real child process: a run whose events can be awaited with a timeout.
 
-``launcher.Run.events()`` blocks until the next event, so a test that wants to prove that
-something does *not* happen (no second step before ``Resume``) reads it from a background
-thread into a queue. Every run a test starts is ended by ``Run.terminate()`` at teardown,
+``launcher.Run.events()`` blocks until the next event, so a test that waits for one reads
+them from a background thread into a queue, with a timeout. Every run a test starts is ended by ``Run.terminate()`` at teardown,
 whatever the test did; nothing is ever killed by name.
 """
 
@@ -71,19 +70,6 @@ class LiveRun:
                 return event
             if isinstance(event, ScriptExited):
                 raise AssertionError(f"the script ended ({event}) before the next step; output:\n{self.output}")
-
-    def assert_no_step(self, within: float) -> None:
-        """No ``StepCaptured`` (and no exit) arrives within ``within`` seconds."""
-        deadline = time.monotonic() + within
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            try:
-                event = self.next_event(left)
-            except Timeout:
-                return
-            assert not isinstance(event, (protocol.StepCaptured, ScriptExited)), f"unexpected {event!r}"
 
     def wait_exit(self, timeout: float = START_TIMEOUT) -> ScriptExited:
         deadline = time.monotonic() + timeout

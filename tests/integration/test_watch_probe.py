@@ -1,7 +1,10 @@
 """Custom pairs: ``--watch MODULE:FUNCTION`` and ``cossim_tui.probe(a, b)`` are steps like any
 other, and neither changes what the script computes. A method's pair is its first two arguments
 after ``self``; the result is read as the cosine only with ``=similarity``; a target that never
-loads, or is not there, is said once in the script's output."""
+loads, or is not there, is said once in the script's output.
+
+Here through the real command (and plain python, for ``probe`` left in a script); the rest runs
+in this process, in ``tests/agent/test_watch_probe.py``."""
 
 from __future__ import annotations
 
@@ -101,61 +104,6 @@ def test_watched_functions_and_probes_are_steps(project: Path) -> None:
     assert [c["site"] for c in calls] == ["train.py:8", "train.py:9", "train.py:10"]
     assert "shared-storage" in calls[0]["codes"]
     assert abs(calls[0]["cos"]["mean"] - 1.0) < 1e-6
-
-
-def test_a_watched_method_compares_its_arguments_after_self(project: Path) -> None:
-    """``--watch pytorch_metric_learning.distances:CosineSimilarity.compute_mat`` compares the two
-    embeddings, not the distance object and the first embedding."""
-    done, report = _check(project, "--watch", "mypkg.losses:Head.score", "--watch", "mypkg.losses:CosineSimilarity.compute_mat")
-    assert done.returncode == 0, done.stdout + done.stderr
-    score = report["calls"][0]
-    assert [a["shape"] for a in score["args"]] == [[4, 8], [4, 8]]
-    assert abs(score["args"][1]["norm_mean"] - 8**0.5) < 1e-5, "the second argument is torch.ones(4, 8)"
-    _, report = _check(project, "--watch", "mypkg.losses:CosineSimilarity.compute_mat", script="kinds.py")
-    assert [[a["shape"] for a in c["args"]] for c in report["calls"]] == [[[8, 16], [3, 16]]] * 4
-    assert [[a["expr"] for a in c["args"]] for c in report["calls"]] == [["p", "torch.ones(3, 16)"]] * 4
-
-
-def test_a_watched_result_is_a_similarity_only_when_the_user_says_so(project: Path) -> None:
-    """byol's ``2 - 2·cos`` is near 0 when the pair agrees: read as a cosine it looked saturated
-    and imprecise. Watched plainly (or as a distance) its arguments are judged, its result is not."""
-    for kind in ("", "=distance", "=loss"):
-        done, report = _check(project, "--watch", f"mypkg.losses:byol_loss{kind}", script="kinds.py")
-        assert done.returncode == 0, done.stdout + done.stderr
-        calls = report["calls"]
-        assert [c["function"] for c in calls] == ["watch mypkg.losses:byol_loss"] * 4, kind
-        assert [c["cos"] for c in calls] == [None] * 4, kind
-        codes = {code for c in calls for code in c["codes"]}
-        assert not codes & {"precision-loss", "saturated", "constant-similarity"}, (kind, codes)
-        assert [a["expr"] for a in calls[0]["args"]] == ["p", "z"]
-    _, report = _check(project, "--watch", "mypkg.losses:cos_sim=similarity", script="train.py")
-    assert abs(report["calls"][0]["cos"]["mean"] - 1.0) < 1e-6, "said to be a similarity: read as one"
-
-
-def test_a_watch_target_never_imported_is_said_once(project: Path) -> None:
-    done, report = _check(project, "--watch", "mypkg.unused:cos_sim", "--watch", "nosuchpkg.losses:f", "--watch", "mypkg.losses:cos_sim")
-    assert report["status"] == "finished"
-    lines = [line for line in done.stdout.splitlines() if line.startswith("cossim-tui: --watch")]
-    assert lines == [
-        "cossim-tui: --watch mypkg.unused:cos_sim: mypkg.unused was never imported, so nothing was intercepted",
-        "cossim-tui: --watch nosuchpkg.losses:f: nosuchpkg.losses was never imported, so nothing was intercepted",
-    ]
-
-
-def test_the_script_computes_the_same_with_and_without(project: Path) -> None:
-    plain = subprocess.run([sys.executable, "train.py"], cwd=project, capture_output=True, text=True, timeout=120)
-    done, _ = _check(project, "--watch", "mypkg.losses:cos_sim", "--watch", "mypkg.losses:Head.score")
-    printed = [line for line in done.stdout.splitlines() if line.startswith(("cos_sim", "score"))]
-    assert printed == plain.stdout.splitlines()
-
-
-def test_a_watch_target_that_does_not_exist_is_said_and_the_script_runs(project: Path) -> None:
-    done, report = _check(project, "--watch", "mypkg.losses:nope")
-    assert "mypkg.losses has no nope" in done.stdout
-    said = [line for line in done.stdout.splitlines() if "nope" in line]
-    assert said == ["cossim-tui: --watch mypkg.losses:nope: mypkg.losses has no nope"], "once, and not again at the end"
-    assert report["status"] == "finished"
-    assert [c["function"] for c in report["calls"]] == ["probe"]
 
 
 def test_watch_needs_module_and_function(project: Path) -> None:

@@ -27,6 +27,7 @@ from cossim_tui.tui.widgets.relation_panel import RelationPanel
 from cossim_tui.tui.widgets.source_panel import SourcePanel
 from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
+from waiting import until_async
 
 SIZE = (100, 30)
 
@@ -47,11 +48,7 @@ def relation_text(app: InspectorApp) -> str:
 
 async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Let the app work until ``condition`` holds: events cross a thread, so give them time."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting; status bar says: {status(pilot.app)!r}")  # type: ignore[arg-type]
-        await pilot.pause(0.01)
+    await until_async(pilot.pause, condition, timeout, lambda: f"the condition; status bar says: {status(pilot.app)!r}")  # type: ignore[arg-type]
 
 
 async def paused_at_step0(pilot: Pilot, source, make) -> None:

@@ -4,7 +4,6 @@ context on the top line, driven through Pilot against a fake run."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from textual.content import Content
@@ -21,6 +20,7 @@ from cossim_tui.tui.widgets.status_bar import StatusBar
 from cossim_tui.tui.widgets.tensor_panel import TensorPanel
 from cossim_tui.tui.widgets.thumbnail_view import UPPER_HALF, ThumbnailView
 from cossim_tui.tui.widgets.training_bar import TrainingBar
+from waiting import until_async
 
 SIZE = (100, 30)
 
@@ -32,10 +32,7 @@ def text_of(widget: Widget) -> str:
 
 
 async def until(pilot: Pilot, condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await pilot.pause(0.01)
+    await until_async(pilot.pause, condition, timeout)
 
 
 def paused(app: InspectorApp, step: int) -> Callable[[], bool]:

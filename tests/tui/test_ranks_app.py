@@ -3,11 +3,11 @@ rank bar, switching ranks, one command for every rank, and the view across ranks
 
 from __future__ import annotations
 
+from builders import rank_hello, rank_step
+
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.screens.across_ranks import AcrossRanksScreen
 from cossim_tui.tui.widgets.rank_bar import RankBar
-
-from unit.test_ranks import _hello, _rank_step
 
 from .test_app import SIZE, run, until
 
@@ -16,7 +16,7 @@ def test_the_app_shows_rank_0_first_and_switches_ranks(source):
     async def scenario():
         app = InspectorApp(source)
         async with app.run_test(size=SIZE) as pilot:
-            source.feed(_hello(1), _hello(0), _rank_step(1, 0, 0.2, paused=True), _rank_step(0, 0, 0.1, paused=True))
+            source.feed(rank_hello(1), rank_hello(0), rank_step(1, 0, 0.2, paused=True), rank_step(0, 0, 0.1, paused=True))
             await until(pilot, lambda: 0 in app.job.models and app.job.models[0].latest is not None and app.current is not None)
             assert app.job.shown == 0 and app.model is app.job.models[0] and app.current.rank == 0
             bar = app.query_one(RankBar)
@@ -29,7 +29,7 @@ def test_the_app_shows_rank_0_first_and_switches_ranks(source):
             await pilot.press("n")
             # One command: the job's source hands it to every rank.
             assert [type(m).__name__ for m in source.sent] == ["Resume"]
-            source.feed(_rank_step(0, 1, 0.3, paused=True), _rank_step(1, 1, 0.3, paused=True))
+            source.feed(rank_step(0, 1, 0.3, paused=True), rank_step(1, 1, 0.3, paused=True))
             await until(pilot, lambda: app.current is not None and app.current.step == 1)
             await pilot.press("a")
             await until(pilot, lambda: isinstance(app.screen, AcrossRanksScreen))

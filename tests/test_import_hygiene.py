@@ -81,7 +81,7 @@ def test_the_import_contracts_hold() -> None:
     judges → protocol, torch nowhere above the agent, textual nowhere below the TUI."""
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True, no_logo=True))"],
         cwd=repo,

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset, dataloader
 from cossim_tui.agent.context import TrainingContext
 from cossim_tui.agent.provenance import Provenance
 from cossim_tui.agent.transfer import HostTransfer
+from fixtures.prefetching_loader import PrefetchingLoader  # accelerate's DataLoaderShard, as the run's fixture has it
 
 
 class Watched:
@@ -50,22 +51,6 @@ def snapshot(context: TrainingContext) -> dict[str, float]:
     finish = context.queue_snapshot(transfer)
     transfer.fetch()
     return finish()
-
-
-class PrefetchingLoader(DataLoader):
-    """``accelerate.data_loader.DataLoaderShard.__iter__``: one batch read ahead."""
-
-    def __iter__(self):
-        iterator = super().__iter__()
-        current = next(iterator)
-        while True:
-            try:
-                upcoming = next(iterator)
-                yield current
-                current = upcoming
-            except StopIteration:
-                yield current
-                break
 
 
 def data(batches: int = 4, size: int = 4) -> TensorDataset:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 OPENING_COMMANDS = [
     "pip install -e . && cossim-tui demo/siamese_stale_partner.py",
     "pip install -e '.[test]' && python -m pytest",
