@@ -654,3 +654,19 @@ def test_property_capture_never_raises_and_reports_the_result(call) -> None:
         assert pair.cos.mean == pytest.approx(expected, abs=1e-6, rel=1e-6)
     if a.abs().max() < 1e3 and b.abs().max() < 1e3:
         assert_stats_match(pair.args[0], a, rel=1e-5)
+
+
+def test_a_complex_pair_is_summarised_without_a_warning_in_the_scripts_output() -> None:
+    """The agent's own work must never write to the script's stderr: comparing two complex
+    tensors once cast them to a real dtype, and torch warned about the discarded imaginary part."""
+    import warnings
+
+    a, b = torch.randn(4, 8, dtype=torch.complex64), torch.randn(4, 8, dtype=torch.complex64)
+    with pytest.raises(RuntimeError):
+        F.cosine_similarity(a, b)  # torch refuses complex tensors; the step is still reported
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        capture = capture_pair(a, b, -1, None, ("vector1", "vector2"))
+    assert [str(w.message) for w in caught] == []
+    assert capture.relation is not None and capture.relation.equal_values is False
+    assert capture.relation.max_abs_diff == pytest.approx(float((a - b).abs().max()), rel=1e-6)

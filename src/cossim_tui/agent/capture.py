@@ -196,7 +196,10 @@ class PendingPair:
                 return self.transfer.vector(torch.stack(torch.aminmax(difference)))
             a, b = x1.detach(), x2.detach()
             self.exact_only = True
-            dtype = torch.float64 if a.dtype in (torch.float64, torch.complex128) else torch.float32
+            common = torch.promote_types(a.dtype, b.dtype)
+            # Complex pairs are compared as complex numbers (a cast to a real dtype would drop the
+            # imaginary part, and torch would warn about it in the script's output).
+            dtype = common if common.is_complex else torch.float64 if a.dtype == torch.float64 else torch.float32
             diff = (a.to(dtype) - b.to(dtype)).abs().max()
             return self.transfer.scalars(torch.ne(a, b).any().to(diff.dtype), diff)
         except (RuntimeError, TypeError):
