@@ -149,6 +149,26 @@ def test_lightning_ddp_ranks_are_followed(tmp_path):
     assert "rank 0 done" in done.stdout and "rank 1 done" in done.stdout
 
 
+def _identities(output: str) -> list[dict]:
+    import json
+
+    return sorted((json.loads(line.split(" ", 1)[1]) for line in output.splitlines() if line.startswith("identity ")), key=lambda i: i["env"]["RANK"])
+
+
+def test_each_rank_sees_what_it_sees_under_torchrun(tmp_path):
+    """argv, __main__, sys.path[0], the working directory, -u (stdout writing through) and the environment of each rank are
+    torchrun's own (cossim-tui's channel and secret are gone before the script's first line)."""
+    script = [F + "job_identity.py", "--lr", "0.1"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("TORCHELASTIC", "COSSIM_TUI"))}
+    plain = subprocess.run([sys.executable, "-m", "torch.distributed.run", *TORCHRUN[1:], *script], cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    done, _, _ = check_job(tmp_path, *TORCHRUN, *script, env=env)
+    assert plain.returncode == 0 and done.returncode == 0, plain.stderr + done.stdout + done.stderr
+    expected, seen = _identities(plain.stdout), _identities(done.stdout)
+    assert len(expected) == len(seen) == 2
+    assert seen == expected
+    assert seen[0]["argv"] == [F + "job_identity.py", "--lr", "0.1"] and seen[0]["name"] == "__main__"
+
+
 def test_torchrun_options_that_bypass_python_are_refused(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "cossim_tui", "check", "torchrun", "--no-python", "--standalone", DDP],
