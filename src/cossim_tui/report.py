@@ -18,6 +18,7 @@ from cossim_tui.diagnostics.codes import CATALOG
 from cossim_tui.protocol import (
     ModuleCall,
     Relation,
+    Spread,
     StepCaptured,
     TensorSummary,
     encode_for_tools,
@@ -69,6 +70,12 @@ class ReportCall(Struct):
     codes: list[str]
     """The codes found at this step, muted ones left out."""
     error: str | None
+    kind: str = "pair"
+    """``matrix`` for a similarity matrix of normalised rows, ``pair`` for a pairwise call."""
+    positives: CosSpread | None = None
+    """A matrix's positives (its diagonal, or the pairs its labels mark); ``null`` for a pair."""
+    negatives: CosSpread | None = None
+    """A matrix's other entries; ``null`` for a pair."""
 
 
 class ReportFinding(Struct):
@@ -116,8 +123,12 @@ def _arg_entry(arg: TensorSummary) -> ReportArg:
     )
 
 
+def _spread(spread: Spread | None) -> CosSpread | None:
+    return CosSpread(finite_or_none(spread.min), finite_or_none(spread.mean), finite_or_none(spread.max)) if spread else None
+
+
 def call_entry(step: StepCaptured) -> ReportCall:
-    relation, cos = step.relation, step.cos
+    relation, cos, matrix = step.relation, step.cos, step.matrix
     return ReportCall(
         step=step.step,
         function=step.function,
@@ -129,6 +140,9 @@ def call_entry(step: StepCaptured) -> ReportCall:
         context={k: int(v) if k in _COUNTS and math.isfinite(v) else finite_or_none(v) for k, v in step.context.items()},
         codes=[f.code for f in step.findings if not f.muted],
         error=step.error,
+        kind="matrix" if matrix is not None else "pair",
+        positives=_spread(matrix.positives) if matrix is not None else None,
+        negatives=_spread(matrix.negatives) if matrix is not None else None,
     )
 
 

@@ -129,6 +129,7 @@ def test_severities_are_contracts() -> None:
         "collapse": "error", "precision-loss": "warning", "nonnegative-features": "warning",
         "common-mode": "warning", "saturated": "warning", "constant-similarity": "warning",
         "detached-partner": "info", "broadcast": "info",
+        "duplicate-rows": "error", "negatives-like-positives": "error",
     }
     assert {code: info.severity for code, info in CATALOG.items()} == expected
 
