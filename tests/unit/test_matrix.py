@@ -58,6 +58,7 @@ def test_positives_are_the_diagonal_and_negatives_the_rest_in_float64() -> None:
     negatives = sorted(((matrix[i, j].item(), i, j) for i in range(9) for j in range(9) if i != j), reverse=True)[:5]
     assert [(h.value, h.row, h.column) for h in found.hardest] == pytest.approx(negatives)
     assert found.duplicates == [] and not found.by_labels and not found.self_similarity
+    assert found.heat_positive == eye.tolist()
 
 
 def test_labels_mark_the_positives_when_both_sides_have_them() -> None:
@@ -67,6 +68,7 @@ def test_labels_mark_the_positives_when_both_sides_have_them() -> None:
     found, matrix = figures(a, b, (first, second))
     same = first[:, None] == second[None, :]
     assert found.by_labels
+    assert found.heat_positive == same.tolist()
     assert_spread(found.positives, spread_of(matrix[same]))
     assert_spread(found.negatives, spread_of(matrix[~same]))
     assert all(not same[h.row, h.column] for h in found.hardest)

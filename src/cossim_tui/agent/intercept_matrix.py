@@ -127,11 +127,13 @@ def _report(function: str, a: Any, b: Any, columns: bool, result: Any) -> None:
 def _wrap_product(original: Callable[..., Any], function: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def product(*args: Any, **kwargs: Any) -> Any:
+        # Asked first: while dynamo traces it is a constant, so a compiled graph neither reads
+        # nor guards on the set of normalised tensors (which changes every step).
+        if intercept._is_compiling():
+            return original(*args, **kwargs)
         result = original(*args, **kwargs)
         # Nothing normalised yet (or an odd call): the model's own products stop here.
         if not _normalised or len(args) != 2 or kwargs:
-            return result
-        if intercept._is_compiling():
             return result
         a, b = args
         if (id(a) in _normalised or id(getattr(a, "_base", None)) in _normalised) and (
@@ -150,8 +152,10 @@ def _wrap_product(original: Callable[..., Any], function: str) -> Callable[..., 
 def _wrap_einsum(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def einsum(*args: Any, **kwargs: Any) -> Any:
+        if intercept._is_compiling():
+            return original(*args, **kwargs)
         result = original(*args, **kwargs)
-        if not _normalised or kwargs or not args or intercept._is_compiling():
+        if not _normalised or kwargs or not args:
             return result
         operands = tuple(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
         found = _einsum_rows(args[0], operands)
@@ -169,8 +173,10 @@ def _wrap_einsum(original: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def normalize(input: Any, p: Any = 2.0, dim: Any = 1, eps: Any = 1e-12, out: Any = None) -> Any:
+        if intercept._is_compiling():
+            return original(input, p, dim, eps, out)
         result = original(input, p, dim, eps, out)
-        if out is not None or p != 2 or intercept._is_compiling():
+        if out is not None or p != 2:
             return result
         try:
             ndim = result.dim()

@@ -106,6 +106,7 @@ class PendingMatrix:
         top = torch.topk(ranked, min(HARDEST, ranked.numel()))
         self.hardest_count = top.values.shape[0]
         heat = matrix[:HEAT, :HEAT]
+        heat_positive = positive[:HEAT, :HEAT].to(torch.float64)
         self.heat_shape = tuple(heat.shape)
         sides = (x1,) if self.self_similarity else (x1, x2)
         duplicates: list[torch.Tensor] = []
@@ -114,7 +115,7 @@ class PendingMatrix:
                 duplicates += _duplicates(side)
             else:
                 duplicates += [torch.zeros((), dtype=torch.float64, device=device)] * 3
-        parts = [torch.stack(figures), top.values, top.indices.to(torch.float64), heat.reshape(-1), torch.stack(duplicates).to(device)]
+        parts = [torch.stack(figures), top.values, top.indices.to(torch.float64), heat.reshape(-1), heat_positive.reshape(-1), torch.stack(duplicates).to(device)]
         self.slot = self.transfer.vector(torch.cat(parts))
 
     def finish(self) -> MatrixFigures | None:
@@ -127,8 +128,9 @@ class PendingMatrix:
         top_values, top_indices = values[at : at + k], values[at + k : at + 2 * k]
         at += 2 * k
         heat_rows, heat_columns = self.heat_shape
-        heat_flat = values[at : at + heat_rows * heat_columns]
-        at += heat_rows * heat_columns
+        cells = heat_rows * heat_columns
+        heat_flat, positive_flat = values[at : at + cells], values[at + cells : at + 2 * cells]
+        at += 2 * cells
         duplicates = []
         for side in range(len(values[at:]) // 3):
             found, row, other = values[at + 3 * side : at + 3 * side + 3]
@@ -149,6 +151,7 @@ class PendingMatrix:
             self_similarity=self.self_similarity,
             counted=self.counted,
             heat=[heat_flat[r * heat_columns : (r + 1) * heat_columns] for r in range(heat_rows)],
+            heat_positive=[[bool(v) for v in positive_flat[r * heat_columns : (r + 1) * heat_columns]] for r in range(heat_rows)],
             hardest=hardest,
             duplicates=duplicates,
         )

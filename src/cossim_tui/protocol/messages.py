@@ -231,6 +231,8 @@ class MatrixFigures(Struct):
     """Rows (and columns) the spreads were taken over: the first ones, up to a bound."""
     heat: list[list[float]] = field(default_factory=list)
     """The first rows × first columns of the matrix, as a heat map shows them."""
+    heat_positive: list[list[bool]] = field(default_factory=list)
+    """Which cells of ``heat`` are positives (``heat``'s shape)."""
     hardest: list[HardNegative] = field(default_factory=list)
     """The most similar negatives, most similar first."""
     duplicates: list[list[int]] = field(default_factory=list)
