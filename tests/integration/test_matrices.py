@@ -106,6 +106,12 @@ def test_a_models_own_products_are_not_steps() -> None:
     ] * 4
 
 
+def test_a_scripted_function_with_products_still_compiles_and_runs() -> None:
+    run = run_script(SCRIPT, "scripted", "2")
+    assert run.exited.status == "finished" and run.exited.exception is None, run.exited
+    assert [c["kind"] for c in run.report["calls"]] == ["pair", "pair"]
+
+
 def test_check_reports_matrix_steps_and_their_codes(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     done = run_check("--json", str(out), "tests/fixtures/matrix_losses.py", "duplicate", "2", cwd=REPO)

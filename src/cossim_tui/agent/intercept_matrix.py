@@ -191,6 +191,25 @@ def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
     return normalize
 
 
+_registered: list[Any] = []
+
+
+def _as_builtin(wrapper: Any) -> Any:
+    """TorchScript compiles ``torch.matmul`` in a scripted function as its aten op, found by the
+    function's identity: the wrapper is registered as the same op, or scripting would try (and
+    fail) to compile the wrapper itself."""
+    try:
+        from torch.jit import _builtins
+
+        op = _builtins._find_builtin(wrapper.__cossim_tui_original__)
+        if op is not None:
+            _builtins._register_builtin(wrapper, op)
+            _registered.append(wrapper)  # the table is keyed by id: the id must stay the wrapper's
+    except Exception:  # noqa: BLE001 - (a torch without this table): eager code is unaffected
+        pass
+    return wrapper
+
+
 def patch(torch: Any) -> list[str]:
     """Wrap ``F.normalize`` and the matrix products; the names of what is now intercepted."""
     import torch.nn.functional as F
@@ -200,9 +219,9 @@ def patch(torch: Any) -> list[str]:
         return getattr(found, "__cossim_tui_original__", found)
 
     F.normalize = _wrap_normalize(original(F, "normalize"))
-    torch.matmul = _wrap_product(original(torch, "matmul"), "matmul")
-    torch.mm = _wrap_product(original(torch, "mm"), "mm")
-    torch.einsum = _wrap_einsum(original(torch, "einsum"))
+    torch.matmul = _as_builtin(_wrap_product(original(torch, "matmul"), "matmul"))
+    torch.mm = _as_builtin(_wrap_product(original(torch, "mm"), "mm"))
+    torch.einsum = _as_builtin(_wrap_einsum(original(torch, "einsum")))
     tensor = torch.Tensor
     tensor.__matmul__ = _wrap_product(original(tensor, "__matmul__"), "matmul")
     tensor.matmul = _wrap_product(original(tensor, "matmul"), "matmul")
