@@ -38,7 +38,8 @@ first, as installing the package does (see ``compile_bytecode``).
 10. Matrix products that are not similarity matrices: ``fixtures/product_loops.py``, an MLP, a
    CNN and a small transformer encoder whose layers are ``@``/``matmul``/``einsum`` (so every
    product passes the matrix interceptor, with a normalised tensor alive), under ``check`` and
-   under ``python``, each timing its own work as figure 2 does.
+   under ``python``, each timing its own work as figure 2 does; and the same loops in one
+   process, blocks with the wrappers and without alternating (steadier on a busy machine).
 """
 
 from __future__ import annotations
@@ -345,6 +346,14 @@ def figure_products(reps: int, steps: int) -> None:
         report(f"python product_loops.py --model {model} ({steps} steps)", loops["python"], _s)
         report("cossim-tui check (same)", loops["check"], _s)
         report("ratio check / python", [c / p for c, p in zip(loops["check"], loops["python"])], _x, 1.02)
+        # The wrappers alone, toggled in one process: steadier than two processes on a busy machine.
+        toggled = []
+        for _ in range(max(1, reps // 3)):
+            done = subprocess.run([PYTHON, *script[:3], "--steps", "20", "--toggle", "16"], capture_output=True, text=True, check=True)
+            found = re.search(r"toggle_plain=([0-9.]+) toggle_wrapped=([0-9.]+)", done.stdout)
+            assert found, done.stdout + done.stderr
+            toggled.append(float(found.group(2)) / float(found.group(1)))
+        report("  the wrappers alone, in one process (best of 16 blocks each)", toggled, _x, 1.02)
 
 
 # --------------------------------------------------------------------------------------

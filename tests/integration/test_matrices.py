@@ -106,6 +106,18 @@ def test_a_models_own_products_are_not_steps() -> None:
     ] * 4
 
 
+def test_moco_positives_are_pairs_and_its_bank_of_keys_a_matrix_without_positives() -> None:
+    run = run_script(SCRIPT, "moco", "4")
+    calls = run.report["calls"]
+    assert [(c["kind"], c["function"]) for c in calls] == [("pair", "einsum"), ("matrix", "einsum")] * 4
+    for pair, matrix in zip(calls[::2], calls[1::2]):
+        assert [a["expr"] for a in pair["args"]] == ["q", "k"] and pair["cos"]["min"] > 0.9
+        assert [a["shape"] for a in matrix["args"]] == [[8, 12], [64, 12]]
+        assert matrix["positives"] is None and matrix["negatives"]["max"] < pair["cos"]["min"]
+    # The bank is one buffer, step after step: stale-partner, deliberate here (CONTRACT: --ignore).
+    assert set(loud(run.report)) == {"stale-partner"}
+
+
 def test_a_scripted_function_with_products_still_compiles_and_runs() -> None:
     run = run_script(SCRIPT, "scripted", "2")
     assert run.exited.status == "finished" and run.exited.exception is None, run.exited

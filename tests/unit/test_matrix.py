@@ -140,3 +140,15 @@ def test_a_step_recorded_before_matrices_decodes_as_a_pair() -> None:
     old = json.loads(encode_body(step))
     del old["matrix"]  # a trace line written before matrix steps existed
     assert decode_message(json.dumps(old)).matrix is None
+
+
+def test_a_bank_of_keys_has_no_diagonal_positives_and_hard_negatives_keep_theirs() -> None:
+    torch.manual_seed(5)
+    queries = F.normalize(torch.randn(4, 6))
+    bank, found = F.normalize(torch.randn(40, 6)), None
+    found, matrix = figures(queries, bank)
+    assert found.positives is None
+    assert_spread(found.negatives, spread_of(matrix))
+    with_hard_negatives, matrix = figures(queries, F.normalize(torch.randn(8, 6)))
+    eye = torch.eye(4, 8, dtype=torch.bool)
+    assert_spread(with_hard_negatives.positives, spread_of(matrix[eye]))

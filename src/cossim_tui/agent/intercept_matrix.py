@@ -34,6 +34,7 @@ INTERCEPTED = (
     "F.normalize(a) @ F.normalize(b).T",
     "torch.matmul / torch.mm / Tensor.matmul / Tensor.mm of normalised rows",
     "torch.einsum('ik,jk->ij') of normalised rows",
+    "torch.einsum('nc,nc->n') of normalised rows (row by row, a pair)",
 )
 
 
@@ -89,13 +90,18 @@ def _rows(t: Any, columns: bool) -> tuple[Any, Any] | None:
     return rows, source
 
 
-def _einsum_rows(equation: Any, operands: tuple) -> tuple[Any, Any, bool] | None:
-    """The two operands of ``'ik,jk->ij'`` (any letters; ``'ik,kj->ij'`` too, as columns)."""
+def _einsum_rows(equation: Any, operands: tuple) -> tuple[Any, Any, bool | None] | None:
+    """The two operands of ``'ik,jk->ij'`` (any letters; ``'ik,kj->ij'`` too, as columns), or
+    of the row-wise ``'nc,nc->n'`` (MoCo's positives), whose third value is ``None``."""
     if not isinstance(equation, str) or len(operands) != 2 or "->" not in equation:
         return None
     inputs, _, output = equation.replace(" ", "").partition("->")
     left, _, right = inputs.partition(",")
-    if len(left) != 2 or len(right) != 2 or len(output) != 2:
+    if len(left) != 2 or len(right) != 2:
+        return None
+    if left == right and output == left[0] and left[0] != left[1]:
+        return operands[0], operands[1], None
+    if len(output) != 2:
         return None
     shared = left[1]
     if right[1] == shared and output == left[0] + right[0]:
@@ -105,19 +111,23 @@ def _einsum_rows(equation: Any, operands: tuple) -> tuple[Any, Any, bool] | None
     return None
 
 
-def _report(function: str, a: Any, b: Any, columns: bool, result: Any) -> None:
+def _report(function: str, a: Any, b: Any, columns: bool | None, result: Any) -> None:
+    """Report the product of ``a`` and ``b`` as a step if both are normalised rows: a matrix,
+    or (``columns`` ``None``) row by row, a pair like a cosine call's."""
     sink = intercept._sink
     if sink is None or getattr(intercept._state, "busy", False) or os.getpid() != sink.pid:
         return
     first = _rows(a, False)
-    second = _rows(b, columns) if first is not None else None
+    second = _rows(b, bool(columns)) if first is not None else None
     if first is None or second is None:
+        return
+    if columns is None and first[0].shape != second[0].shape:
         return
     intercept._state.busy = True
     try:
         frame, via = intercept.user_frame(sys._getframe(2))
         seen = Intercepted(via or function, ("input", "other"), first[0], second[0], -1, 1e-12, result, None, frame)
-        seen.matrix = True
+        seen.matrix = columns is not None
         seen.made_from = (first[1], second[1])
         sink.on_call(seen)
     finally:

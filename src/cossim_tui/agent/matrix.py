@@ -1,8 +1,9 @@
 """A similarity matrix's own figures: positives against negatives, hardest negatives, equal rows.
 
 Queued on the call's one transfer like every other figure (``PendingMatrix``), and read back
-after its fetch as a ``MatrixFigures``. The positives are the diagonal, or, when both sides'
-rows came from labelled batches (``made_by``'s labels), the pairs whose labels are equal; a
+after its fetch as a ``MatrixFigures``. The positives are the diagonal (``diagonal_pairs``),
+or, when both sides' rows came from labelled batches (``made_by``'s labels), the pairs whose
+labels are equal; a
 self-similarity matrix (``z @ z.T``) has its diagonal left out of both, since a row against
 itself says nothing. Equal rows within a side are found by sorting a float64 weighted sum of
 each row (an exact function of its values, with weights no two different rows of a batch
@@ -27,6 +28,14 @@ HEAT = 12
 HARDEST = 5
 DUPLICATE_ROWS = 8192
 """Rows of a side searched for an equal pair."""
+
+
+def diagonal_pairs(rows: int, columns: int) -> bool:
+    """Whether row i against column i is a positive pair: a square matrix, or one whose columns
+    are the rows' positives followed by one or two hard negatives each (sentence-transformers'
+    ``MultipleNegativesRankingLoss``: n × 2n, n × 3n). A bank of keys many times larger than the
+    batch (MoCo's queue) has no positives in it."""
+    return rows == columns or columns in (2 * rows, 3 * rows)
 
 
 def _weights(width: int, device: torch.device) -> torch.Tensor:
@@ -93,8 +102,11 @@ class PendingMatrix:
         self.by_labels = by_labels
         if by_labels:
             positive = first[:n].to(device)[:, None] == second[:m].to(device)[None, :]
-        else:
+        elif diagonal_pairs(self.rows, self.columns):
             positive = torch.eye(n, m, dtype=torch.bool, device=device)
+        else:
+            # Queries against a bank of keys (MoCo's queue): nothing says which is a positive.
+            positive = torch.zeros(n, m, dtype=torch.bool, device=device)
         negative = ~positive
         if self.self_similarity:
             diagonal = torch.eye(n, m, dtype=torch.bool, device=device)

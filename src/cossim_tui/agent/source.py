@@ -59,11 +59,12 @@ def _as_product(node: ast.AST) -> ast.Call | None:
         and len(node.args) == 1 and not node.keywords
     ):
         operands = [node.func.value, node.args[0]]
-    elif (
-        isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "einsum"
-        and len(node.args) == 3 and not node.keywords
-    ):
-        operands = node.args[1:]  # (the equation first)
+    elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "einsum" and not node.keywords:
+        # (The equation first; the operands after it, or in one list: MoCo's ``einsum(eq, [q, k])``.)
+        listed = len(node.args) == 2 and isinstance(node.args[1], (ast.List, ast.Tuple))
+        operands = list(node.args[1].elts) if listed else node.args[1:]  # type: ignore[attr-defined]
+        if len(operands) != 2:
+            return None
     else:
         return None
     call = ast.Call(func=ast.Name("matmul"), args=operands, keywords=[])
