@@ -38,8 +38,9 @@ first, as installing the package does (see ``compile_bytecode``).
 10. Matrix products that are not similarity matrices: ``fixtures/product_loops.py``, an MLP, a
    CNN and a small transformer encoder whose layers are ``@``/``matmul``/``einsum`` (so every
    product passes the matrix interceptor, with a normalised tensor alive), under ``check`` and
-   under ``python``, each timing its own work as figure 2 does; and the same loops in one
-   process, blocks with the wrappers and without alternating (steadier on a busy machine).
+   under ``python``, each timing its own work as figure 2 does; and, steadier on a busy machine,
+   ``fixtures/product_overhead.py``: each product's added cost in one process, times the
+   products one step makes, over the step's time.
 """
 
 from __future__ import annotations
@@ -346,14 +347,21 @@ def figure_products(reps: int, steps: int) -> None:
         report(f"python product_loops.py --model {model} ({steps} steps)", loops["python"], _s)
         report("cossim-tui check (same)", loops["check"], _s)
         report("ratio check / python", [c / p for c, p in zip(loops["check"], loops["python"])], _x, 1.02)
-        # The wrappers alone, toggled in one process: steadier than two processes on a busy machine.
-        toggled = []
-        for _ in range(max(1, reps // 3)):
-            done = subprocess.run([PYTHON, *script[:3], "--steps", "20", "--toggle", "16"], capture_output=True, text=True, check=True)
-            found = re.search(r"toggle_plain=([0-9.]+) toggle_wrapped=([0-9.]+)", done.stdout)
-            assert found, done.stdout + done.stderr
-            toggled.append(float(found.group(2)) / float(found.group(1)))
-        report("  the wrappers alone, in one process (best of 16 blocks each)", toggled, _x, 1.02)
+    # The steadier part: the wrappers' cost per product, in one process, times the products a step
+    # makes, over the step's best time (two processes on a busy machine differ by more than 2%).
+    done = subprocess.run([PYTHON, str(FIXTURES / "product_overhead.py")], capture_output=True, text=True, check=True)
+    for line in done.stdout.splitlines():
+        fields = dict(part.split("=") for part in line.split()[2:])
+        if line.startswith("per_product"):
+            added = float(fields["wrapped_ns"]) - float(fields["plain_ns"])
+            print(f"  {line.split()[1]:<44} {fields['plain_ns']} ns plain, +{added:.0f} ns wrapped (best of 300 each)")
+        else:
+            model, ratio = line.split()[1], float(fields["estimated_ratio"])
+            verdict = "ok" if ratio <= 1.02 else "OVER"
+            print(
+                f"  {model}: {fields['products_per_step']} products a step of {fields['step_ms']} ms"
+                f"{'':<10} estimated ratio {ratio:.4f}×   budget ≤ 1.020×  {verdict}"
+            )
 
 
 # --------------------------------------------------------------------------------------

@@ -152,3 +152,21 @@ def test_a_bank_of_keys_has_no_diagonal_positives_and_hard_negatives_keep_theirs
     with_hard_negatives, matrix = figures(queries, F.normalize(torch.randn(8, 6)))
     eye = torch.eye(4, 8, dtype=torch.bool)
     assert_spread(with_hard_negatives.positives, spread_of(matrix[eye]))
+
+
+def test_a_normalised_tensor_is_forgotten_when_it_dies_and_its_input_is_not_kept_alive() -> None:
+    import gc
+    import weakref
+
+    from cossim_tui.agent import intercept_matrix
+
+    source = torch.randn(4, 3)
+    out = F.normalize(source, dim=-1)
+    intercept_matrix._remember(out, source)
+    key, kept_source = id(out), weakref.ref(source)
+    assert intercept_matrix._rows(out, False)[0] is out
+    assert intercept_matrix._rows(out.T, True)[0] is out  # its transpose: its rows, as columns
+    assert intercept_matrix._rows(out[:2], False) is not None and intercept_matrix._rows(out[:, :2], False) is None
+    del out, source
+    gc.collect()
+    assert key not in intercept_matrix._normalised and kept_source() is None
