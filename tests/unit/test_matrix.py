@@ -170,3 +170,19 @@ def test_a_normalised_tensor_is_forgotten_when_it_dies_and_its_input_is_not_kept
     del out, source
     gc.collect()
     assert key not in intercept_matrix._normalised and kept_source() is None
+
+
+def test_two_tensors_of_equal_rows_are_a_self_similarity_matrix() -> None:
+    # pytorch-metric-learning normalises the embeddings once for each side: equal values, two tensors.
+    torch.manual_seed(6)
+    embeddings = torch.randn(8, 5)
+    labels = torch.arange(4).repeat(2)
+    found, matrix = figures(F.normalize(embeddings), F.normalize(embeddings), (labels, labels))
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(8, dtype=torch.bool)
+    assert found.self_similarity and found.by_labels
+    assert_spread(found.positives, spread_of(matrix[same]))
+    assert not any(found.heat_positive[i][i] for i in range(8))
+    judge = Judge()
+    args, _ = _step(found)
+    pair = [Finding("identical-values", "error", "", "t.py:1", 0)]
+    assert judge.judge_matrix(0, "t.py:1", args, found, pair) == []

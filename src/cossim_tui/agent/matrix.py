@@ -114,6 +114,13 @@ class PendingMatrix:
         finite = torch.isfinite(matrix)
         positive, negative = positive & finite, negative & finite
         figures = _spread_of(matrix, positive) + _spread_of(matrix, negative)
+        # Two tensors of equal values are one set of rows twice (pytorch-metric-learning
+        # normalises the embeddings once per side): a self-similarity matrix too, whose positives
+        # leave the diagonal out. Which it is is known after the fetch, so both are queued.
+        off_diagonal = positive & ~torch.eye(n, m, dtype=torch.bool, device=device)
+        figures += _spread_of(matrix, off_diagonal)
+        same_shape = not self.self_similarity and x1.shape == x2.shape and x1.device == x2.device
+        figures.append(torch.eq(x1, x2).all().to(matrix.dtype).to(device) if same_shape else torch.zeros((), dtype=matrix.dtype, device=device))
         ranked = torch.where(negative, matrix, torch.full_like(matrix, -math.inf)).reshape(-1)
         top = torch.topk(ranked, min(HARDEST, ranked.numel()))
         self.hardest_count = top.values.shape[0]
@@ -135,7 +142,10 @@ class PendingMatrix:
             return None
         values = self.transfer[self.slot]
         p_count, p_low, p_mean, p_high, n_count, n_low, n_mean, n_high = values[:8]
-        at = 8
+        equal_values = bool(values[12])
+        if equal_values:
+            p_count, p_low, p_mean, p_high = values[8:12]
+        at = 13
         k = self.hardest_count
         top_values, top_indices = values[at : at + k], values[at + k : at + 2 * k]
         at += 2 * k
@@ -160,10 +170,13 @@ class PendingMatrix:
             positives=Spread(min=p_low, mean=p_mean, max=p_high) if p_count else None,
             negatives=Spread(min=n_low, mean=n_mean, max=n_high) if n_count else None,
             by_labels=self.by_labels,
-            self_similarity=self.self_similarity,
+            self_similarity=self.self_similarity or equal_values,
             counted=self.counted,
             heat=[heat_flat[r * heat_columns : (r + 1) * heat_columns] for r in range(heat_rows)],
-            heat_positive=[[bool(v) for v in positive_flat[r * heat_columns : (r + 1) * heat_columns]] for r in range(heat_rows)],
+            heat_positive=[
+                [bool(v) and not (equal_values and r == c) for c, v in enumerate(positive_flat[r * heat_columns : (r + 1) * heat_columns])]
+                for r in range(heat_rows)
+            ],
             hardest=hardest,
             duplicates=duplicates,
         )
