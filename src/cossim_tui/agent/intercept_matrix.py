@@ -30,12 +30,9 @@ _normalised: dict[int, tuple[weakref.ref, weakref.ref | None]] = {}
 """``id`` of each live output of ``F.normalize`` over its last dim → a weak reference to it
 and to the tensor it normalised. The entry goes when the output dies."""
 
-INTERCEPTED = (
-    "F.normalize(a) @ F.normalize(b).T",
-    "torch.matmul / torch.mm / Tensor.matmul / Tensor.mm of normalised rows",
-    "torch.einsum('ik,jk->ij') of normalised rows",
-    "torch.einsum('nc,nc->n') of normalised rows (row by row, a pair)",
-)
+INTERCEPTED = ("products of F.normalize rows (@, mm, matmul, einsum)",)
+"""What the agent says it intercepts besides the cosine functions (one short entry: the TUI
+lists them on one line)."""
 
 
 def _remember(out: Any, source: Any) -> None:
