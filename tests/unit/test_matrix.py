@@ -186,3 +186,23 @@ def test_two_tensors_of_equal_rows_are_a_self_similarity_matrix() -> None:
     args, _ = _step(found)
     pair = [Finding("identical-values", "error", "", "t.py:1", 0)]
     assert judge.judge_matrix(0, "t.py:1", args, found, pair) == []
+
+
+def test_the_matrix_is_recomputed_in_float64_for_precision_loss() -> None:
+    torch.manual_seed(7)
+    raw1, raw2 = torch.randn(70, 64, dtype=torch.float64), torch.randn(70, 64, dtype=torch.float64)
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.bfloat16, None)):
+        a, b = F.normalize(raw1.to(dtype), dim=-1), F.normalize(raw2.to(dtype), dim=-1)
+        result = a @ b.T
+        transfer = HostTransfer()
+        pending = PendingMatrix(a, b, result, (None, None), transfer)
+        transfer.fetch()
+        pending.finish()
+        rows = torch.linspace(0, 69, 64).long()
+        exact = F.normalize(a.double(), dim=-1)[rows] @ F.normalize(b.double(), dim=-1).T
+        expected = (exact - result.double()[rows]).abs().max().item()
+        assert pending.deviation == pytest.approx(expected, abs=1e-15)
+        if tolerance is not None:
+            assert pending.deviation < tolerance
+        else:
+            assert pending.deviation > 1e-3  # bfloat16 rounding: precision-loss's warning

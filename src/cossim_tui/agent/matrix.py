@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import HardNegative, MatrixFigures, Spread
@@ -58,6 +59,29 @@ def _duplicates(rows: torch.Tensor) -> list[torch.Tensor]:
     return [equal.any().to(torch.float64), torch.minimum(first, second).to(torch.float64), torch.maximum(first, second).to(torch.float64)]
 
 
+PRECISION_ROWS = 64
+"""Rows of the matrix recomputed in float64 (evenly spaced), against every counted column."""
+
+
+def _deviation(x1: Any, x2: Any, matrix: torch.Tensor) -> torch.Tensor:
+    """The largest |matrix − float64 cosine of its rows' and columns' vectors| over a sample of
+    rows (``precision-loss``, as for a pair: the operands' own norms are divided out, so a low
+    precision normalisation counts too); -1 where it cannot be computed."""
+    n, m = matrix.shape
+    fallback = torch.full((), -1.0, dtype=torch.float64, device=matrix.device)
+    if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)) or x1.dim() != 2 or x2.dim() != 2:
+        return fallback
+    if x1.shape[0] < n or x2.shape[0] < m or x1.shape[1] != x2.shape[1] or not (x1.is_floating_point() and x2.is_floating_point()):
+        return fallback
+    picks = torch.linspace(0, n - 1, min(n, PRECISION_ROWS), device=matrix.device).long()
+    a = F.normalize(x1.detach()[picks.to(x1.device)].to(torch.float64), dim=-1)
+    b = F.normalize(x2.detach()[:m].to(torch.float64), dim=-1)
+    exact = (a @ b.T).to(matrix.device)
+    got = matrix[picks]
+    both_nan = torch.isnan(exact) & torch.isnan(got)
+    return torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs()).amax()
+
+
 def _spread_of(values: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     count = mask.sum()
     inf = torch.full_like(values, math.inf)
@@ -73,6 +97,8 @@ class PendingMatrix:
     def __init__(self, x1: Any, x2: Any, result: Any, labels: tuple[Any, Any], transfer: HostTransfer) -> None:
         self.transfer = transfer
         self.slot: int | None = None
+        self.deviation: float | None = None
+        """After ``finish``: the largest |matrix − float64| over the rows recomputed."""
         if not (isinstance(result, torch.Tensor) and result.dim() == 2 and result.layout == torch.strided and not result.is_meta):
             return
         if result.is_complex() or not result.is_floating_point():
@@ -121,6 +147,7 @@ class PendingMatrix:
         figures += _spread_of(matrix, off_diagonal)
         same_shape = not self.self_similarity and x1.shape == x2.shape and x1.device == x2.device
         figures.append(torch.eq(x1, x2).all().to(matrix.dtype).to(device) if same_shape else torch.zeros((), dtype=matrix.dtype, device=device))
+        figures.append(_deviation(x1, x2, matrix))
         ranked = torch.where(negative, matrix, torch.full_like(matrix, -math.inf)).reshape(-1)
         top = torch.topk(ranked, min(HARDEST, ranked.numel()))
         self.hardest_count = top.values.shape[0]
@@ -145,7 +172,9 @@ class PendingMatrix:
         equal_values = bool(values[12])
         if equal_values:
             p_count, p_low, p_mean, p_high = values[8:12]
-        at = 13
+        deviation = values[13]
+        self.deviation = deviation if deviation == deviation and deviation >= 0 else None  # noqa: PLR0124 - NaN
+        at = 14
         k = self.hardest_count
         top_values, top_indices = values[at : at + k], values[at + k : at + 2 * k]
         at += 2 * k

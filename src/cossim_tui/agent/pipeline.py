@@ -159,8 +159,11 @@ class Pipeline:
         evidence.identical_inputs = call.inputs.finish(call.transfer)
         error = call.error
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
-        findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
         matrix = call.figures.finish() if call.figures is not None else None
+        if matrix is not None and call.figures.deviation is not None:
+            # The pair's recomputation is row by row: a matrix's is its own.
+            evidence.precision_deviation = call.figures.deviation
+        findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
         if matrix is not None:
             findings = self.judge.judge_matrix(step, label, pair.args, matrix, findings)
         if self.muted:
