@@ -135,3 +135,20 @@ def test_check_reports_matrix_steps_and_their_codes(tmp_path: Path) -> None:
         assert call["codes"] == ["duplicate-rows"]
     assert [f["code"] for f in report["findings"]] == ["duplicate-rows"]
     assert "duplicate-rows" in done.stdout
+
+
+def test_a_bfloat16_matrix_near_its_positives_is_precision_loss(tmp_path: Path) -> None:
+    script = tmp_path / "bf16_matrix.py"
+    script.write_text(
+        "import torch, torch.nn.functional as F\n"
+        "torch.manual_seed(0)\n"
+        "for step in range(2):\n"
+        "    a = torch.randn(16, 256)\n"
+        "    b = a + 0.1 * torch.randn(16, 256)\n"
+        "    for dtype in (torch.float32, torch.bfloat16):\n"
+        "        logits = F.normalize(a.to(dtype), dim=-1) @ F.normalize(b.to(dtype), dim=-1).T\n",
+        encoding="utf-8",
+    )
+    run = run_script(script)
+    codes = [(c["args"][0]["dtype"], c["codes"]) for c in run.report["calls"]]
+    assert codes == [("float32", []), ("bfloat16", ["precision-loss"])] * 2
