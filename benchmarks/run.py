@@ -35,6 +35,12 @@ first, as installing the package does (see ``compile_bytecode``).
    100,000 calls (after the first 5,000).
 7. Start-up: the command typed in a terminal (tmux) until the status line is on screen, and
    whether torch had loaded in the child by then.
+10. Matrix products that are not similarity matrices: ``fixtures/product_loops.py``, an MLP, a
+   CNN and a small transformer encoder whose layers are ``@``/``matmul``/``einsum`` (so every
+   product passes the matrix interceptor, with a normalised tensor alive), under ``check`` and
+   under ``python``, each timing its own work as figure 2 does; and, steadier on a busy machine,
+   ``fixtures/product_overhead.py``: each product's added cost in one process, times the
+   products one step makes, over the step's time.
 """
 
 from __future__ import annotations
@@ -327,6 +333,35 @@ def figure_small_steps(reps: int, steps: int) -> None:
     report(f"python mlp_loop.py ({steps} steps)", walls["python"], _s)
     report("cossim-tui check (same)", walls["check"], _s)
     report("ratio check / python", [c / p for c, p in zip(walls["check"], walls["python"])], _x, 1.05)
+
+
+def figure_products(reps: int, steps: int) -> None:
+    print("10. matrix products that are not similarity matrices (layers written as @, matmul, einsum; their own timing)", flush=True)
+    for model in ("mlp", "cnn", "transformer"):
+        script = [str(FIXTURES / "product_loops.py"), "--model", model, "--steps", str(steps)]
+        loops: dict[str, list[float]] = {"python": [], "check": []}
+        for name, (_, out) in _alternate({"python": [PYTHON, *script], "check": _check(*script)}, reps):
+            match = re.search(r"loop_seconds=([0-9.]+)", out)
+            assert match, out
+            loops[name].append(float(match.group(1)))
+        report(f"python product_loops.py --model {model} ({steps} steps)", loops["python"], _s)
+        report("cossim-tui check (same)", loops["check"], _s)
+        report("ratio check / python", [c / p for c, p in zip(loops["check"], loops["python"])], _x, 1.02)
+    # The steadier part: the wrappers' cost per product, in one process, times the products a step
+    # makes, over the step's best time (two processes on a busy machine differ by more than 2%).
+    done = subprocess.run([PYTHON, str(FIXTURES / "product_overhead.py")], capture_output=True, text=True, check=True)
+    for line in done.stdout.splitlines():
+        fields = dict(part.split("=") for part in line.split()[2:])
+        if line.startswith("per_product"):
+            added = float(fields["wrapped_ns"]) - float(fields["plain_ns"])
+            print(f"  {line.split()[1]:<44} {fields['plain_ns']} ns plain, +{added:.0f} ns wrapped (best of 300 each)")
+        else:
+            model, ratio = line.split()[1], float(fields["estimated_ratio"])
+            verdict = "ok" if ratio <= 1.02 else "OVER"
+            print(
+                f"  {model}: {fields['products_per_step']} products a step of {fields['step_ms']} ms"
+                f"{'':<10} estimated ratio {ratio:.4f}×   budget ≤ 1.020×  {verdict}"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -749,7 +784,7 @@ def compile_bytecode() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,9", help="comma-separated figure numbers (8 is gpu_check.py)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,9,10", help="comma-separated figure numbers (8 is gpu_check.py)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
         "--instructions",
@@ -782,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         6: lambda: figure_memory(20_000 if quick else 100_000, 5_000),
         7: lambda: figure_startup(2 if quick else 5),
         9: lambda: figure_small_steps(3 if quick else 7, 1500),
+        10: lambda: figure_products(3 if quick else 9, 100 if quick else 200),
     }
     for number in sorted(only):
         figures[number]()

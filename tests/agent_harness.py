@@ -95,6 +95,14 @@ def _patched_places() -> list[tuple[Any, str]]:
         (torch.Tensor, "backward"),
         (cossim_tui, "_probe"),
         (intercept, "_sink"),
+        # intercept_matrix: F.normalize and the matrix products
+        (F, "normalize"),
+        (torch, "matmul"),
+        (torch, "mm"),
+        (torch, "einsum"),
+        (torch.Tensor, "__matmul__"),
+        (torch.Tensor, "matmul"),
+        (torch.Tensor, "mm"),
     ]
     graph = getattr(torch.cuda, "CUDAGraph", None)
     if graph is not None:

@@ -19,6 +19,7 @@ from cossim_tui.protocol import (
     Hello,
     ModuleCall,
     Relation,
+    Spread,
     StepCaptured,
     TensorSummary,
     encode_for_tools,
@@ -75,6 +76,12 @@ class ReportCall(Struct):
     via: str | None = None
     """The installed library's function that made the call (``MODULE:QUALNAME``), when the call
     was made inside a library; ``site`` is then the user's line that called into it."""
+    kind: str = "pair"
+    """``matrix`` for a similarity matrix of normalised rows, ``pair`` for a pairwise call."""
+    positives: CosSpread | None = None
+    """A matrix's positives (its diagonal, or the pairs its labels mark); ``null`` for a pair."""
+    negatives: CosSpread | None = None
+    """A matrix's other entries; ``null`` for a pair."""
 
 
 class ReportFinding(Struct):
@@ -126,8 +133,12 @@ def _arg_entry(arg: TensorSummary) -> ReportArg:
     )
 
 
+def _spread(spread: Spread | None) -> CosSpread | None:
+    return CosSpread(finite_or_none(spread.min), finite_or_none(spread.mean), finite_or_none(spread.max)) if spread else None
+
+
 def call_entry(step: StepCaptured) -> ReportCall:
-    relation, cos = step.relation, step.cos
+    relation, cos, matrix = step.relation, step.cos, step.matrix
     return ReportCall(
         step=step.step,
         function=step.function,
@@ -141,6 +152,9 @@ def call_entry(step: StepCaptured) -> ReportCall:
         error=step.error,
         rank=step.rank,
         via=step.site.via,
+        kind="matrix" if matrix is not None else "pair",
+        positives=_spread(matrix.positives) if matrix is not None else None,
+        negatives=_spread(matrix.negatives) if matrix is not None else None,
     )
 
 

@@ -131,6 +131,8 @@ def test_severities_are_contracts() -> None:
         "detached-partner": "info", "broadcast": "info",
         # CONTRACT's additions (second round): distributed runs.
         "same-batch-across-ranks": "error", "gathered-without-grad": "warning",
+        # ... and similarity matrices.
+        "duplicate-rows": "error", "negatives-like-positives": "error",
     }
     assert {code: info.severity for code, info in CATALOG.items()} == expected
 

@@ -21,7 +21,7 @@ class Intercepted:
     source names of its two tensor parameters, the arguments, ``dim`` and ``eps`` as given, what
     the call returned or raised, the frame that made the call, and a probe's label."""
 
-    __slots__ = ("dim", "eps", "error", "frame", "function", "label", "names", "passage", "result", "x1", "x2")
+    __slots__ = ("dim", "eps", "error", "frame", "function", "label", "made_from", "matrix", "names", "passage", "result", "x1", "x2")
 
     def __init__(
         self, function: str, names: tuple[str, str], x1: Any, x2: Any, dim: Any, eps: Any, result: Any,
@@ -32,6 +32,12 @@ class Intercepted:
         self.passage = passage
         """How a call made inside an installed library came from ``frame``, the user's
         (``library.Passage``); ``None`` for a call in the user's own code."""
+        self.matrix = False
+        """A similarity matrix of normalised rows (``intercept_matrix``): ``x1`` and ``x2`` are its
+        two sides' rows and ``result`` the matrix."""
+        self.made_from: tuple[Any, Any] | None = None
+        """For a matrix, the tensors each side's rows were normalised from: who made them is
+        asked of these (the normalised rows are new memory no module returned)."""
 
 
 class Call:
@@ -41,7 +47,7 @@ class Call:
     __slots__ = (
         "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
         "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
-        "pair", "evidence", "strips", "values", "gathered",
+        "pair", "evidence", "strips", "values", "gathered", "matrix", "made_from", "figures",
     )
 
     def __init__(self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool) -> None:
@@ -52,6 +58,9 @@ class Call:
         self.pictures = pictures
         self.gathered: list[int] = []
         """The sides holding rows of ``all_gather`` without history (``agent.gathers``)."""
+        self.matrix, self.made_from = seen.matrix, seen.made_from
+        self.figures: Any = None
+        """A matrix's figures queued on the transfer (``matrix.PendingMatrix``)."""
         self.transfer: Any = None
         """The one ``HostTransfer`` every stage queues its figures on (``Pipeline.begin``)."""
         self.wall_time = time.time()

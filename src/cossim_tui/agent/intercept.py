@@ -182,6 +182,9 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
     F.cosine_embedding_loss = _wrap(
         loss, "cosine_embedding_loss", ("input1", "input2"), _embedding_loss_args, loss_similarity
     )
+    from cossim_tui.agent import intercept_matrix
+
+    matrices = intercept_matrix.patch(torch)
     sink.torch_hooked(
         str(torch.__version__),
         [
@@ -190,6 +193,7 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
             "torch.nn.CosineSimilarity",
             "torch.nn.functional.cosine_embedding_loss",
             "torch.nn.CosineEmbeddingLoss",
+            *matrices,
         ],
     )
 

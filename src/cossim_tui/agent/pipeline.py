@@ -47,6 +47,22 @@ class _Tools:
         self.describe_pair, self.graph_live_now, self.runs_behind = describe_pair, graph_live_now, runs_behind
 
 
+def made_of(call: Call) -> tuple[Any, Any]:
+    """The tensors whose maker a call's sides are: the arguments, or for a matrix the tensors
+    its rows were normalised from (where they are still alive)."""
+    if call.made_from is None:
+        return call.x1, call.x2
+    return tuple(source if source is not None else x for source, x in zip(call.made_from, (call.x1, call.x2)))  # type: ignore[return-value]
+
+
+def queue_matrix_of(call: Call, transfer: Any) -> Any:
+    """A matrix step's figures, queued (``agent.matrix``), with its rows' labels where known."""
+    from cossim_tui.agent.matrix import queue_matrix
+
+    labels = tuple(m.labels if m is not None else None for m in call.made)
+    return queue_matrix(call.x1, call.x2, call.result, labels, transfer)  # type: ignore[arg-type]
+
+
 class Pipeline:
     def __init__(
         self,
@@ -100,7 +116,7 @@ class Pipeline:
         tools = self._tools
         transfer = call.transfer = tools.HostTransfer()
         x1, x2, result, step, pictures = call.x1, call.x2, call.result, call.step, call.pictures
-        made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in (x1, x2)]
+        made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in made_of(call)]
         call.fresh = tuple(m is not None and m.call.step == step for m in made)
         call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
         if self.gathers is not None:
@@ -113,6 +129,8 @@ class Pipeline:
             call.host = tools.copy_small_pair(x1, x2, result, transfer)
         else:
             self.queue_summaries(call, transfer, None)
+        if call.matrix:
+            call.figures = queue_matrix_of(call, transfer)
         return call
 
     def queue_summaries(self, call: Call, transfer: Any, copies: Any) -> None:
@@ -148,7 +166,13 @@ class Pipeline:
         evidence.gathered = call.gathered
         error = call.error
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
+        matrix = call.figures.finish() if call.figures is not None else None
+        if matrix is not None and call.figures.deviation is not None:
+            # The pair's recomputation is row by row: a matrix's is its own.
+            evidence.precision_deviation = call.figures.deviation
         findings = self.judge.judge(step, label, pair.args, pair.relation, pair.cos, evidence, error_text)
+        if matrix is not None:
+            findings = self.judge.judge_matrix(step, label, pair.args, matrix, findings)
         if self.muted:
             for finding in findings:
                 finding.muted = finding.muted or (finding.code, finding.site) in self.muted or (finding.code, "*") in self.muted
@@ -177,6 +201,7 @@ class Pipeline:
             paused=False,
             wall_time=call.wall_time,
             projection=projection,
+            matrix=matrix,
         )
 
     def picture_stop(self, message: StepCaptured, x1: Any, x2: Any, dim: Any, *, with_map: bool) -> None:

@@ -48,6 +48,29 @@ def display_path(filename: str) -> str:
     return filename if outside else relative
 
 
+def _as_product(node: ast.AST) -> ast.Call | None:
+    """A matrix product read as a call of its two operands (a similarity matrix's sides):
+    ``a @ b`` and ``a.mm(b)`` / ``a.matmul(b)``, whose first operand is not an argument, and
+    ``einsum(equation, a, b)``, whose first argument is not an operand."""
+    if isinstance(node, ast.BinOp):
+        operands = [node.left, node.right]
+    elif (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("mm", "matmul")
+        and len(node.args) == 1 and not node.keywords
+    ):
+        operands = [node.func.value, node.args[0]]
+    elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "einsum" and not node.keywords:
+        # (The equation first; the operands after it, or in one list: MoCo's ``einsum(eq, [q, k])``.)
+        listed = len(node.args) == 2 and isinstance(node.args[1], (ast.List, ast.Tuple))
+        operands = list(node.args[1].elts) if listed else node.args[1:]  # type: ignore[attr-defined]
+        if len(operands) != 2:
+            return None
+    else:
+        return None
+    call = ast.Call(func=ast.Name("matmul"), args=operands, keywords=[])
+    return ast.copy_location(call, node)
+
+
 def _calls_in(filename: str) -> tuple[dict[tuple[int, int, int, int], ast.Call], list[str]] | None:
     if filename in _trees:
         return _trees[filename]
@@ -63,7 +86,10 @@ def _calls_in(filename: str) -> tuple[dict[tuple[int, int, int, int], ast.Call],
             for node in ast.walk(tree):
                 if isinstance(node, ast.Call) and node.end_lineno is not None:
                     key = (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset or 0)
-                    calls[key] = node
+                    calls[key] = _as_product(node) or node
+                elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and node.end_lineno is not None:
+                    key = (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset or 0)
+                    calls[key] = _as_product(node)  # type: ignore[assignment]
             # The parser ends a line at \n, \r\n or \r (not at a form feed, as splitlines does).
             parsed = calls, text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     _trees[filename] = parsed

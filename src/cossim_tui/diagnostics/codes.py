@@ -210,6 +210,31 @@ _ENTRIES = [
     ),
 ]
 
+_ENTRIES += [
+    CodeInfo(
+        "duplicate-rows",
+        "error",
+        "A side of the similarity matrix has two equal rows",
+        "The same vector (equal values) appears in two rows of one side of a similarity matrix. "
+        "In a contrastive loss one of them is then a \"negative\" that is really the positive: "
+        "the loss pushes a sample away from itself. Typical causes: a sample drawn twice into the "
+        "batch (sampling with replacement, a repeated index), or a padded or duplicated row.",
+        "Make every row of a batch a different sample: sample without replacement (or drop "
+        "repeated indices), and mask duplicates out of the negatives if repeats are deliberate.",
+    ),
+    CodeInfo(
+        "negatives-like-positives",
+        "error",
+        "Negatives are as similar as positives",
+        "The mean similarity of the negatives in the similarity matrix is within 0.05 of the "
+        "positives' for several steps at this call site: the contrastive signal is gone. This "
+        "is collapse seen in the matrix: every row looks like every other.",
+        "Look for what made the embeddings collapse: a temperature too high or too low, a "
+        "learning rate too high, positives built from the same view, or an encoder whose output "
+        "no longer depends on its input. Check the labels too, if they mark the positives.",
+    ),
+]
+
 CATALOG: dict[str, CodeInfo] = {entry.code: entry for entry in _ENTRIES}
 SEVERITIES: tuple[Severity, ...] = tuple(sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__, reverse=True))  # type: ignore[assignment]
 """Most severe first: ``error``, ``warning``, ``info``."""

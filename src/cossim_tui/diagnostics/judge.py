@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from cossim_tui.diagnostics.codes import CATALOG
-from cossim_tui.protocol import Finding, Relation, Similarity, TensorSummary
+from cossim_tui.protocol import Finding, MatrixFigures, Relation, Similarity, TensorSummary
 
 COLLAPSE_SCORE = 0.1
 PERSIST_STEPS = 3
@@ -150,6 +150,8 @@ class Judge:
     def __init__(self, ignore: set[str] | None = None) -> None:
         self.ignore = set(ignore or ())
         self._sites: dict[str, _SiteState] = {}
+        self._alike_steps: dict[str, int] = {}
+        """Consecutive matrix steps at a site whose negatives were as similar as its positives."""
 
     def judge(
         self,
@@ -333,3 +335,48 @@ class Judge:
             )
             for code, message, proof in found
         ]
+
+    def judge_matrix(
+        self, step: int, site: str, args: list[TensorSummary], matrix: MatrixFigures, findings: list[Finding]
+    ) -> list[Finding]:
+        """A similarity matrix step's findings, from the pair's (``judge``) and its figures."""
+        return _judge_matrix(self, step, site, args, matrix, findings)
+
+
+NEGATIVES_MARGIN = 0.05
+"""``negatives-like-positives``: the negatives' mean within this of the positives'."""
+_NOT_FOR_SELF_MATRIX = ("same-object", "shared-storage", "identical-values")
+"""What a self-similarity matrix (``z @ z.T``) is by construction, not by mistake."""
+
+
+def _judge_matrix(
+    judge: Judge, step: int, site: str, args: list[TensorSummary], matrix: MatrixFigures, findings: list[Finding]
+) -> list[Finding]:
+    """A similarity matrix step's findings: the pair's, less what a matrix is by construction
+    (its sides' shapes differ: not a ``broadcast``; ``z @ z.T`` compares z with itself), plus
+    ``duplicate-rows`` and ``negatives-like-positives``."""
+    dropped = ("broadcast", *(_NOT_FOR_SELF_MATRIX if matrix.self_similarity else ()))
+    kept = [f for f in findings if f.code not in dropped]
+    added: list[tuple[str, str, list[str]]] = []
+    for side, row, other in matrix.duplicates:
+        expr = args[side].expr if side < len(args) else f"arg{side}"
+        added.append(("duplicate-rows", f"rows {row} and {other} of {expr} are the same vector", [f"args.{side}"]))
+    if len(added) > 1:
+        added = [("duplicate-rows", "; ".join(m for _, m, _ in added), [p for _, _, proof in added for p in proof])]
+    positives, negatives = matrix.positives, matrix.negatives
+    alike = (
+        positives is not None and negatives is not None
+        and math.isfinite(positives.mean) and math.isfinite(negatives.mean)
+        and negatives.mean >= positives.mean - NEGATIVES_MARGIN
+    )
+    steps = judge._alike_steps[site] = judge._alike_steps.get(site, 0) + 1 if alike else 0
+    if alike and steps >= PERSIST_STEPS:
+        assert positives is not None and negatives is not None
+        which = "by labels" if matrix.by_labels else "the diagonal"
+        message = f"mean similarity of negatives {negatives.mean:.3f} against positives {positives.mean:.3f} ({which}) for {steps} steps"
+        added.append(("negatives-like-positives", message, ["matrix.positives", "matrix.negatives"]))
+    return kept + [
+        Finding(code=code, severity=CATALOG[code].severity, message=message, site=site, step=step, evidence=proof, muted=code in judge.ignore)
+        for code, message, proof in added
+    ]
+

@@ -56,6 +56,7 @@ from cossim_tui.protocol.messages import (
     TorchHooked,
     ValueStats,
 )
+from cossim_tui.protocol.messages import HardNegative, MatrixFigures
 
 __all__ = [
     "COMMAND_KINDS", "CONFIG_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "SEVERITY_RANK",
@@ -65,3 +66,4 @@ __all__ = [
     "TensorSummary", "Thumbnail", "TorchHooked", "ValueStats", "convert", "decode_message", "encode", "encode_body", "encode_for_tools",
     "finite_or_none", "to_builtins",
 ]
+__all__ += ["HardNegative", "MatrixFigures"]

@@ -211,6 +211,41 @@ class Projection(Struct):
     a row not made from a labelled batch); ``None`` when no point has one."""
 
 
+class HardNegative(Struct):
+    """One of a similarity matrix's most similar negatives: its row, its column, its similarity."""
+
+    row: int
+    column: int
+    value: float
+
+
+class MatrixFigures(Struct):
+    """What a similarity matrix step adds to a pair's (CONTRACT "Similarity matrices"): the
+    matrix of ``args[0]``'s rows against ``args[1]``'s, its positives against its negatives."""
+
+    rows: int
+    columns: int
+    positives: Spread | None
+    """The diagonal, or the pairs the labels mark; ``None`` when there is none (a
+    self-similarity matrix without labels)."""
+    negatives: Spread | None
+    """Every other entry (a self-similarity matrix's diagonal is neither)."""
+    by_labels: bool = False
+    """The positives are the pairs whose rows' labels are equal, not the diagonal."""
+    self_similarity: bool = False
+    """Both sides are the same rows (``z @ z.T``, SimCLR's 2N × 2N matrix)."""
+    counted: int = 0
+    """Rows (and columns) the spreads were taken over: the first ones, up to a bound."""
+    heat: list[list[float]] = field(default_factory=list)
+    """The first rows × first columns of the matrix, as a heat map shows them."""
+    heat_positive: list[list[bool]] = field(default_factory=list)
+    """Which cells of ``heat`` are positives (``heat``'s shape)."""
+    hardest: list[HardNegative] = field(default_factory=list)
+    """The most similar negatives, most similar first."""
+    duplicates: list[list[int]] = field(default_factory=list)
+    """``[side, row, other row]`` for a side with two equal rows (the first pair found)."""
+
+
 # --------------------------------------------------------------------------------------
 # Messages: a union tagged by ``kind``
 # --------------------------------------------------------------------------------------
@@ -276,6 +311,9 @@ class StepCaptured(Message, tag="step"):
     """The embedding map of this call site, on the steps it was computed at (every few, and every pause)."""
     rank: int | None = None
     """The rank whose call this is, in a distributed job (its steps are numbered per rank)."""
+    matrix: MatrixFigures | None = None
+    """A similarity matrix step's own figures; ``None`` for a pairwise call (the report's
+    ``kind: "pair"``)."""
 
 
 class ScriptEnded(Message, tag="script-ended"):

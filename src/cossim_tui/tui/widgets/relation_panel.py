@@ -32,6 +32,7 @@ from cossim_tui.tui.format import (
     fmt_yes_no,
 )
 from cossim_tui.tui.highlight import NO_HIGHLIGHT, Highlight, light_up, mark
+from cossim_tui.tui.widgets.matrix_view import MatrixView
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -74,10 +75,14 @@ class RelationPanel(Vertical):
         digits.display = False
         yield digits
         yield Static(Content.styled("waiting for the first call…", palette.LABEL), id="relation-text")
+        matrix = MatrixView(id="matrix-view")
+        matrix.display = False
+        yield matrix
 
     def watch_step(self, step: protocol.StepCaptured | None) -> None:
         digits = self.query_one("#mean-cos", Digits)
         text = self.query_one("#relation-text", Static)
+        self.query_one(MatrixView).step = step  # (a matrix step's own figures, under the relation)
         highlight = self.highlight
         if step is None:
             self.border_title = None
