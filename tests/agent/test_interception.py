@@ -90,3 +90,18 @@ def test_rejected_calls_raise_the_same_in_the_script(both_runs, steps):
     assert f"{SHAPE_ERROR}\n{DTYPE_ERROR}\nentry points done\n" == live.output
     assert steps[7].error == SHAPE_ERROR
     assert steps[8].error == DTYPE_ERROR
+
+
+def test_scripted_functions_that_call_intercepted_functions_still_compile():
+    """TorchScript compiles F.cosine_similarity, F.normalize and F.cosine_embedding_loss inside a
+    scripted function as it does under python (they run there unseen); the eager calls are steps."""
+    script = ENTRY_POINTS.parent / "scripted_calls.py"
+    plain_output = run_plain_here(script)
+    live = ScriptThread(script, (), AgentConfig(mode="run"))
+    try:
+        exited = live.wait_exit()
+    finally:
+        live.stop()
+    assert (exited.status, exited.exit_code) == ("finished", 0), live.output
+    assert [line for line in live.output.splitlines() if line.startswith(("scripted", "eager"))] == plain_output.splitlines()
+    assert [step.function for step in live.steps] == ["cosine_similarity", "cosine_embedding_loss"]

@@ -103,15 +103,20 @@ def _wrap(
         finally:
             _state.busy = False
 
-    @functools.wraps(original)
+    agent = sys.modules[__name__]  # (a closure variable: ``scriptable`` gives the wrapper other globals)
+
     def intercepted(*args: Any, **kwargs: Any) -> Any:
-        if _is_compiling():
+        if agent._is_compiling():
             # torch.compile is tracing (with fake tensors): nothing real to report. With the
             # eager backends the traced graph calls us again at run time, with real tensors.
-            _say_compiled_once()
+            agent._say_compiled_once()
             return original(*args, **kwargs)
         return run_and_report(*args, **kwargs)
 
+    if inspect.isfunction(original):
+        # A Python function of torch's (F.cosine_embedding_loss) or of the user's (--watch).
+        return scriptable(intercepted, original)
+    functools.update_wrapper(intercepted, original)
     intercepted.__cossim_tui_original__ = original  # type: ignore[attr-defined]
     return intercepted
 
@@ -159,6 +164,40 @@ def _report(
     sink.on_call(Intercepted(via or function, names, x1, x2, dim, eps, result, error, frame, passage=passage))
 
 
+_registered: list[Any] = []
+"""Wrappers registered as TorchScript builtins: the table is keyed by id, which must stay theirs."""
+
+
+def as_builtin(wrapper: Any) -> Any:
+    """TorchScript compiles a call to a torch builtin (``torch.matmul``, ``F.cosine_similarity``)
+    in a scripted function as its aten op, found by the function's identity: the wrapper is
+    registered as the same op, or scripting would try (and fail) to compile the wrapper itself.
+    In scripted code the op then runs as TorchScript runs it, unseen, like compiled code."""
+    try:
+        from torch.jit import _builtins
+
+        op = _builtins._find_builtin(wrapper.__cossim_tui_original__)
+        if op is not None:
+            _builtins._register_builtin(wrapper, op)
+            _registered.append(wrapper)
+    except Exception:  # noqa: BLE001 - (a torch without this table): eager code is unaffected
+        pass
+    return wrapper
+
+
+def scriptable(wrapper: Any, original: Any) -> Any:
+    """``wrapper`` of a Python function of torch's (``F.normalize``), made so that TorchScript
+    can still compile a scripted function that calls it: it compiles the original's source
+    (``__wrapped__``), resolving its names in the wrapper's globals and closure, so the wrapper
+    runs with the original's globals and takes everything of ours from its closure. In scripted
+    code the original then runs, unseen, like compiled code."""
+    made = types.FunctionType(wrapper.__code__, original.__globals__, wrapper.__name__, wrapper.__defaults__, wrapper.__closure__)
+    made.__kwdefaults__ = wrapper.__kwdefaults__
+    functools.update_wrapper(made, original)
+    made.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+    return made
+
+
 def _is_internal(filename: str) -> bool:
     return filename.startswith(_internal_dirs)
 
@@ -176,7 +215,7 @@ def _patch(torch: types.ModuleType, sink: CallSink) -> None:
         with torch.no_grad():
             return cosine(x1.detach(), x2.detach(), dim=-1)
 
-    wrapped_cosine = _wrap(cosine, "cosine_similarity", ("x1", "x2"), _cosine_similarity_args)
+    wrapped_cosine = as_builtin(_wrap(cosine, "cosine_similarity", ("x1", "x2"), _cosine_similarity_args))
     F.cosine_similarity = wrapped_cosine
     torch.cosine_similarity = wrapped_cosine
     F.cosine_embedding_loss = _wrap(

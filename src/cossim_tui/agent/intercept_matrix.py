@@ -178,9 +178,12 @@ def _wrap_einsum(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
+    # Everything the wrapper uses is a closure variable, not a global of this module: it runs
+    # with ``F``'s globals (``intercept.scriptable``).
+    agent, remember, busy_state = intercept, _remember, intercept._state
+
     def normalize(input: Any, p: Any = 2.0, dim: Any = 1, eps: Any = 1e-12, out: Any = None) -> Any:
-        if intercept._is_compiling():
+        if agent._is_compiling():
             return original(input, p, dim, eps, out)
         result = original(input, p, dim, eps, out)
         if out is not None or p != 2:
@@ -188,33 +191,13 @@ def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             ndim = result.dim()
             if ndim >= 1 and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == ndim - 1 \
-                    and not getattr(intercept._state, "busy", False):
-                _remember(result, input)
+                    and not getattr(busy_state, "busy", False):
+                remember(result, input)
         except Exception:  # noqa: BLE001 - never worth breaking the script's normalize
             pass
         return result
 
-    normalize.__cossim_tui_original__ = original  # type: ignore[attr-defined]
-    return normalize
-
-
-_registered: list[Any] = []
-
-
-def _as_builtin(wrapper: Any) -> Any:
-    """TorchScript compiles ``torch.matmul`` in a scripted function as its aten op, found by the
-    function's identity: the wrapper is registered as the same op, or scripting would try (and
-    fail) to compile the wrapper itself."""
-    try:
-        from torch.jit import _builtins
-
-        op = _builtins._find_builtin(wrapper.__cossim_tui_original__)
-        if op is not None:
-            _builtins._register_builtin(wrapper, op)
-            _registered.append(wrapper)  # the table is keyed by id: the id must stay the wrapper's
-    except Exception:  # noqa: BLE001 - (a torch without this table): eager code is unaffected
-        pass
-    return wrapper
+    return intercept.scriptable(normalize, original)
 
 
 def patch(torch: Any) -> list[str]:
@@ -226,9 +209,9 @@ def patch(torch: Any) -> list[str]:
         return getattr(found, "__cossim_tui_original__", found)
 
     F.normalize = _wrap_normalize(original(F, "normalize"))
-    torch.matmul = _as_builtin(_wrap_product(original(torch, "matmul"), "matmul"))
-    torch.mm = _as_builtin(_wrap_product(original(torch, "mm"), "mm"))
-    torch.einsum = _as_builtin(_wrap_einsum(original(torch, "einsum")))
+    torch.matmul = intercept.as_builtin(_wrap_product(original(torch, "matmul"), "matmul"))
+    torch.mm = intercept.as_builtin(_wrap_product(original(torch, "mm"), "mm"))
+    torch.einsum = intercept.as_builtin(_wrap_einsum(original(torch, "einsum")))
     tensor = torch.Tensor
     tensor.__matmul__ = _wrap_product(original(tensor, "__matmul__"), "matmul")
     tensor.matmul = _wrap_product(original(tensor, "matmul"), "matmul")
