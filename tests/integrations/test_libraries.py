@@ -54,9 +54,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(capsys: pytest.CaptureFixture[str], script: str, *args: str, watch: tuple[str, ...] = ()) -> tuple[ScriptRun, int]:
     """The script run as ``check --fail-on warning`` runs it, and the count of calls it printed."""
-    capsys.readouterr()
     done = run_script(SCRIPTS / script, *args, fail_on="warning", watch=watch)
-    printed = capsys.readouterr().out
+    printed = done.output  # (the harness keeps what the script printed)
     assert done.report["status"] == "finished", f"{done.report['exception']}\n{printed}"
     counted = re.search(r"(?:loss calls|pairs compared|pairs scored): (\d+)", printed)
     assert counted is not None, printed
@@ -218,4 +217,30 @@ def test_pml_pair_scores_copy_paste(capsys: pytest.CaptureFixture[str], pml_watc
     site = line_of("pml_pair_scores.py", "scores = distance.pairwise_distance(a, b)")
     assert done.report["steps"] == calls
     assert loud(done.report) == [("identical-values", site)]
+    assert done.returncode == 1
+
+
+# -- pytorch-metric-learning's NT-Xent: a similarity matrix computed inside the library ------------
+
+PML_NTXENT_VIA = "pytorch_metric_learning.distances.dot_product_similarity:DotProductSimilarity.compute_mat"
+
+
+def test_pml_ntxent_is_a_matrix_step_at_the_users_line(capsys: pytest.CaptureFixture[str]) -> None:
+    needs("pytorch_metric_learning")
+    done, calls = run(capsys, "pml_ntxent.py")
+    site = line_of("pml_ntxent.py", "loss = criterion(embeddings, labels)")
+    report = done.report
+    assert report["steps"] == calls == 4
+    assert {(c["site"], c["via"], c["kind"]) for c in report["calls"]} == {(site, PML_NTXENT_VIA, "matrix")}
+    # The library normalised the rows of what the user handed it: named as the user wrote it.
+    assert [a["expr"] for a in report["calls"][0]["args"]] == ["embeddings", "embeddings"]
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+
+
+def test_pml_ntxent_with_a_duplicated_sample_has_duplicate_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    needs("pytorch_metric_learning")
+    done, calls = run(capsys, "pml_ntxent.py", "--duplicate")
+    site = line_of("pml_ntxent.py", "loss = criterion(embeddings, labels)")
+    assert done.report["steps"] == calls
+    assert ("duplicate-rows", site) in loud(done.report)
     assert done.returncode == 1

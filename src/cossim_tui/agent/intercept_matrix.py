@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from cossim_tui.agent import intercept
+from cossim_tui.agent import intercept, library
 from cossim_tui.agent.call import Intercepted
 
 _normalised: dict[int, tuple[weakref.ref, weakref.ref | None]] = {}
@@ -123,7 +123,11 @@ def _report(function: str, a: Any, b: Any, columns: bool | None, result: Any) ->
     intercept._state.busy = True
     try:
         frame, via = intercept.user_frame(sys._getframe(2))
-        seen = Intercepted(via or function, ("input", "other"), first[0], second[0], -1, 1e-12, result, None, frame)
+        # Inside a library's loss (pytorch-metric-learning, sentence-transformers), the user's line
+        # that called into it; the sides are named there by the tensors their rows were normalised
+        # from, where the library was handed those.
+        frame, passage = library.past_libraries(frame, intercept._is_internal, first[1], second[1])
+        seen = Intercepted(via or function, ("input", "other"), first[0], second[0], -1, 1e-12, result, None, frame, passage=passage)
         seen.matrix = columns is not None
         seen.made_from = (first[1], second[1])
         sink.on_call(seen)
