@@ -116,7 +116,7 @@ def _same_step(a: protocol.StepCaptured, b: protocol.StepCaptured) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("gather", [3, 64])
+@pytest.mark.parametrize("gather", [8, 64])
 def test_parked_calls_make_the_steps_of_calls_summarised_at_the_call(monkeypatch, seed, gather) -> None:
     # Batches only when ``gather`` calls have come (or at the end): the size is the test's.
     monkeypatch.setattr(summariser, "GATHER", gather)
@@ -127,7 +127,7 @@ def test_parked_calls_make_the_steps_of_calls_summarised_at_the_call(monkeypatch
     calls = _random_session(seed)  # the same tensors (and storage addresses) in both sessions
     at_the_call = _steps(calls, park=False, monkeypatch=monkeypatch)
     parked = _steps(calls, park=True, monkeypatch=monkeypatch)
-    assert sum(shared) > 40 and max(shared) > 1  # most calls shared their figures
+    assert sum(shared) > 20 and max(shared) > 1  # many calls shared their figures
     assert [type(m).__name__ for m in parked] == [type(m).__name__ for m in at_the_call]
     steps = [m for m in parked if isinstance(m, protocol.StepCaptured)]
     assert [s.step for s in steps] == list(range(len(calls)))

@@ -36,15 +36,20 @@ LINGER = 0.05
 
 
 class Summariser:
-    """A thread that finishes calls started on their way (``_send_behind``), in order: it takes
-    the calls waiting (parked ones once ``GATHER`` have come, or the first has waited
-    ``LINGER``), lets ``prepare`` make what they can share, then finishes them one by one,
-    waiting for each one's values (without the GIL), mostly while the script's thread is inside
-    torch (a backward pass, kernel launches).
+    """Finishes calls started on their way (``_send_behind``), one batch at a time and in order:
+    it takes the calls waiting, lets ``prepare`` make what they can share, then finishes them
+    one by one, waiting for each one's values (without the GIL).
 
-    Only it touches the evidence, the judge and the encoder while it has calls; the script's
-    thread touches them only after ``drain``, under the controller's lock, which the thread
-    never takes. ``put`` waits while its limit of calls are unsent.
+    Its thread takes calls from a device at once, and parked calls once the first has waited
+    ``LINGER``: mostly while the script's thread is inside torch (a backward pass, kernel
+    launches). Where ``GATHER`` parked calls have come before that (a loop of short steps), the
+    script's thread finishes them itself, at the call that makes them ``GATHER``: two threads
+    taking turns at the GIL for the same Python work would only add their hand-overs.
+
+    Only one batch is finished at a time (``_busy``). Only the summariser touches the evidence,
+    the judge and the encoder while it has calls; the script's thread touches them only after
+    ``drain``, or while it finishes a batch itself, under the controller's lock, which the
+    thread never takes. ``put`` waits while its limit of calls are unsent.
     """
 
     def __init__(self, finish: Callable[[Call], None], prepare: Callable[[list[Call]], None] = lambda calls: None) -> None:
@@ -54,6 +59,8 @@ class Summariser:
         """Calls not taken yet: each with when it came and whether it is parked."""
         self._unsent = 0
         """Calls put here whose steps have not been sent."""
+        self._busy = False
+        """A batch is being finished (by the thread, or by the script's thread in ``put``)."""
         self._draining = 0
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="cossim-tui-summariser", daemon=True)
@@ -61,13 +68,18 @@ class Summariser:
 
     def put(self, call: Call, *, parked: bool = False) -> None:
         limit = PARKED if parked else IN_FLIGHT + 1  # (IN_FLIGHT waiting, one being finished)
+        taken: list[Call] = []
         with self._changed:
             while self._unsent >= limit:
                 self._changed.wait()
             self._calls.append((call, time.monotonic(), parked))
             self._unsent += 1
-            if not parked or len(self._calls) >= GATHER:
+            if not parked:
                 self._changed.notify_all()
+            elif len(self._calls) >= GATHER and not self._busy and all(p for _, _, p in self._calls):
+                taken = self._taken()
+        if taken:
+            self._finish_batch(taken)
 
     def drain(self) -> None:
         """Wait until every call put here has been finished."""
@@ -80,26 +92,28 @@ class Summariser:
             finally:
                 self._draining -= 1
 
+    def _taken(self) -> list[Call]:
+        """Every call waiting, now busy being finished (held under ``_changed``)."""
+        taken = [call for call, _, _ in self._calls]
+        self._calls.clear()
+        self._busy = True
+        return taken
+
     def _take(self) -> list[Call]:
-        """The calls to finish next, once they are due (held under ``_changed``)."""
+        """The thread's next calls, once they are due (held under ``_changed``)."""
         while True:
             calls = self._calls
-            if calls:
+            if calls and not self._busy:
                 _, first_came, first_parked = calls[0]
                 waited = time.monotonic() - first_came
                 if self._draining or not first_parked or len(calls) >= GATHER or waited >= LINGER:
-                    taken = [call for call, _, _ in calls]
-                    calls.clear()
-                    return taken
+                    return self._taken()
                 self._changed.wait(LINGER - waited)
             else:
                 self._changed.wait()
 
-    def _run(self) -> None:
-        intercept.agent_thread()
-        while True:
-            with self._changed:
-                calls = self._take()
+    def _finish_batch(self, calls: list[Call]) -> None:
+        try:
             try:
                 self._prepare(calls)
             except Exception:  # noqa: BLE001 - what could not be shared is made call by call
@@ -111,3 +125,14 @@ class Summariser:
                     with self._changed:
                         self._unsent -= 1
                         self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
+
+    def _run(self) -> None:
+        intercept.agent_thread()
+        while True:
+            with self._changed:
+                calls = self._take()
+            self._finish_batch(calls)
