@@ -202,6 +202,7 @@ def _run(pictures: str, calls: int) -> list[protocol.StepCaptured]:
     torch.manual_seed(0)
     for _ in range(calls):
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    controller._finish_in_flight()  # steps summarised behind the script (parked calls) too
     controller._outbox.flush()
     return channel.steps
 
@@ -314,6 +315,7 @@ def _session(monkeypatch, on_device: bool, pictures: str) -> list[protocol.StepC
     for x1, x2 in pairs[:-1]:
         call(controller, x1, x2)
     call(controller, *pairs[-1], dim=0)
+    controller._finish_in_flight()  # steps summarised behind the script (parked calls) too
     controller._outbox.flush()
     return channel.steps
 

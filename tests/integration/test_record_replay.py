@@ -122,6 +122,18 @@ def test_a_script_killed_by_sigkill_leaves_every_step_it_reached(tmp_path):
     assert output.splitlines() == [f"call {i}: {s.cos.mean:.4f}" for i, s in enumerate(trace.steps)]
 
 
+def test_a_script_killed_by_sigkill_loses_at_most_its_last_64_calls(tmp_path):
+    """Under check the agent may summarise small pairs behind the script (parked calls): a
+    script killed at once after its last call loses the steps still parked, never more than 64."""
+    trace_path = tmp_path / "killed.jsonl"
+    result = run_check("--record", str(trace_path), F + "kill_after_many_calls.py", "400")
+    assert result.returncode == 3, result.stdout + result.stderr
+    trace = read_trace(trace_path)
+    steps = [s.step for s in trace.steps]
+    assert steps == list(range(len(steps))) and len(steps) >= 400 - 64
+    assert trace.exited == ScriptExited("killed", None, signal.SIGKILL, None)
+
+
 def test_a_script_killed_before_any_step_leaves_its_output_and_end(tmp_path):
     trace_path = tmp_path / "kill_self.jsonl"
     assert run_check("--record", str(trace_path), F + "kill_self.py").returncode == 3

@@ -47,7 +47,7 @@ class Call:
     __slots__ = (
         "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
         "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
-        "pair", "evidence", "strips", "values", "gathered", "matrix", "made_from", "figures",
+        "pair", "evidence", "strips", "values", "gathered", "matrix", "made_from", "figures", "share",
     )
 
     def __init__(self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool) -> None:
@@ -67,6 +67,8 @@ class Call:
         self.host: Callable[[], Any] | None = None
         """After the fetch, host copies of a small pair on a device (``copy_small_pair``): its
         summaries are queued on them then, not on the tensors now."""
+        self.share: Any = None
+        """A parked call's figures, made with other calls' (``batch.Share``), once they are."""
         self.described: Any = None
         self.graph_live: tuple[bool, bool] | None = None
         """Read at the call for a call summarised later (``capture.describe_pair``,

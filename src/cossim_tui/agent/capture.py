@@ -86,9 +86,12 @@ class PendingPair:
     def __init__(
         self, x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
         values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        described: tuple[dict[str, Any], dict[str, Any]] | None = None,
+        described: tuple[dict[str, Any], dict[str, Any]] | None = None, share: Any = None,
     ) -> None:
         self.x1, self.x2, self.dim, self.result, self.transfer = x1, x2, dim, result, transfer
+        self.share = share
+        """This call's ``batch.Share``: its figures, made with other calls' and fetched once; used
+        where the branches below are the batch's (the same values make the same figures)."""
         self.values = values
         """Host copies of a small pair's values and of the result, where the agent made them (see
         ``small_pair_on_device``): they are read instead of the tensors' own; everything else
@@ -148,15 +151,21 @@ class PendingPair:
         described = self.described or (describe(x1, exprs[0]), describe(x2, exprs[1]))
         pending = [PendingSummary(known) for known in described]
         d = self.d
-        # (Under no_grad: the stack records no autograd history, so no detach is needed.)
-        v1, v2 = (x1, x2) if self.values is None else self.values[:2]
-        values = torch.stack((as_rows(v1, d), as_rows(v2, d))).to(torch.float64)
-        norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
+        share = self.share if self.share is not None and d == -1 else None
+        if share is not None:
+            values, norms = share.values, share.norms
+        else:
+            # (Under no_grad: the stack records no autograd history, so no detach is needed.)
+            v1, v2 = (x1, x2) if self.values is None else self.values[:2]
+            values = torch.stack((as_rows(v1, d), as_rows(v2, d))).to(torch.float64)
+            norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
         self.stacked = (values, norms)
         rows, width = values.shape[1], values.shape[2]
         preview = min(PREVIEW, width)
-        slot = self.transfer.vector(stats_of(values, norms, preview))
-        if x1 is not x2:
+        slot = self.transfer.given(share.stats) if share is not None else self.transfer.vector(stats_of(values, norms, preview))
+        if x1 is not x2 and share is not None:
+            self.compare_slot = self.transfer.given(share.compare)
+        elif x1 is not x2:
             # Equal values ⇔ the largest difference is 0, unless it is NaN (checked in finish).
             # min and max of the difference: one pass (the largest |difference| is one of them).
             self.compare_slot = self.transfer.vector(torch.stack(torch.aminmax(values.diff(dim=0))))
@@ -216,7 +225,8 @@ class PendingPair:
         if similarity.is_complex():
             similarity = similarity.real
         if similarity.numel() <= COS_ON_HOST:
-            return {"all": self.transfer.vector(similarity)}
+            share = self.share
+            return {"all": self.transfer.given(share.cos) if share is not None else self.transfer.vector(similarity)}
         similarity = similarity.reshape(-1).to(torch.float64 if result.dtype == torch.float64 else torch.float32)
         angles = torch.rad2deg(torch.acos(similarity.clamp(-1.0, 1.0)))
         low, high = torch.aminmax(similarity)
@@ -306,12 +316,13 @@ class PendingPair:
 def queue_pair(
     x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
     values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    described: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    described: tuple[dict[str, Any], dict[str, Any]] | None = None, share: Any = None,
 ) -> PendingPair:
     """Queue everything ``capture_pair`` reports on ``transfer``; ``finish()`` after its fetch.
     ``values``: host copies of the pair's values and of the result (``copy_small_pair``);
-    ``described``: ``describe_pair`` read when they were made."""
-    return PendingPair(x1, x2, dim, result, exprs, transfer, values, described)
+    ``described``: ``describe_pair`` read when they were made; ``share``: the call's figures made
+    in a batch of calls (``batch``)."""
+    return PendingPair(x1, x2, dim, result, exprs, transfer, values, described, share)
 
 
 def describe_pair(x1: Any, x2: Any, exprs: tuple[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:

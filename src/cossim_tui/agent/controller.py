@@ -6,7 +6,9 @@ pictures), sends the ``StepCaptured``, and then, if it should stop there, blocks
 thread until the user says how to go on. While the script runs freely, a small pair on a CUDA device whose
 step gets no pictures is not waited for: its values are copied to the host behind the
 device's queued work, and a thread of the agent's summarises, judges and sends its step once
-they arrive, in order, while the script goes on (``Summariser``).
+they arrive, in order, while the script goes on (``Summariser``). A small pair on the CPU is
+parked the same way: its values copied at the call, its figures made later together with
+other parked calls' (``batch``).
 
 A daemon thread receives the commands (resume, pause, mute, the break condition) so that
 ``p`` reaches a script that is running between calls. If the channel closes, the debugger is
@@ -25,7 +27,7 @@ from typing import Any
 import msgspec
 
 from cossim_tui import protocol
-from cossim_tui.agent import intercept, source
+from cossim_tui.agent import intercept, source, summariser
 from cossim_tui.agent.call import Call, Intercepted
 from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.outbox import Outbox
@@ -279,14 +281,17 @@ class Controller:
         summarises, and the script queues nothing meanwhile. Whether ``False``: the call was not
         started, and is captured as usual."""
         x1, x2 = call.x1, call.x2
-        if self.mode != "run" or self._pause_requested or call.error is not None:
+        if self.mode != "run" or self._pause_requested or call.error is not None or call.matrix:
+            # (A similarity matrix's figures are read from the matrix itself, at the call.)
             return False
         tools = self.pipeline.ready()
-        if not (tools.small_pair_on_device(x1, x2, call.result) and tools.runs_behind(x1.device)):
+        copied = tools.small_pair_on_device(x1, x2, call.result)
+        park = not copied and call.step >= summariser.AT_ONCE_FIRST and tools.parkable(x1, x2, call.result)
+        if not (park or (copied and tools.runs_behind(x1.device))):
             return False
         try:
             with tools.no_grad():
-                self.pipeline.begin(call)
+                self.pipeline.begin(call, park=park)
                 # Read now what a later summary cannot: the tensors may change, and a backward()
                 # frees their graph.
                 call.described = tools.describe_pair(x1, x2, call.exprs)
@@ -295,14 +300,22 @@ class Controller:
                 # or `.data =` after the call does not reach them. (One view where one tensor.)
                 call.x1 = x1.detach()
                 call.x2 = call.x1 if x2 is x1 else x2.detach()
+                # (Its values travel in the copies: the graph behind it must not be kept alive.)
+                call.result = call.result.detach()
                 call.transfer.start()
         except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead
             return False
         if self._summariser is None:
-            self._summariser = Summariser(self._finish_one)
+            self._summariser = Summariser(self._finish_one, self._share_batch)
             intercept.before_graph_capture(self._finish_in_flight)
-        self._summariser.put(call)
+        self._summariser.put(call, parked=park)
         return True
+
+    def _share_batch(self, calls: list[Call]) -> None:
+        """Make together the figures that parked calls of one shape can share (``batch``)."""
+        tools = self.pipeline.ready()
+        with tools.no_grad():
+            tools.share_batch(calls)
 
     def _finish_in_flight(self) -> None:
         """Wait until the step of every call started by ``_send_behind`` has been sent."""

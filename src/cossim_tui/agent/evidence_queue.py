@@ -146,11 +146,16 @@ class QueuedEvidence:
         returns their unit rows."""
         if values.shape[1] > COLLAPSE_ROWS:
             values, norms = values[:, :COLLAPSE_ROWS], norms[:, :COLLAPSE_ROWS]
-        figures, unit = batch_statistics(values, norms)
-        if on_device(values):
-            figures += centred_statistics(values)
-        slot = self.transfer.vector(torch.cat(figures, dim=2))
-        count = len(figures)
+        share = self.pair.share
+        if share is not None and len(group) == 2 and values is share.values and not on_device(values):
+            # Made with a batch of calls' (``batch``): the same two figures per argument.
+            unit, slot, count = share.unit, self.transfer.given(share.figures), 2
+        else:
+            figures, unit = batch_statistics(values, norms)
+            if on_device(values):
+                figures += centred_statistics(values)
+            slot = self.transfer.vector(torch.cat(figures, dim=2))
+            count = len(figures)
         for position, plan in enumerate(group):
             plan.figures_at = (slot, count * position, count)
             plan.batch = (values, position)
@@ -236,6 +241,10 @@ class QueuedEvidence:
             and first.values.dtype == second.values.dtype == torch.float64
         ):
             # The float64 recomputation from the unit rows already at hand, compared on the host.
+            share = self.pair.share
+            if share is not None and self.stacked_unit is share.unit and share.unit.shape[1] == rows:
+                self.exact_slot = transfer.given(share.exact)  # made with a batch of calls'
+                return
             if self.stacked_unit is not None and self.stacked_unit.shape[1] == rows:
                 products = self.stacked_unit.prod(dim=0)
             else:

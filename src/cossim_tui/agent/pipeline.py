@@ -28,6 +28,7 @@ class _Tools:
     def __init__(self) -> None:
         import torch
 
+        from cossim_tui.agent.batch import HostCopy, parkable, share_batch
         from cossim_tui.agent.capture import (
             copy_small_pair,
             describe_pair,
@@ -45,6 +46,7 @@ class _Tools:
         self.PendingIdenticalInputs, self.queue_value_strips, self.HostTransfer = PendingIdenticalInputs, queue_value_strips, HostTransfer
         self.small_pair_on_device, self.copy_small_pair = small_pair_on_device, copy_small_pair
         self.describe_pair, self.graph_live_now, self.runs_behind = describe_pair, graph_live_now, runs_behind
+        self.HostCopy, self.parkable, self.share_batch = HostCopy, parkable, share_batch
 
 
 def made_of(call: Call) -> tuple[Any, Any]:
@@ -111,8 +113,9 @@ class Pipeline:
             self.projections = tools.ProjectionMaps()
         return tools
 
-    def begin(self, call: Call) -> Call:
-        """Read what the call's tensors say now and queue their values on the call's transfer."""
+    def begin(self, call: Call, *, park: bool = False) -> Call:
+        """Read what the call's tensors say now and queue their values on the call's transfer;
+        ``park``: copy a small pair on the CPU now, to be summarised later (``batch``)."""
         tools = self._tools
         transfer = call.transfer = tools.HostTransfer()
         x1, x2, result, step, pictures = call.x1, call.x2, call.result, call.step, call.pictures
@@ -124,7 +127,9 @@ class Pipeline:
         call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
         call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
         call.images = self.pictures.queue_images(made, transfer) if pictures else None
-        if tools.small_pair_on_device(x1, x2, result):
+        if park:
+            call.host = tools.HostCopy(x1, x2, result)
+        elif tools.small_pair_on_device(x1, x2, result):
             # It travels whole in the transfer, and is summarised on the host afterwards.
             call.host = tools.copy_small_pair(x1, x2, result, transfer)
         else:
@@ -138,7 +143,7 @@ class Pipeline:
         or from ``copies`` of their values made on the host."""
         tools = self._tools
         x1, x2 = call.x1, call.x2
-        call.pair = tools.queue_pair(x1, x2, call.dim, call.result, call.exprs, transfer, copies, call.described)
+        call.pair = tools.queue_pair(x1, x2, call.dim, call.result, call.exprs, transfer, copies, call.described, call.share)
         call.evidence = self.evidence.queue(
             call.step, call.site.label, call.exprs, x1, x2, call.dim, call.eps, call.result, call.pair, transfer,
             call.fresh, call.graph_live,

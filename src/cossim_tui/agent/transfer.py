@@ -34,6 +34,8 @@ class HostTransfer:
         self._values: list[list[float]] | None = None
         self._copies: dict[int, torch.Tensor | None] = {}
         """Slots that come back as host tensors rather than lists (``copy``)."""
+        self._given: dict[int, list[float]] = {}
+        """Slots whose values were on the host already (``given``)."""
         self._started: list[tuple[list[int], torch.Tensor, Any, torch.device]] | None = None
         """After ``start``: per device, its slots, their host tensor (maybe still being written),
         the event that marks the end of the copy (``None``: written already) and the device."""
@@ -51,6 +53,14 @@ class HostTransfer:
         self._sizes.append(flat.shape[0])
         return len(self._parts) - 1
 
+    def given(self, values: list[float]) -> int:
+        """A slot for values already on the host: a call's share of figures fetched once for a
+        batch of calls (``batch``), read back like the rest."""
+        self._given[len(self._sizes)] = values
+        self._parts.append(None)  # type: ignore[arg-type]
+        self._sizes.append(len(values))
+        return len(self._sizes) - 1
+
     def copy(self, tensor: torch.Tensor) -> int:
         """Queue a tensor whose values come back as a 1-D host tensor (``host``), in the dtype
         its part of the transfer was promoted to: exact for any real floating dtype."""
@@ -61,6 +71,8 @@ class HostTransfer:
     def _by_device(self) -> list[list[int]]:
         by_device: dict[Any, list[int]] = {}
         for index, part in enumerate(self._parts):
+            if part is None:  # (given: on the host already)
+                continue
             by_device.setdefault(part.device, []).append(index)
         return list(by_device.values())
 
@@ -100,7 +112,7 @@ class HostTransfer:
                         event.synchronize()
                 self._distribute(indices, host, values)
             self._started = None
-            self._values = values
+            self._values = self._with_given(values)
             return
         copies = self._copies
         for indices in self._by_device():
@@ -114,8 +126,13 @@ class HostTransfer:
                 size = self._sizes[i]
                 values[i] = flat[position : position + size]
                 position += size
-        self._values = values
+        self._values = self._with_given(values)
         self._parts = []
+
+    def _with_given(self, values: list[list[float]]) -> list[list[float]]:
+        for slot, given in self._given.items():
+            values[slot] = given
+        return values
 
     def _distribute(self, indices: list[int], host: torch.Tensor, values: list[list[float]]) -> None:
         """Hand each slot its part of ``host``: a copy as a host tensor, the rest as lists."""

@@ -1,0 +1,164 @@
+"""Parked calls: in a free run, a small pair on the CPU is copied at the call and summarised later,
+its figures made together with other parked calls'. What the user sees must not change: the
+same steps, in order, with the same findings and figures (exactly, or within rounding where a
+reduction's order may differ), as if each call had been summarised at the call."""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from msgspec.structs import astuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cossim_tui import protocol
+from cossim_tui.agent import batch, summariser
+from cossim_tui.agent.call import Intercepted
+from small_pairs import KeptMessages, free_run, varied_pairs
+
+
+def _cos(controller, x1, x2, dim=-1, site=0):
+    """``F.cosine_similarity`` as the interceptor hands it over, from one of three call sites."""
+    result = F.cosine_similarity(x1, x2, dim=dim)
+    frame = sys._getframe()
+    if site == 1:
+        frame = _site_one(frame)
+    elif site == 2:
+        frame = _site_two(frame)
+    controller.on_call(Intercepted("cosine_similarity", ("x1", "x2"), x1, x2, dim, 1e-8, result, None, frame))
+
+
+def _site_one(frame):
+    return sys._getframe()
+
+
+def _site_two(frame):
+    return sys._getframe()
+
+
+def _random_session(seed: int) -> list[tuple]:
+    """A seeded sequence of calls: fresh pairs, NaN, zeros, equal values, the same object, stale
+    partners, collapsed batches, shared storage, broadcast, another dim, another dtype, a few
+    rows, three call sites; some shapes repeat so that calls share their figures."""
+    rng = random.Random(seed)
+    shapes = [(8, 16), (8, 16), (4, 32), (16, 8), (2, 4, 8), (3, 16)]
+    calls: list[tuple] = [(x1, x2, -1, 0) for x1, x2 in varied_pairs()]  # (seeded: the same each time)
+    torch.manual_seed(seed)
+    earlier: list[torch.Tensor] = []
+    for _ in range(150):
+        shape = rng.choice(shapes)
+        x1, x2 = torch.randn(*shape), torch.randn(*shape)
+        kind = rng.randrange(14)
+        dim, site = -1, rng.choice((0, 0, 0, 1, 2))
+        if kind == 0:
+            x1[rng.randrange(shape[0]), 0] = math.nan
+        elif kind == 1:
+            x2 = torch.zeros(*shape)
+        elif kind == 2:
+            x2 = x1.clone()  # equal values
+        elif kind == 3:
+            x2 = x1  # the same object
+        elif kind == 4 and earlier:
+            partner = rng.choice(earlier)
+            x2 = partner if partner.shape == x1.shape else x2  # a stale partner
+        elif kind == 5:
+            x1 = torch.randn(1, shape[-1]) + 1e-4 * torch.randn(*shape)  # collapsed
+        elif kind == 6:
+            x2 = x1.detach().view(shape)  # shared storage
+        elif kind == 7:
+            x1 = torch.randn(1, shape[-1])  # broadcast
+        elif kind == 8:
+            dim = 0
+        elif kind == 9:
+            x1, x2 = x1.half(), x2.half()
+        elif kind == 10:
+            x1, x2 = x1.double(), x2.double()
+        elif kind == 11:
+            x1 = 5.0 + x1  # a common offset, all of one sign
+        elif kind == 12:
+            x1[0, 1] = math.inf
+        earlier = (earlier + [x1])[-6:]
+        calls.append((x1, x2, dim, site))
+    return calls
+
+
+def _steps(calls: list[tuple], park: bool, monkeypatch) -> list[protocol.Message]:
+    with monkeypatch.context() as patch:
+        if not park:
+            patch.setattr(batch, "parkable", lambda x1, x2, result: False)
+        channel = KeptMessages()
+        controller = free_run(channel)
+        for x1, x2, dim, site in calls:
+            _cos(controller, x1, x2, dim, site)
+        controller.script_ended("finished", 0, None)
+        assert (controller._summariser is not None) == park
+    return channel.messages
+
+
+def _same_step(a: protocol.StepCaptured, b: protocol.StepCaptured) -> None:
+    assert [(f.code, f.severity, f.message, f.site) for f in a.findings] == [(f.code, f.severity, f.message, f.site) for f in b.findings], a.step
+    assert (a.step, a.site, a.function, a.context, a.error, a.paused) == (b.step, b.site, b.function, b.context, b.error, b.paused)
+    # The same figures, to the last bits where a reduction's order cannot differ, within rounding
+    # where it can.
+    assert repr(a.relation) == repr(b.relation) and repr(a.cos) == repr(b.cos), a.step  # (NaN is not == NaN)
+    for x, y in zip(a.args, b.args, strict=True):
+        assert (x.expr, x.shape, x.dtype, x.device, x.preview, x.nan, x.inf, x.requires_grad, x.note) == (
+            y.expr, y.shape, y.dtype, y.device, y.preview, y.nan, y.inf, y.requires_grad, y.note
+        )
+        assert repr(x.storage) == repr(y.storage)
+        assert (x.stats is None) == (y.stats is None) and (x.norm is None) == (y.norm is None)
+        if x.stats is not None:
+            assert astuple(x.stats) == pytest.approx(astuple(y.stats), rel=1e-12, abs=1e-12, nan_ok=True)
+            assert astuple(x.norm) == pytest.approx(astuple(y.norm), rel=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("gather", [8, 64])
+def test_parked_calls_make_the_steps_of_calls_summarised_at_the_call(monkeypatch, seed, gather) -> None:
+    # Batches only when ``gather`` calls have come (or at the end): the size is the test's.
+    monkeypatch.setattr(summariser, "GATHER", gather)
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    shared: list[int] = []
+    share = batch._share
+    monkeypatch.setattr(batch, "_share", lambda group, *rest: shared.append(len(group)) or share(group, *rest))
+    calls = _random_session(seed)  # the same tensors (and storage addresses) in both sessions
+    at_the_call = _steps(calls, park=False, monkeypatch=monkeypatch)
+    parked = _steps(calls, park=True, monkeypatch=monkeypatch)
+    assert sum(shared) > 20 and max(shared) > 1  # many calls shared their figures
+    assert [type(m).__name__ for m in parked] == [type(m).__name__ for m in at_the_call]
+    steps = [m for m in parked if isinstance(m, protocol.StepCaptured)]
+    assert [s.step for s in steps] == list(range(len(calls)))
+    for a, b in zip(at_the_call, parked):
+        if isinstance(a, protocol.StepCaptured):
+            _same_step(a, b)
+    codes = {f.code for s in steps for f in s.findings}
+    assert {"stale-partner", "same-object", "identical-values", "shared-storage", "non-finite", "zero-norm"} <= codes
+
+
+def test_only_small_real_pairs_of_one_shape_on_the_cpu_are_parked() -> None:
+    small = torch.randn(8, 16)
+    assert batch.parkable(small, torch.randn(8, 16), torch.randn(8))
+    assert not batch.parkable(small, torch.randn(1, 16), torch.randn(8))  # broadcast
+    assert not batch.parkable(small, torch.randn(8, 16).double(), torch.randn(8))  # two dtypes
+    assert not batch.parkable(torch.randn(64, 64), torch.randn(64, 64), torch.randn(64))  # large
+    assert not batch.parkable(small.to(torch.complex64), small.to(torch.complex64), torch.randn(8))
+    assert not batch.parkable(small.to_sparse(), small.to_sparse(), torch.randn(8))
+
+
+def test_a_parked_call_keeps_no_autograd_graph_alive(monkeypatch) -> None:
+    """Up to 64 parked calls wait: their tensors are views without autograd, and the result too,
+    so a forward pass's activations are freed as soon as the script lets them go."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    channel = KeptMessages()
+    controller = free_run(channel)
+    weight = torch.randn(16, 16, requires_grad=True)
+    x = torch.randn(8, 16) @ weight
+    _cos(controller, x, torch.randn(8, 16))
+    parked = list(controller._summariser._calls)
+    assert parked and all(not c.result.requires_grad and c.result.grad_fn is None for c, _, _ in parked)
+    controller.script_ended("finished", 0, None)
+    assert channel.steps[0].args[0].grad_fn == "MmBackward0"
