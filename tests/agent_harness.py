@@ -34,15 +34,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterator
 
+from waiting import parked_in, until
+
 from cossim_tui import protocol
-from cossim_tui.agent import intercept
+from cossim_tui.agent import hooks, intercept
 from cossim_tui.agent.controller import Controller
 from cossim_tui.protocol import AgentConfig, encode_for_tools
 from cossim_tui.report import ReportBuilder
 from cossim_tui.session.config import check_config
 from cossim_tui.session.events import ScriptExited, Target
 from cossim_tui.session.exits import check_status
-from waiting import parked_in, until
 
 
 class KeptMessages:
@@ -123,7 +124,7 @@ def torch_restored() -> Iterator[None]:
     pre_hooks = dict(optimizer._global_optimizer_pre_hooks)
     meta_path = list(sys.meta_path)
     # What the agent remembers of ``--watch`` targets: said once per process, wrapped at import.
-    watches, pending = dict(intercept._watches), {name: list(c) for name, c in intercept._hook.pending.items()}
+    watches, pending = dict(intercept._watches), {name: list(c) for name, c in hooks._hook.pending.items()}
     rng = (torch.get_rng_state(), random.getstate(), numpy.random.get_state())
     settings = (torch.get_num_threads(), torch.get_default_dtype(), torch.is_grad_enabled())
     try:
@@ -135,14 +136,14 @@ def torch_restored() -> Iterator[None]:
                     delattr(owner, name)
             else:
                 setattr(owner, name, value)
-        for hooks, kept in ((optimizer._global_optimizer_post_hooks, post_hooks), (optimizer._global_optimizer_pre_hooks, pre_hooks)):
-            hooks.clear()
-            hooks.update(kept)
+        for registered, kept in ((optimizer._global_optimizer_post_hooks, post_hooks), (optimizer._global_optimizer_pre_hooks, pre_hooks)):
+            registered.clear()
+            registered.update(kept)
         sys.meta_path[:] = meta_path
         intercept._watches.clear()
         intercept._watches.update(watches)
-        intercept._hook.pending.clear()
-        intercept._hook.pending.update(pending)
+        hooks._hook.pending.clear()
+        hooks._hook.pending.update(pending)
         torch.set_rng_state(rng[0])
         random.setstate(rng[1])
         numpy.random.set_state(rng[2])

@@ -178,17 +178,24 @@ def test_torchrun_options_that_bypass_python_are_refused(tmp_path):
     assert "--no-python" in done.stderr and "leave it out" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now (all held open while they are chosen, so that the system
+    cannot hand the same one out twice)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @pytest.mark.parametrize("same_token", [True, False])
 def test_two_nodes_meet_on_one_screen_only_with_the_token(tmp_path, same_token):
     """Two launches of ``torchrun --nnodes 2`` on this machine: node 0's `check` listens; node 1
     connects. With another token node 1's rank is refused before anything it sends is read."""
-    listen, rendezvous, tag = _free_port(), _free_port(), uuid.uuid4().hex
+    (listen, rendezvous), tag = _free_ports(2), uuid.uuid4().hex
     nodes = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(rendezvous)]
     script = [DDP, "--steps", "2", "--tag", tag]
     env = {**os.environ, "COSSIM_TUI_TOKEN": "s3cret"}
@@ -204,10 +211,10 @@ def test_two_nodes_meet_on_one_screen_only_with_the_token(tmp_path, same_token):
     )
     try:
         node_out, node_err = node.communicate(timeout=240)
-        if same_token:
+        if same_token and node.returncode == 0:
             out, err = screen.communicate(timeout=240)
         else:
-            # Node 0's rank waits for a peer that never joins: the test ends the job it started.
+            # Node 0's rank waits for a peer that is gone: the test ends the job it started.
             screen.terminate()
             out, err = screen.communicate(timeout=60)
     finally:

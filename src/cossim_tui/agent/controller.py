@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from cossim_tui import protocol
-from cossim_tui.agent import intercept, source, summariser
+from cossim_tui.agent import hooks, intercept, source, summariser
 from cossim_tui.agent.call import Call, Intercepted
 from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.outbox import Outbox
@@ -35,13 +35,6 @@ from cossim_tui.agent.pipeline import Pipeline
 from cossim_tui.agent.summariser import Summariser
 from cossim_tui.diagnostics.judge import Judge
 from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured
-
-
-def _env_int(name: str) -> int | None:
-    try:
-        return int(os.environ[name])
-    except (KeyError, ValueError):
-        return None
 
 
 class Controller:
@@ -71,10 +64,9 @@ class Controller:
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
-        self.rank: int | None = None
-        """The rank this process became in a job it started itself (``_become_rank``); else ``None``."""
-        self._relay: Any = None
-        """The ranks the script spawns, relayed (``agent.ranks``); made at the first spawn."""
+        self.followed: Any = None
+        """The ranks the script starts itself, and the rank this process becomes among them
+        (``ranks.FollowedRanks``); made when torch is loaded."""
         self._summariser: Summariser | None = None
         """Summarises the calls started by ``_send_behind``; made at the first."""
         threading.Thread(target=self._receive, name="cossim-tui-commands", daemon=True).start()
@@ -82,8 +74,10 @@ class Controller:
     # -- messages out ---------------------------------------------------------------------
 
     def _send(self, message: protocol.Message) -> None:
-        if self.rank is not None and isinstance(message, (StepCaptured, protocol.BreakChanged)) and message.rank is None:
-            message.rank = self.rank
+        followed = self.followed
+        if followed is not None and followed.rank is not None and isinstance(message, (StepCaptured, protocol.BreakChanged)):
+            if message.rank is None:  # (a relayed rank's message carries its own)
+                message.rank = followed.rank
         if self._connected:
             self._outbox.put(message)
 
@@ -95,12 +89,9 @@ class Controller:
         told it (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), and on which host."""
         ranks: dict[str, Any] = {}
         if job:
-            import socket
+            from cossim_tui.agent.ranks import job_place
 
-            ranks = {name.lower(): _env_int(name) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-            if ranks["rank"] is None and os.environ.get("NODE_RANK", "0") == "0":
-                ranks["rank"] = ranks["local_rank"]  # (Lightning's ranks: LOCAL_RANK on one node)
-            ranks["host"] = socket.gethostname()
+            ranks = job_place()
         self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=target, argv=list(argv), **ranks))
 
     def install(self) -> None:
@@ -131,30 +122,13 @@ class Controller:
         except Exception as exc:  # noqa: BLE001 - the pairs are still judged without it
             print(f"cossim-tui: all_gather not watched: {type(exc).__name__}: {exc}", file=sys.stderr)
         try:
-            from cossim_tui.agent.ranks import RankLaunches, RankSpawns
+            from cossim_tui.agent.ranks import FollowedRanks
 
-            RankSpawns(self._rank_relay).install()
-            RankLaunches(self._rank_relay, self._become_rank).install(intercept.when_imported)
+            self.followed = FollowedRanks(self._send, lambda: self.config, self.pid)
+            self.followed.install(hooks.when_imported)
         except Exception as exc:  # noqa: BLE001 - spawned ranks then run unseen
-            print(f"cossim-tui: torch.multiprocessing.spawn not followed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(f"cossim-tui: ranks the script starts are not followed: {type(exc).__name__}: {exc}", file=sys.stderr)
         self._send(protocol.TorchHooked(version=version, intercepted=intercepted))
-
-    def _become_rank(self, rank: int, world_size: int | None) -> None:
-        """The script's own process is a rank of the job it started (Lightning's rank 0): its
-        steps say so from now on, and the screen is told."""
-        self.rank = rank
-        import socket
-
-        self._send(protocol.Hello(pid=self.pid, python=sys.version.split()[0], target=f"rank {rank}", argv=list(sys.argv),
-                                  rank=rank, world_size=world_size, local_rank=rank, host=socket.gethostname()))
-
-    def _rank_relay(self) -> Any:
-        """The relay of the ranks the script spawns, made at its first spawn."""
-        if self._relay is None:
-            from cossim_tui.agent.ranks import RankRelay
-
-            self._relay = RankRelay(self._send, lambda: self.config)
-        return self._relay
 
     def script_ended(self, status: str, exit_code: int, exception: str | None) -> None:
         if self._ended or os.getpid() != self.pid:
@@ -418,8 +392,8 @@ class Controller:
             if handle is not None:
                 with self._resumed:
                     handle(message)
-                if self._relay is not None:
-                    self._relay.broadcast(message)
+                if self.followed is not None:
+                    self.followed.broadcast(message)
         self._debugger_gone()
 
     # Each runs on the command thread, holding ``_resumed``.

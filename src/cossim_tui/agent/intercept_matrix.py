@@ -25,6 +25,7 @@ from typing import Any
 
 from cossim_tui.agent import intercept, library
 from cossim_tui.agent.call import Intercepted
+from cossim_tui.agent.hooks import as_builtin, scriptable
 
 _normalised: dict[int, tuple[weakref.ref, weakref.ref | None]] = {}
 """``id`` of each live output of ``F.normalize`` over its last dim → a weak reference to it
@@ -183,7 +184,7 @@ def _wrap_einsum(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
     # Everything the wrapper uses is a closure variable, not a global of this module: it runs
-    # with ``F``'s globals (``intercept.scriptable``).
+    # with ``F``'s globals (``hooks.scriptable``).
     agent, remember, busy_state = intercept, _remember, intercept._state
 
     def normalize(input: Any, p: Any = 2.0, dim: Any = 1, eps: Any = 1e-12, out: Any = None) -> Any:
@@ -201,7 +202,7 @@ def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
             pass
         return result
 
-    return intercept.scriptable(normalize, original)
+    return scriptable(normalize, original)
 
 
 def patch(torch: Any) -> list[str]:
@@ -213,9 +214,9 @@ def patch(torch: Any) -> list[str]:
         return getattr(found, "__cossim_tui_original__", found)
 
     F.normalize = _wrap_normalize(original(F, "normalize"))
-    torch.matmul = intercept.as_builtin(_wrap_product(original(torch, "matmul"), "matmul"))
-    torch.mm = intercept.as_builtin(_wrap_product(original(torch, "mm"), "mm"))
-    torch.einsum = intercept.as_builtin(_wrap_einsum(original(torch, "einsum")))
+    torch.matmul = as_builtin(_wrap_product(original(torch, "matmul"), "matmul"))
+    torch.mm = as_builtin(_wrap_product(original(torch, "mm"), "mm"))
+    torch.einsum = as_builtin(_wrap_einsum(original(torch, "einsum")))
     tensor = torch.Tensor
     tensor.__matmul__ = _wrap_product(original(tensor, "__matmul__"), "matmul")
     tensor.matmul = _wrap_product(original(tensor, "matmul"), "matmul")

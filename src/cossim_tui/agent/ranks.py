@@ -253,3 +253,54 @@ def _through_the_agent(original: Callable[..., Any]) -> Callable[..., Any]:
 
     command.__cossim_tui_original__ = original  # type: ignore[attr-defined]
     return command
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        return int(os.environ[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def job_place() -> dict[str, Any]:
+    """Where this process is in its job, as torchrun (or Lightning) told it: ``Hello``'s rank,
+    world size, local rank, and the host. A rank without ``RANK`` on one node is its
+    ``LOCAL_RANK`` (Lightning's ranks)."""
+    place: dict[str, Any] = {name.lower(): _env_int(name) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    if place["rank"] is None and os.environ.get("NODE_RANK", "0") == "0":
+        place["rank"] = place["local_rank"]
+    place["host"] = socket.gethostname()
+    return place
+
+
+class FollowedRanks:
+    """The ranks the script's process starts itself (``RankSpawns``, ``RankLaunches``), their
+    relay (made at the first start), and the rank this process becomes among them."""
+
+    def __init__(self, send: Callable[[protocol.Message], None], config: Callable[[], protocol.AgentConfig], pid: int) -> None:
+        self._send, self._config, self._pid = send, config, pid
+        self.rank: int | None = None
+        """The rank this process became (Lightning's rank 0); its steps carry it from then on."""
+        self._relay: RankRelay | None = None
+
+    def install(self, when_imported: Callable[[str, Callable[[Any], None]], None]) -> None:
+        RankSpawns(self.relay).install()
+        RankLaunches(self.relay, self.become).install(when_imported)
+
+    def relay(self) -> RankRelay:
+        if self._relay is None:
+            self._relay = RankRelay(self._send, self._config)
+        return self._relay
+
+    def become(self, rank: int, world_size: int | None) -> None:
+        """This process is a rank of the job it started: the screen is told, as by a rank's hello."""
+        self.rank = rank
+        self._send(protocol.Hello(
+            pid=self._pid, python=sys.version.split()[0], target=f"rank {rank}", argv=list(sys.argv),
+            rank=rank, world_size=world_size, local_rank=rank, host=socket.gethostname(),
+        ))
+
+    def broadcast(self, message: protocol.Message) -> None:
+        """A command of the screen, to the ranks started so far."""
+        if self._relay is not None:
+            self._relay.broadcast(message)
