@@ -1,4 +1,4 @@
-"""Figure 10: what cossim-tui costs a two-rank DDP job, against torchrun alone in the same run.
+"""Figure 11: what cossim-tui costs a two-rank DDP job, against torchrun alone in the same run.
 
     python benchmarks/job.py            # 5 repetitions of each, alternating
     python benchmarks/job.py --reps 3
@@ -59,7 +59,7 @@ def main() -> int:
         loop_ratios.append(times["check"][0] / times["torchrun"][0])
         wall_ratios.append(times["check"][1] / times["torchrun"][1])
         print(f"  rep {rep}: loop {times['torchrun'][0]:.2f} s → {times['check'][0]:.2f} s, job {times['torchrun'][1]:.2f} s → {times['check'][1]:.2f} s", flush=True)
-    print(f"10. two-rank DDP job ({options.steps} steps a rank, one cosine call a step), check torchrun / torchrun")
+    print(f"11. two-rank DDP job ({options.steps} steps a rank, one cosine call a step), check torchrun / torchrun")
     print(f"  training loop (rank 0, after warm-up)   {_spread(loop_ratios)}   budget ≤ 1.05× {'ok' if statistics.median(loop_ratios) <= 1.05 else 'OVER'}")
     print(f"  whole job, wall time                    {_spread(wall_ratios)}   (for reference: start-up included)")
     return 0

@@ -118,6 +118,24 @@ def test_moco_positives_are_pairs_and_its_bank_of_keys_a_matrix_without_positive
     assert set(loud(run.report)) == {"stale-partner"}
 
 
+def test_byol_row_wise_cosines_are_pair_steps_named_by_their_factors() -> None:
+    """BYOL's loss never calls a cosine function: it multiplies normalised rows and sums them."""
+    run = run_script(SCRIPT, "byol", "3")
+    calls = run.report["calls"]
+    site = line_of("return 2 - 2 * (x * y).sum(dim=-1)")
+    assert run.report["steps"] == 3
+    assert [(c["kind"], c["site"], [a["expr"] for a in c["args"]]) for c in calls] == [("pair", site, ["x", "y"])] * 3
+    # Each row's cosine, as torch computes it, is the step's similarity (bounded, not a distance).
+    assert all(-1.0 <= c["cos"]["min"] <= c["cos"]["mean"] <= c["cos"]["max"] <= 1.0 for c in calls)
+    assert loud(run.report) == [] and run.returncode == 0
+
+
+def test_byol_with_the_target_as_its_own_prediction_is_identical_values() -> None:
+    run = run_script(SCRIPT, "byol-same", "3")
+    assert "identical-values" in loud(run.report)
+    assert [c["cos"]["min"] for c in run.report["calls"]] == pytest.approx([1.0] * 3, abs=1e-6)
+
+
 def test_a_scripted_function_with_products_still_compiles_and_runs() -> None:
     run = run_script(SCRIPT, "scripted", "2")
     assert run.exited.status == "finished" and run.exited.exception is None, run.exited

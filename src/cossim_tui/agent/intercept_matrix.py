@@ -31,7 +31,12 @@ _normalised: dict[int, tuple[weakref.ref, weakref.ref | None]] = {}
 """``id`` of each live output of ``F.normalize`` over its last dim → a weak reference to it
 and to the tensor it normalised. The entry goes when the output dies."""
 
-INTERCEPTED = ("products of F.normalize rows (@, mm, matmul, einsum)",)
+_products: dict[int, tuple[weakref.ref, Any, Any]] = {}
+"""``id`` of each live ``a * b`` of two normalised tensors of one shape (BYOL's loss multiplies
+the normalised rows and sums along the last dim) → a weak reference to it and to ``a`` and
+``b``. The entry goes when the product dies."""
+
+INTERCEPTED = ("products of F.normalize rows (@, mm, matmul, einsum, (a * b).sum(-1))",)
 """What the agent says it intercepts besides the cosine functions (one short entry: the TUI
 lists them on one line)."""
 
@@ -182,6 +187,67 @@ def _wrap_einsum(original: Callable[..., Any]) -> Callable[..., Any]:
     return einsum
 
 
+def _remember_product(out: Any, a: Any, b: Any) -> None:
+    key = id(out)
+
+    def forget(ref: weakref.ref) -> None:
+        entry = _products.get(key)
+        if entry is not None and entry[0] is ref:
+            _products.pop(key, None)
+
+    _products[key] = (weakref.ref(out, forget), weakref.ref(a), weakref.ref(b))
+
+
+def _wrap_mul(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``a * b``: remembered when both are normalised rows of one 2-D shape (the sum that
+    follows is the step). Anything else costs one truth test of a dict."""
+
+    @functools.wraps(original)
+    def mul(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not _normalised or len(args) != 2 or kwargs or intercept._is_compiling():
+            return result
+        a, b = args
+        try:
+            if (
+                id(a) in _normalised and id(b) in _normalised
+                and a.dim() == 2 and a.shape == b.shape and _marked(a) is not None and _marked(b) is not None
+            ):
+                _remember_product(result, a, b)
+        except Exception:  # noqa: BLE001 - the script's product went through
+            pass
+        return result
+
+    mul.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+    return mul
+
+
+def _wrap_sum(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``(a * b).sum(-1)`` of normalised rows: each row's cosine, a pair step (``kind: pair``)."""
+
+    @functools.wraps(original)
+    def total(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not _products or intercept._is_compiling() or not args:
+            return result
+        entry = _products.get(id(args[0]))
+        if entry is None or entry[0]() is not args[0]:
+            return result
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if dim not in (-1, 1, (-1,), (1,), [-1], [1]) or kwargs.get("keepdim", args[2] if len(args) > 2 else False):
+            return result
+        a, b = entry[1](), entry[2]()
+        if a is not None and b is not None:
+            try:
+                _report("sum of products", a, b, None, result)
+            except Exception:  # noqa: BLE001 - as for a product
+                pass
+        return result
+
+    total.__cossim_tui_original__ = original  # type: ignore[attr-defined]
+    return total
+
+
 def _wrap_normalize(original: Callable[..., Any]) -> Callable[..., Any]:
     # Everything the wrapper uses is a closure variable, not a global of this module: it runs
     # with ``F``'s globals (``hooks.scriptable``).
@@ -221,4 +287,9 @@ def patch(torch: Any) -> list[str]:
     tensor.__matmul__ = _wrap_product(original(tensor, "__matmul__"), "matmul")
     tensor.matmul = _wrap_product(original(tensor, "matmul"), "matmul")
     tensor.mm = _wrap_product(original(tensor, "mm"), "mm")
+    torch.mul = as_builtin(_wrap_mul(original(torch, "mul")))
+    tensor.__mul__ = _wrap_mul(original(tensor, "__mul__"))
+    tensor.mul = _wrap_mul(original(tensor, "mul"))
+    torch.sum = as_builtin(_wrap_sum(original(torch, "sum")))
+    tensor.sum = _wrap_sum(original(tensor, "sum"))
     return list(INTERCEPTED)

@@ -48,10 +48,24 @@ def display_path(filename: str) -> str:
     return filename if outside else relative
 
 
+def _summed_product(node: ast.AST) -> list[ast.expr] | None:
+    """The two factors of ``(a * b).sum(...)`` or ``torch.sum(a * b, ...)`` (row-wise cosines
+    of normalised rows, as BYOL's loss computes them)."""
+    if not isinstance(node, ast.Call) or getattr(node.func, "attr", getattr(node.func, "id", None)) != "sum":
+        return None
+    product = node.func.value if isinstance(node.func, ast.Attribute) and not node.args[:1] else None
+    if product is None or not (isinstance(product, ast.BinOp) and isinstance(product.op, ast.Mult)):
+        product = node.args[0] if node.args else None
+    if isinstance(product, ast.BinOp) and isinstance(product.op, ast.Mult):
+        return [product.left, product.right]
+    return None
+
+
 def _as_product(node: ast.AST) -> ast.Call | None:
     """A matrix product read as a call of its two operands (a similarity matrix's sides):
-    ``a @ b`` and ``a.mm(b)`` / ``a.matmul(b)``, whose first operand is not an argument, and
-    ``einsum(equation, a, b)``, whose first argument is not an operand."""
+    ``a @ b`` and ``a.mm(b)`` / ``a.matmul(b)``, whose first operand is not an argument,
+    ``einsum(equation, a, b)``, whose first argument is not an operand, and a summed product
+    ``(a * b).sum(-1)``."""
     if isinstance(node, ast.BinOp):
         operands = [node.left, node.right]
     elif (
@@ -65,6 +79,8 @@ def _as_product(node: ast.AST) -> ast.Call | None:
         operands = list(node.args[1].elts) if listed else node.args[1:]  # type: ignore[attr-defined]
         if len(operands) != 2:
             return None
+    elif _summed_product(node) is not None:
+        operands = _summed_product(node)  # type: ignore[assignment]
     else:
         return None
     call = ast.Call(func=ast.Name("matmul"), args=operands, keywords=[])
