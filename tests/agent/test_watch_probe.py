@@ -9,76 +9,16 @@ real command, and without cossim-tui, stay in ``tests/integration/test_watch_pro
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from agent_harness import ScriptRun, run_plain_here, run_script
-
-LOSSES = '''
-import torch
-
-
-def cos_sim(a, b):
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = b / b.norm(dim=-1, keepdim=True)
-    return (a * b).sum(-1)
-
-
-class Head:
-    def score(self, query, key):
-        return (query * key).sum(-1)
-
-
-def byol_loss(p, z):
-    """byol-pytorch's loss: 2 - 2·cos, a distance that is near 0 when the pair agrees."""
-    p = p / p.norm(dim=-1, keepdim=True)
-    z = z / z.norm(dim=-1, keepdim=True)
-    return 2 - 2 * (p * z).sum(-1)
-
-
-class CosineSimilarity:
-    """pytorch-metric-learning's distance: a method whose pair comes after ``self``."""
-
-    def compute_mat(self, query_emb, ref_emb):
-        query_emb = query_emb / query_emb.norm(dim=-1, keepdim=True)
-        ref_emb = ref_emb / ref_emb.norm(dim=-1, keepdim=True)
-        return query_emb @ ref_emb.T
-'''
-
-KINDS = '''
-import torch
-from mypkg.losses import byol_loss, CosineSimilarity
-
-torch.manual_seed(0)
-for _ in range(4):
-    p = torch.randn(8, 16)
-    z = p + 1e-4 * torch.randn(8, 16)
-    print("loss", round(byol_loss(p, z).mean().item(), 3))
-    print("mat", CosineSimilarity().compute_mat(p, torch.ones(3, 16)).shape)
-'''
-
-TRAIN = '''
-import torch
-import cossim_tui
-from mypkg.losses import cos_sim, Head
-
-torch.manual_seed(0)
-z = torch.randn(4, 8)
-print("cos_sim", cos_sim(z, z.detach()).tolist())
-print("score", Head().score(z, torch.ones(4, 8)).tolist())
-cossim_tui.probe(z, z + 1, label="anchor/positive")
-'''
+from watch_project import write_project
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "mypkg").mkdir()
-    (tmp_path / "mypkg" / "__init__.py").write_text("")
-    (tmp_path / "mypkg" / "losses.py").write_text(textwrap.dedent(LOSSES))
-    (tmp_path / "train.py").write_text(textwrap.dedent(TRAIN))
-    (tmp_path / "kinds.py").write_text(textwrap.dedent(KINDS))
-    return tmp_path
+    return write_project(tmp_path)
 
 
 def _check(project: Path, *options: str, script: str = "train.py") -> tuple[ScriptRun, dict]:
