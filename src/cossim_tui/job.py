@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from cossim_tui import protocol
 from cossim_tui.diagnostics.ranks import CrossRankJudge
+from cossim_tui.launcher import end_group, signal_group
 from cossim_tui.protocol import CONNECT_ENV, TOKEN_ENV, AgentConfig, handshake
 from cossim_tui.session.events import (
     ChannelProblem,
@@ -325,28 +326,13 @@ class JobRun:
                 peer.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        if self.process.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=max(grace, 5.0))
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill_group()
-        try:
-            self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            pass
+        # torchrun, told by SIGTERM, ends its workers (each its own group) before it exits.
+        end_group(self.process, max(grace, 5.0))
         self.listener.close()
 
     def _kill_group(self) -> None:
-        self._signal_group(signal.SIGKILL)
-
-    def _signal_group(self, sig: int) -> None:
         assert self.process is not None
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+        signal_group(self.process, signal.SIGKILL)
 
 
 def join_job(torchrun_options: list[str], target: Target, address: tuple[str, int]) -> int:

@@ -232,35 +232,44 @@ class Run:
 
     def terminate(self, grace: float = 0.5) -> None:
         """End the child and its whole process group: SIGTERM, then SIGKILL after ``grace``."""
-        import subprocess
-
         if self.process.poll() is None:
             self._quit, self._ended_before_quit = True, self._ended
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill_group()
-        try:
-            self.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
-            pass
+        end_group(self.process, grace)
         self.connection.close()
 
     def _kill_group(self) -> None:
-        self._signal_group(signal.SIGKILL)
+        signal_group(self.process, signal.SIGKILL)
 
-    def _signal_group(self, sig: int) -> None:
+
+def signal_group(process: subprocess.Popen | _ForkedChild, sig: int) -> None:
+    """``sig`` to the process group ``process`` leads."""
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        # A child forked a moment ago may not lead its group yet: the child alone, then.
+        if process.poll() is None:
+            try:
+                os.kill(process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def end_group(process: subprocess.Popen | _ForkedChild, grace: float) -> None:
+    """End the process group ``process`` leads: SIGTERM if it still runs, SIGKILL after ``grace``
+    seconds (to whatever of the group is left, its DataLoader workers say), and reap it."""
+    import subprocess
+
+    if process.poll() is None:
+        signal_group(process, signal.SIGTERM)
         try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            # A child forked a moment ago may not lead its group yet: the child alone, then.
-            if self.process.poll() is None:
-                try:
-                    os.kill(self.process.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    signal_group(process, signal.SIGKILL)
+    try:
+        process.wait(timeout=2)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL cannot be ignored
+        pass
 
 
 def _spawn(
