@@ -35,6 +35,9 @@ def test_the_app_shows_rank_0_first_and_switches_ranks(source):
             await until(pilot, lambda: isinstance(app.screen, AcrossRanksScreen))
             shown = str(app.screen.query_one("#across-table").render())
             assert "across ranks · step 1" in shown and "equal anchor, partner to rank 0's" in shown
+            await pilot.press("escape", "question_mark")
+            await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+            assert ("k, 0-9", "a") == tuple(key for key, _ in app.screen.keys if key in ("k, 0-9", "a"))
 
     run(scenario)
 

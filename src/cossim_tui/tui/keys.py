@@ -211,7 +211,7 @@ class KeyActions(_App):
         self.push_screen(InputsScreen(step))
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.break_on))
+        self.push_screen(HelpScreen(self.break_on, job=len(self.job.models) > 1))
 
     async def action_quit(self) -> None:
         self.stop_run()

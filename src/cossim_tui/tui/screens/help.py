@@ -34,9 +34,11 @@ class HelpScreen(InspectorView[None]):
         Binding("question_mark", "close", "Close"),
     ]
 
-    def __init__(self, break_on: str = "error") -> None:
+    def __init__(self, break_on: str = "error", *, job: bool = False) -> None:
         super().__init__()
         self.break_on = break_on
+        self.job = job
+        """A job of several ranks is inspected: its keys are listed too."""
 
     def compose(self) -> ComposeResult:
         keys = [
@@ -55,6 +57,14 @@ class HelpScreen(InspectorView[None]):
             ("g", "history plot: similarity and norms per step, findings marked (g again: back)"),
             ("e", "embedding map: PCA of the recent vectors of both sides, coloured by label when the batch has one (e again: back)"),
             ("d", "details: the tensors' storage (ptr, strides) and first values, which under 40 rows give their lines to the call (\"d: more\"); they take the source's place (d again: back)"),
+            *(
+                [
+                    ("k, 0-9", "a torchrun job: show the next rank, or that rank (n, c, r and p act on every rank)"),
+                    ("a", "the call on screen on every rank at the same step: similarity, norms, equal inputs"),
+                ]
+                if self.job
+                else []
+            ),
             ("s", "save an SVG screenshot of the screen"),
             ("tab", "move between the findings and the output (under 30 rows, the output then takes the tensors' place)"),
             ("?", "this help (? or escape closes it)"),
