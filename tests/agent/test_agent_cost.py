@@ -276,6 +276,22 @@ def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> No
     assert _pictured(second) and second.projection is not None and second.projection.step == 1
 
 
+def test_a_step_the_break_condition_stops_at_has_a_map_even_when_it_was_pictured_anyway() -> None:
+    """Every step gets pictures here, so the capture fed the step's rows already (no map was due);
+    the break condition then stops at it, and a pause always shows its map."""
+    channel = KeptMessages()
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures="every-step"))  # type: ignore[arg-type]
+    waits: list[int] = []
+    controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
+    assert controller.condition.set("step == 1") is None
+    for _ in range(2):
+        call(controller, torch.randn(8, 16), torch.randn(8, 16))
+    controller._outbox.flush()
+    first, second = channel.steps
+    assert waits == [2] and second.paused and second.break_condition is not None
+    assert _pictured(second) and second.projection is not None and second.projection.step == 1
+
+
 def test_a_step_a_finding_stops_at_feeds_the_map_once(monkeypatch) -> None:
     """The capture makes the map of a step a finding stops at; a map that cannot be drawn (NaN
     rows) must not send the step's rows into the map a second time."""

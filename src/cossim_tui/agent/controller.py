@@ -178,6 +178,8 @@ class Controller:
             message.paused = stop
             if stop and not pictures and self.config.pictures != "none":
                 self.pipeline.picture_stop(message, seen.x1, seen.x2, seen.dim, with_map=by_condition)
+            elif by_condition and pictures:
+                self.pipeline.map_now(message)
             if stop:
                 # Waiting starts before the step goes out: a Resume that answers it at once
                 # must find the script waiting, not be lost before it waits.

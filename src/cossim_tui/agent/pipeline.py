@@ -232,6 +232,12 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - pictures are never worth breaking the script
             return
 
+    def map_now(self, message: StepCaptured) -> None:
+        """The map of a step the break condition stopped at although its pictures (and rows) were
+        made at its capture, when no map was due then: a pause always shows its map."""
+        if self.projections is not None and message.projection is None:
+            message.projection = self.projections.map_now(message.step, message.site.label)
+
     def final_maps(self) -> list[protocol.Projection]:
         """The maps of the sites that ran on after their last map: the map on screen at the end
         is then the run's end (``ProjectionMaps.latest_maps``)."""

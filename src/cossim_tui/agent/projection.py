@@ -192,6 +192,24 @@ class ProjectionMaps:
         entry.last_map = step
         return self._project(step, entry, width)
 
+    def map_now(self, step: int, site: str) -> Projection | None:
+        """The map of ``site`` as its rows are now (this step's fed already), at ``step``: for a
+        step the script stops at after its rows were fed without a map being due."""
+        entry = self._sites.get(site)
+        if entry is None:
+            return None
+        rings = [r for r in entry.rings if r is not None and r.filled]
+        if len(rings) != 2:
+            return None
+        try:
+            with torch.no_grad():
+                projection = self._project(step, entry, rings[0].rows.shape[1])
+        except Exception:  # noqa: BLE001 - a map is a picture: never worth breaking the script
+            return None
+        if projection is not None:
+            entry.last_map = max(entry.last_map, step)
+        return projection
+
     def latest_maps(self) -> list[Projection]:
         """For the end of the run: the map of every site whose latest rows are in no map made
         yet (the script ran on after its last one), each at the last step whose rows it holds."""
