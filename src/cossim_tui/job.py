@@ -20,7 +20,6 @@ whose connection ended before its script did (killed, or its node lost) is repor
 
 from __future__ import annotations
 
-import codecs
 import os
 import secrets
 import selectors
@@ -34,11 +33,10 @@ from dataclasses import dataclass, field
 
 from cossim_tui import protocol
 from cossim_tui.diagnostics.ranks import CrossRankJudge
-from cossim_tui.launcher import end_group, signal_group
+from cossim_tui.launcher import OutputReader, end_group, signal_group
 from cossim_tui.protocol import CONNECT_ENV, TOKEN_ENV, AgentConfig, handshake
 from cossim_tui.session.events import (
     ChannelProblem,
-    OutputReceived,
     RankLost,
     RunEvent,
     ScriptExited,
@@ -141,7 +139,7 @@ class JobRun:
         """Everything the job produces, in order of arrival, until and including ``ScriptExited``."""
         assert self.process is not None and self.process.stdout is not None, "start() first"
         out_fd = self.process.stdout.fileno()
-        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        reader = OutputReader(out_fd)
         selector = selectors.DefaultSelector()
         selector.register(out_fd, selectors.EVENT_READ, "out")
         self.listener.setblocking(False)
@@ -154,16 +152,11 @@ class JobRun:
                     break
                 for key, _ in ready:
                     if key.data == "out":
-                        chunk = os.read(out_fd, 65536)
-                        if not chunk:
+                        output, still_open = reader.read()
+                        if output is not None:
+                            yield output
+                        if not still_open:
                             selector.unregister(out_fd)
-                            tail = text.decode(b"", final=True)
-                            if tail:
-                                yield OutputReceived(tail)
-                            continue
-                        decoded = text.decode(chunk)
-                        if decoded:
-                            yield OutputReceived(decoded)
                     elif key.data == "listen":
                         self._accept(selector)
                     else:

@@ -146,7 +146,7 @@ class Run:
         out_fd = self.process.stdout.fileno()
         sock = self._parent_sock
         sock.setblocking(False)
-        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        reader = OutputReader(out_fd)
         frames = protocol.FrameDecoder()
         selector = selectors.DefaultSelector()
         selector.register(out_fd, selectors.EVENT_READ, "out")
@@ -161,17 +161,12 @@ class Run:
                     break
                 for key, _ in ready:
                     if key.data == "out":
-                        chunk = os.read(out_fd, 65536)
-                        if not chunk:
+                        output, still_open = reader.read()
+                        if output is not None:
+                            yield output
+                        if not still_open:
                             selector.unregister(out_fd)
                             open_streams -= 1
-                            tail = text.decode(b"", final=True)
-                            if tail:
-                                yield OutputReceived(tail)
-                            continue
-                        decoded = text.decode(chunk)
-                        if decoded:
-                            yield OutputReceived(decoded)
                     else:
                         try:
                             chunk = sock.recv(262144)
@@ -239,6 +234,22 @@ class Run:
 
     def _kill_group(self) -> None:
         signal_group(self.process, signal.SIGKILL)
+
+
+class OutputReader:
+    """The child's output pipe (stdout and stderr together), read as text: a character split
+    between two reads arrives whole, and what is left at the end is decoded then."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def read(self) -> tuple[OutputReceived | None, bool]:
+        """What one read of a ready pipe gives (``None`` when no whole character yet), and
+        whether the pipe is still open."""
+        chunk = os.read(self.fd, 65536)
+        text = self._text.decode(chunk, final=not chunk)
+        return (OutputReceived(text) if text else None), bool(chunk)
 
 
 def signal_group(process: subprocess.Popen | _ForkedChild, sig: int) -> None:

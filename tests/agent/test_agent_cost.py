@@ -14,12 +14,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import astuple, replace
+from small_pairs import KeptMessages, as_if_on_a_device, call, free_run, varied_pairs
 
 from cossim_tui import protocol
 from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.projection import EVERY
 from cossim_tui.protocol import AgentConfig, ProtocolError, convert, to_builtins
-from small_pairs import KeptMessages, as_if_on_a_device, call, free_run, varied_pairs
 
 # --------------------------------------------------------------------------------------
 # The wire: one codec, every value as it was sent
@@ -262,9 +262,11 @@ def test_paced_pictures_are_made_for_every_step_the_script_stops_at() -> None:
     assert _pictured(second) and second.projection is not None
 
 
-def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> None:
+def _stopped_by_the_condition_at_step_1(pictures: str) -> tuple[Any, Any, list[int]]:
+    """Two calls under ``continue`` with the break condition ``step == 1``: both steps, and the
+    step counts at which the script waited."""
     channel = KeptMessages()
-    controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures="paced"))  # type: ignore[arg-type]
+    controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures=pictures))  # type: ignore[arg-type]
     waits: list[int] = []
     controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
     assert controller.condition.set("step == 1") is None
@@ -272,6 +274,11 @@ def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> No
         call(controller, torch.randn(8, 16), torch.randn(8, 16))
     controller._outbox.flush()
     first, second = channel.steps
+    return first, second, waits
+
+
+def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> None:
+    first, second, waits = _stopped_by_the_condition_at_step_1("paced")
     assert not first.paused and waits == [2] and second.paused and second.break_condition is not None
     assert _pictured(second) and second.projection is not None and second.projection.step == 1
 
@@ -279,15 +286,7 @@ def test_a_step_the_break_condition_stops_at_gets_its_pictures_and_a_map() -> No
 def test_a_step_the_break_condition_stops_at_has_a_map_even_when_it_was_pictured_anyway() -> None:
     """Every step gets pictures here, so the capture fed the step's rows already (no map was due);
     the break condition then stops at it, and a pause always shows its map."""
-    channel = KeptMessages()
-    controller = Controller(channel, AgentConfig(mode="continue", break_on=["never"], pictures="every-step"))  # type: ignore[arg-type]
-    waits: list[int] = []
-    controller._wait_for_command = lambda: waits.append(controller.steps)  # type: ignore[method-assign]
-    assert controller.condition.set("step == 1") is None
-    for _ in range(2):
-        call(controller, torch.randn(8, 16), torch.randn(8, 16))
-    controller._outbox.flush()
-    first, second = channel.steps
+    first, second, waits = _stopped_by_the_condition_at_step_1("every-step")
     assert waits == [2] and second.paused and second.break_condition is not None
     assert _pictured(second) and second.projection is not None and second.projection.step == 1
 

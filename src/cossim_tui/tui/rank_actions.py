@@ -68,9 +68,7 @@ class RankActions(_Base):
                 self.set_interval(0.5, self._show_ranks)  # "waiting for rank N" comes with time
             elif model is not None and not job.chosen and job.shown is not None and group.rank < job.shown:
                 # The lowest rank first, whichever said hello first, until the user chooses.
-                _apply(self.model, None)
-                self.show_rank(group.rank)
-                job.chosen = False
+                self.show_rank(group.rank, chosen=False)
             elif model is not None:
                 _apply(model, model.started(group))
             self._show_ranks()
@@ -89,12 +87,13 @@ class RankActions(_Base):
         bar.ranks = tuple(self.job.summary())
         self._refresh_keys()  # (the rank keys appear with the second rank)
 
-    def show_rank(self, rank: int) -> None:
-        """Show ``rank``'s panels, histories and state: the live step it is at (or paused at)."""
+    def show_rank(self, rank: int, *, chosen: bool = True) -> None:
+        """Show ``rank``'s panels, histories and state: the live step it is at (or paused at);
+        ``chosen``: the user chose it (else the lowest rank is still shown first as ranks come)."""
         job = self.job
         if rank not in job.models:
             return
-        job.shown, job.chosen = rank, True
+        job.shown, job.chosen = rank, chosen
         self.model = model = job.models[rank]
         model.take_undrawn()
         self.viewing = None
