@@ -46,7 +46,6 @@ from cossim_tui.session.events import (
 PROVE_WITHIN = 10.0
 """Seconds a new peer has to answer the challenge before it is dropped."""
 
-_STAMPED = (protocol.Hello, protocol.TorchHooked, protocol.StepCaptured, protocol.ScriptEnded, protocol.BreakChanged)
 
 
 class JobError(Exception):
@@ -237,7 +236,7 @@ class JobRun:
             peer.ended = message
             if message.status in ("error", "not-found"):
                 self._failures.append((peer.rank, message))
-        if isinstance(message, _STAMPED):
+        if isinstance(message, protocol.RANKED):
             message.rank = peer.rank  # type: ignore[union-attr]
         if isinstance(message, protocol.StepCaptured):
             message.findings.extend(self._judge.observe(message))

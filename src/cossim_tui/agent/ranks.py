@@ -26,8 +26,6 @@ from cossim_tui import protocol
 from cossim_tui.diagnostics.ranks import CrossRankJudge
 from cossim_tui.protocol import handshake
 
-_STAMPED = (protocol.Hello, protocol.TorchHooked, protocol.StepCaptured, protocol.ScriptEnded, protocol.BreakChanged)
-
 
 class RankRelay:
     """The script's process's side: a listener the spawned ranks join, and their messages relayed."""
@@ -81,7 +79,7 @@ class RankRelay:
                     break
                 if isinstance(message, protocol.Hello):
                     rank = message.rank
-                if isinstance(message, _STAMPED):
+                if isinstance(message, protocol.RANKED):
                     message.rank = rank  # type: ignore[union-attr]
                 if isinstance(message, protocol.StepCaptured):
                     with self._lock:

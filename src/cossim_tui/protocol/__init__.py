@@ -27,6 +27,7 @@ from cossim_tui.protocol.messages import (
     FD_ENV,
     MESSAGE_TYPES,
     PICTURE_INTERVAL,
+    RANKED,
     SEVERITY_RANK,
     TOKEN_ENV,
     AgentConfig,
@@ -35,7 +36,9 @@ from cossim_tui.protocol.messages import (
     CallSite,
     Command,
     Finding,
+    HardNegative,
     Hello,
+    MatrixFigures,
     Message,
     ModuleCall,
     Mute,
@@ -56,10 +59,9 @@ from cossim_tui.protocol.messages import (
     TorchHooked,
     ValueStats,
 )
-from cossim_tui.protocol.messages import HardNegative, MatrixFigures
 
 __all__ = [
-    "COMMAND_KINDS", "CONFIG_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "SEVERITY_RANK",
+    "COMMAND_KINDS", "CONFIG_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "RANKED", "SEVERITY_RANK",
     "AgentConfig", "AgentMessage", "BreakChanged", "CallSite", "Command", "Connection", "Decoder", "Finding",
     "FrameDecoder", "Hello", "Message", "ModuleCall", "Mute", "Pause", "Projection", "ProtocolError", "Relation",
     "Resume", "ScriptEnded", "SetBreak", "Severity", "Similarity", "Spread", "Start", "StepCaptured", "StorageInfo",

@@ -410,6 +410,9 @@ class Start(Message, tag="start"):
 
 AgentMessage = Hello | TorchHooked | StepCaptured | ScriptEnded | BreakChanged
 """What the agent sends."""
+RANKED = (Hello, TorchHooked, StepCaptured, ScriptEnded, BreakChanged)
+"""The agent's messages that carry the rank they came from, in a job (stamped by whoever
+relays them from the rank's channel)."""
 Command = Resume | Pause | Mute | SetBreak | Start
 """What goes to the agent."""
 COMMAND_KINDS = frozenset(cls.kind for cls in Command.__args__)
