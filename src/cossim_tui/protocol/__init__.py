@@ -61,7 +61,7 @@ from cossim_tui.protocol.messages import (
 )
 
 __all__ = [
-    "COMMAND_KINDS", "CONFIG_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "RANKED", "SEVERITY_RANK",
+    "COMMAND_KINDS", "CONFIG_ENV", "CONNECT_ENV", "FD_ENV", "MAX_FRAME", "MESSAGE_TYPES", "PICTURE_INTERVAL", "RANKED", "SEVERITY_RANK", "TOKEN_ENV",
     "AgentConfig", "AgentMessage", "BreakChanged", "CallSite", "Command", "Connection", "Decoder", "Finding",
     "FrameDecoder", "Hello", "Message", "ModuleCall", "Mute", "Pause", "Projection", "ProtocolError", "Relation",
     "Resume", "ScriptEnded", "SetBreak", "Severity", "Similarity", "Spread", "Start", "StepCaptured", "StorageInfo",
