@@ -124,10 +124,14 @@ def test_parked_calls_make_the_steps_of_calls_summarised_at_the_call(monkeypatch
     shared: list[int] = []
     share = batch._share
     monkeypatch.setattr(batch, "_share", lambda group, *rest: shared.append(len(group)) or share(group, *rest))
+    centred: list[int] = []  # arguments whose common-mode figures were made with a batch's
+    centre = batch.centred_statistics
+    monkeypatch.setattr(batch, "centred_statistics", lambda values: centred.append(values.shape[0]) or centre(values))
     calls = _random_session(seed)  # the same tensors (and storage addresses) in both sessions
     at_the_call = _steps(calls, park=False, monkeypatch=monkeypatch)
     parked = _steps(calls, park=True, monkeypatch=monkeypatch)
     assert sum(shared) > 20 and max(shared) > 1  # many calls shared their figures
+    assert centred  # (the common offsets)
     assert [type(m).__name__ for m in parked] == [type(m).__name__ for m in at_the_call]
     steps = [m for m in parked if isinstance(m, protocol.StepCaptured)]
     assert [s.step for s in steps] == list(range(len(calls)))
@@ -135,7 +139,7 @@ def test_parked_calls_make_the_steps_of_calls_summarised_at_the_call(monkeypatch
         if isinstance(a, protocol.StepCaptured):
             _same_step(a, b)
     codes = {f.code for s in steps for f in s.findings}
-    assert {"stale-partner", "same-object", "identical-values", "shared-storage", "non-finite", "zero-norm"} <= codes
+    assert {"stale-partner", "same-object", "identical-values", "shared-storage", "non-finite", "zero-norm", "common-mode"} <= codes
 
 
 def test_only_small_real_pairs_of_one_shape_on_the_cpu_are_parked() -> None:

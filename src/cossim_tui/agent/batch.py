@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from cossim_tui.agent.capture import HOST_COPY_LIMIT
-from cossim_tui.agent.spread import COLLAPSE_ROWS, batch_statistics
+from cossim_tui.agent.spread import COLLAPSE_ROWS, batch_statistics, centred_statistics, may_drop
 from cossim_tui.agent.summaries import COS_ON_HOST, PREVIEW, stats_of
 
 
@@ -87,6 +87,9 @@ class Share:
     """Both arguments' unit rows, (2, rows, d)."""
     exact: list[float]
     """The float64 recomputation of every row's similarity."""
+    centred: tuple[list[float] | None, list[float] | None]
+    """``centred_statistics`` of each argument, where its common-mode drop could reach the
+    judge's threshold (``spread.may_drop``): made for all such arguments of the batch at once."""
 
 
 def _key(call: Any) -> tuple[Any, ...] | None:
@@ -133,6 +136,13 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
     figures, unit = batch_statistics(values, norms)
     figures_each = torch.cat(figures, dim=2).view(k, -1).tolist()
     exact = unit.view(k, 2, rows, width).prod(dim=1).sum(dim=-1).tolist()
+    # Per argument (2k of them), its two figures are figures_each[i // 2][2 * (i % 2):][:2].
+    centred: list[list[float] | None] = [None] * (2 * k)
+    dropping = [i for i in range(2 * k) if may_drop(figures_each[i // 2][2 * (i % 2) + 1], rows)]
+    if dropping:
+        made = torch.cat(centred_statistics(values[dropping]), dim=2).view(len(dropping), -1).tolist()
+        for i, figures_of in zip(dropping, made):
+            centred[i] = figures_of
     for j, call in enumerate(group):
         call.share = Share(
             values=values[2 * j : 2 * j + 2],
@@ -143,4 +153,5 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
             figures=figures_each[j],
             unit=unit[2 * j : 2 * j + 2],
             exact=exact[j],
+            centred=(centred[2 * j], centred[2 * j + 1]),
         )

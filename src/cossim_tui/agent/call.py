@@ -70,7 +70,8 @@ class Call:
         self.share: Any = None
         """A parked call's figures, made with other calls' (``batch.Share``), once they are."""
         self.described: Any = None
-        self.graph_live: tuple[bool, bool] | None = None
+        self.graph_live: tuple[bool | None, bool | None] | None = None
         """Read at the call for a call summarised later (``capture.describe_pair``,
         ``evidence.graph_live_now``), whose ``x1`` and ``x2`` are then views without autograd;
-        otherwise read when summarised, which is then."""
+        otherwise read when summarised, which is then. ``None`` for a ``fresh`` argument, which
+        is never matched against earlier arguments."""

@@ -271,7 +271,9 @@ class Controller:
                 # Read now what a later summary cannot: the tensors may change, and a backward()
                 # frees their graph.
                 call.described = tools.describe_pair(x1, x2, call.exprs)
-                call.graph_live = (tools.graph_live_now(x1), tools.graph_live_now(x2))
+                # (Not read for an argument a module made at this step: it is never matched
+                # against earlier steps' arguments.)
+                call.graph_live = (None if call.fresh[0] else tools.graph_live_now(x1), None if call.fresh[1] else tools.graph_live_now(x2))
                 # Views as the tensors are now (shape, strides, storage): an unsqueeze_(), set_()
                 # or `.data =` after the call does not reach them. (One view where one tensor.)
                 call.x1 = x1.detach()

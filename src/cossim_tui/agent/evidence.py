@@ -124,7 +124,7 @@ class PendingEvidence(QueuedEvidence):
                 slot, offset, count = plan.figures_at
                 rows, width = plan.values.rows, plan.values.width  # type: ignore[union-attr]
                 figures = batch_figures(
-                    transfer[slot][offset : offset + count], min(rows, COLLAPSE_ROWS), width, functools.partial(_centred_figures, plan)
+                    transfer[slot][offset : offset + count], min(rows, COLLAPSE_ROWS), width, functools.partial(self._centred, index)
                 )
             if figures is not None:
                 batch[index] = figures[0]
@@ -180,6 +180,16 @@ class PendingEvidence(QueuedEvidence):
             )
         collector.partners.remember(self.site, step_seen)
         return evidence
+
+    def _centred(self, index: int) -> list[float]:
+        """``centred_statistics`` of one argument: made with a batch of calls' where it was
+        (``batch.Share.centred``), else now."""
+        share, plan = self.pair.share, self.plans[index]
+        if share is not None and plan.batch is not None and plan.batch[0] is share.values:
+            made = share.centred[plan.batch[1]]
+            if made is not None:
+                return made
+        return _centred_figures(plan)
 
     def _requires_grad(self, index: int) -> bool:
         """Whether an argument required grad at the call (read then where capture described it:

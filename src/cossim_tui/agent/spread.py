@@ -256,6 +256,15 @@ def centred_statistics(values: torch.Tensor) -> list[torch.Tensor]:
     ]
 
 
+def may_drop(unit_sum: float, rows: int) -> bool:
+    """Whether the common-mode drop of ``rows`` unit rows (at most ``SAMPLE_ROWS``) whose sum has
+    norm ``unit_sum`` could reach the judge's threshold. n unit vectors have a mean cosine of at
+    least -1/(n-1), so the drop is at most the rows' own mean cosine: below the threshold, the
+    centred rows are not worth making."""
+    n = min(rows, SAMPLE_ROWS)
+    return n > 1 and (unit_sum * unit_sum - n) / (n * (n - 1)) > COMMON_MODE_DROP
+
+
 def batch_figures(
     fetched: list[float], n: int, d: int, centred: Callable[[], list[float]]
 ) -> tuple[float, tuple[float, float] | None] | None:
@@ -270,10 +279,7 @@ def batch_figures(
     n = min(n, SAMPLE_ROWS)
     pairs = n * (n - 1)
     before = (unit_sum * unit_sum - n) / pairs
-    if not before > COMMON_MODE_DROP:
-        # n unit vectors have a mean cosine of at least -1/(n-1), so the drop below is at most
-        # the rows' own mean cosine: it cannot reach the judge's threshold, and the centred
-        # rows are not worth making.
+    if not may_drop(unit_sum, n):
         return score, None
     centred_sum, gram = fetched[2:4] if len(fetched) == 4 else centred()
     if not (math.isfinite(centred_sum) and math.isfinite(gram)):
