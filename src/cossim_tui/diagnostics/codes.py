@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cossim_tui.protocol.messages import SEVERITY_RANK, Severity
+from cossim_tui.protocol.records import SEVERITY_RANK, Severity
 
 
 @dataclass(frozen=True)

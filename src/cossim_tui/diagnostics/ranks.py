@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from cossim_tui.protocol.messages import Finding, StepCaptured, TensorSummary
+from cossim_tui.protocol import Finding, StepCaptured, TensorSummary
 
 KEPT_STEPS = 256
 """(site, step) pairs remembered, waiting for the other ranks' same step."""

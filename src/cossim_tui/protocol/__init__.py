@@ -1,8 +1,8 @@
 """The channel between the training script and the screen: message types, one codec, framing.
 
-``messages`` holds the records (msgspec Structs, a union tagged by ``kind``); ``codec`` turns
-them into the one JSON body that travels and that a trace records; ``framing`` puts bodies on a
-stream. Everything either side needs is importable from here. No torch, no textual.
+``messages`` holds the messages (msgspec Structs, a union tagged by ``kind``) and ``records``
+what a step carries; ``codec`` turns them into the one JSON body that travels and that a trace
+records; ``framing`` puts bodies on a stream. Everything either side needs is importable from here. No torch, no textual.
 """
 
 from __future__ import annotations
@@ -28,35 +28,37 @@ from cossim_tui.protocol.messages import (
     MESSAGE_TYPES,
     PICTURE_INTERVAL,
     RANKED,
-    SEVERITY_RANK,
     TOKEN_ENV,
     AgentConfig,
     AgentMessage,
     BreakChanged,
-    CallSite,
     Command,
-    Finding,
-    HardNegative,
     Hello,
-    MatrixFigures,
     Message,
-    ModuleCall,
     Mute,
     Pause,
-    Projection,
-    Relation,
     Resume,
     ScriptEnded,
     SetBreak,
+    Start,
+    StepCaptured,
+    TorchHooked,
+)
+from cossim_tui.protocol.records import (
+    SEVERITY_RANK,
+    CallSite,
+    Finding,
+    HardNegative,
+    MatrixFigures,
+    ModuleCall,
+    Projection,
+    Relation,
     Severity,
     Similarity,
     Spread,
-    Start,
-    StepCaptured,
     StorageInfo,
     TensorSummary,
     Thumbnail,
-    TorchHooked,
     ValueStats,
 )
 
