@@ -24,17 +24,17 @@ import threading
 import types
 from typing import Any
 
-import msgspec
 
 from cossim_tui import protocol
-from cossim_tui.agent import hooks, intercept, source, summariser
+from cossim_tui.agent import hooks, intercept, summariser
 from cossim_tui.agent.call import Call, Intercepted
 from cossim_tui.agent.condition import BreakCondition, ConditionError
 from cossim_tui.agent.outbox import Outbox
 from cossim_tui.agent.pipeline import Pipeline
+from cossim_tui.agent.sites import CallSites
 from cossim_tui.agent.summariser import Summariser
 from cossim_tui.diagnostics.judge import Judge
-from cossim_tui.protocol import SEVERITY_RANK, CallSite, Finding, StepCaptured
+from cossim_tui.protocol import SEVERITY_RANK, Finding, StepCaptured
 
 
 class Controller:
@@ -55,12 +55,7 @@ class Controller:
         """Writes a step at once when the channel can take it, else queues it: the script never
         waits for the screen."""
         self._ended = False
-        self._sites: dict[source.SiteInfo, CallSite] = {}
-        self._sites_through: dict[tuple[source.SiteInfo | None, str], CallSite] = {}
-        """The user's call site of each library function called from it (``via``)."""
-        self._places: dict[tuple[int, int, tuple[str, str]], tuple[types.CodeType, CallSite, tuple[str, str]]] = {}
-        """The call site and argument names of each call instruction (code object id, offset),
-        with the code object kept alive so that its id stays its own: one look-up per call."""
+        self.sites = CallSites()
         self.condition = BreakCondition()
         self._unknown_name_reported = ""
         """The condition whose missing name was last reported: once per condition, not per call."""
@@ -155,7 +150,7 @@ class Controller:
             self.steps += 1
             pictures = False
             try:
-                site, exprs = self._place(seen.frame, seen.names) if seen.passage is None else self._place_through(seen)
+                site, exprs = self.sites.place(seen)
                 pictures = self.pipeline.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
                 call = Call(seen, step, site, exprs, pictures)
                 if not pictures and self._send_behind(call):
@@ -191,57 +186,6 @@ class Controller:
                 self._wait_for_command()
             if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                 self._stop_script()
-
-    def _place(self, frame: types.FrameType | None, names: tuple[str, str]) -> tuple[CallSite, tuple[str, str]]:
-        """The call site of ``frame``'s current instruction, and the names of its two arguments."""
-        if frame is None:
-            return self._call_site(None)[0], ("arg0", "arg1")
-        code = frame.f_code
-        key = (id(code), frame.f_lasti, names)
-        known = self._places.get(key)
-        if known is not None:
-            return known[1], known[2]
-        site, info = self._call_site(frame)
-        exprs = source.argument_names(info, names) if info is not None else ("arg0", "arg1")
-        if len(self._places) >= 4096:  # code made on the fly, call after call: start again
-            self._places.clear()
-        # The entry holds the code object, so its id cannot be reused while the entry exists.
-        self._places[key] = (code, site, exprs)
-        return site, exprs
-
-    def _place_through(self, seen: Intercepted) -> tuple[CallSite, tuple[str, str]]:
-        """The user's line that called into the library that made the call, with the library
-        function as ``via``; the tensors named by the user's arguments where the library passed
-        them through, else by the library's own expressions."""
-        passage = seen.passage
-        site, info = self._call_site(seen.frame)
-        key = (info, passage.via)
-        through = self._sites_through.get(key)
-        if through is None:
-            through = self._sites_through[key] = msgspec.structs.replace(site, via=passage.via)
-        exprs = list(source.argument_names(source.site_of(passage.inner), seen.names))
-        for index, argument in enumerate(passage.through):
-            given = source.argument_given(info, argument) if argument is not None and info is not None else None
-            exprs[index] = given or exprs[index]
-        return through, (exprs[0], exprs[1])
-
-    def _call_site(self, frame: types.FrameType | None) -> tuple[CallSite, source.SiteInfo | None]:
-        if frame is None:
-            return CallSite("<unknown>", 0, "<unknown>", 0, [], 0, 0), None
-        info = source.site_of(frame)
-        site = self._sites.get(info)
-        if site is None:
-            first, lines = source.source_lines(frame.f_code.co_filename, info)
-            site = self._sites[info] = CallSite(
-                path=info.path,
-                line=info.line,
-                function=info.function,
-                first_line=first,
-                lines=lines,
-                call_start=info.call_start,
-                call_end=info.call_end,
-            )
-        return site, info
 
     # -- calls summarised behind the script ------------------------------------------------
 
@@ -334,9 +278,9 @@ class Controller:
         self, step: int, function: str, names: tuple[str, str], frame: types.FrameType | None, exc: Exception
     ) -> StepCaptured:
         try:
-            site, _ = self._call_site(frame)
+            site, _ = self.sites.call_site(frame)
         except Exception:  # noqa: BLE001 - the step is still reported, without its source
-            site, _ = self._call_site(None)
+            site, _ = self.sites.call_site(None)
         return self.pipeline.failed_step(step, function, site, names, exc)
 
     # -- stepping -------------------------------------------------------------------------
