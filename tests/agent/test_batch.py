@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from cossim_tui import protocol
 from cossim_tui.agent import batch, summariser
 from cossim_tui.agent.call import Intercepted
+from cossim_tui.agent.provenance import Provenance
+from agent_harness import torch_restored
 from small_pairs import KeptMessages, free_run, varied_pairs
 
 
@@ -166,3 +168,31 @@ def test_a_parked_call_keeps_no_autograd_graph_alive(monkeypatch) -> None:
     assert parked and all(not c.result.requires_grad and c.result.grad_fn is None for c, _, _ in parked)
     controller.script_ended("finished", 0, None)
     assert channel.steps[0].args[0].grad_fn == "MmBackward0"
+
+
+def test_graph_liveness_is_read_at_the_call_except_for_what_a_module_made_at_this_step(monkeypatch) -> None:
+    """A parked call reads at the call whether each argument's graph is live (a backward() may free
+    it before the call is summarised), and an earlier step's output is still matched as a stale
+    partner with it; an argument a module made at this step is never matched against earlier
+    arguments, so its graph is not walked."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    with torch_restored():
+        channel = KeptMessages()
+        controller = free_run(channel)
+        provenance = Provenance(lambda: controller.steps, None)
+        provenance.install()
+        controller.pipeline.provenance = provenance
+        layer = torch.nn.Linear(16, 16)
+        earlier = layer(torch.randn(8, 16))
+        _cos(controller, earlier, torch.randn(8, 16))  # step 0: ``earlier`` was made for it
+        earlier.sum().backward()  # its graph is freed
+        now = layer(torch.randn(8, 16))
+        _cos(controller, now, earlier)  # step 1: ``earlier`` is step 0's, kept across backward()
+        parked = [call for call, _, _ in controller._summariser._calls]
+        assert [call.fresh for call in parked] == [(True, False), (True, False)]
+        assert [call.graph_live for call in parked] == [(None, False), (None, False)]
+        controller.script_ended("finished", 0, None)
+    steps = channel.steps
+    assert [f.code for f in steps[0].findings if f.severity == "error"] == []
+    assert "stale-partner" in [f.code for f in steps[1].findings]
