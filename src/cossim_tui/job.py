@@ -236,10 +236,7 @@ class JobRun:
             peer.ended = message
             if message.status in ("error", "not-found"):
                 self._failures.append((peer.rank, message))
-        if isinstance(message, protocol.RANKED):
-            message.rank = peer.rank  # type: ignore[union-attr]
-        if isinstance(message, protocol.StepCaptured):
-            message.findings.extend(self._judge.observe(message))
+        self._judge.arrived(message, peer.rank)
         yield message
 
     def _drop_slow_provers(self, selector: selectors.BaseSelector) -> Iterator[RunEvent]:

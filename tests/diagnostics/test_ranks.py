@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec.structs
-from builders import rank_arg, rank_step, step, tensor
+from builders import rank_arg, rank_hello, rank_step, step, tensor
 
 from cossim_tui import protocol
 from cossim_tui.diagnostics.ranks import CrossRankJudge, equal_arguments
@@ -15,6 +15,22 @@ def test_equal_vectors_on_two_ranks_at_one_step_are_the_same_batch() -> None:
     found = judge.observe(rank_step(1, 0, 0.1))
     assert [(f.code, f.severity, f.ranks, f.step, f.evidence) for f in found] == [("same-batch-across-ranks", "error", [0, 1], 0, ["args.0"])]
     assert "anchor on rank 1 equals anchor on rank 0 at step 0" in found[0].message
+
+
+def test_what_a_rank_s_channel_brings_carries_that_rank_and_its_steps_are_judged_across_ranks() -> None:
+    """``arrived``: what the job's listener and a script's rank relay both do with each message a
+    rank's channel brings, whatever rank the message itself claims."""
+    judge = CrossRankJudge()
+    hello, first, second = rank_hello(5), rank_step(7, 0, 0.1), rank_step(7, 0, 0.1)
+    judge.arrived(hello, 0)
+    judge.arrived(first, 0)
+    judge.arrived(second, 1)
+    assert (hello.rank, first.rank, second.rank) == (0, 0, 1)
+    assert [f.code for f in first.findings] == []
+    assert [(f.code, f.ranks) for f in second.findings] == [("same-batch-across-ranks", [0, 1])]
+    resume = protocol.Resume(mode="run")
+    judge.arrived(resume, 1)  # a command carries no rank
+    assert not hasattr(resume, "rank")
 
 
 def test_different_batches_or_different_steps_are_not() -> None:

@@ -79,11 +79,8 @@ class RankRelay:
                     break
                 if isinstance(message, protocol.Hello):
                     rank = message.rank
-                if isinstance(message, protocol.RANKED):
-                    message.rank = rank  # type: ignore[union-attr]
-                if isinstance(message, protocol.StepCaptured):
-                    with self._lock:
-                        message.findings.extend(self._judge.observe(message))
+                with self._lock:
+                    self._judge.arrived(message, rank)
                 self._forward(message)
         except (OSError, protocol.ProtocolError):
             pass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from cossim_tui.protocol import Finding, StepCaptured, TensorSummary
+from cossim_tui.protocol import RANKED, Finding, Message, StepCaptured, TensorSummary
 
 KEPT_STEPS = 256
 """(site, step) pairs remembered, waiting for the other ranks' same step."""
@@ -41,6 +41,14 @@ class CrossRankJudge:
 
     def __init__(self) -> None:
         self._seen: OrderedDict[tuple[str, int], dict[int, list[tuple | None]]] = OrderedDict()
+
+    def arrived(self, message: Message, rank: int | None) -> None:
+        """A message from ``rank`` (as its channel's hello said): it carries its rank, and a
+        step gets the findings it makes with the other ranks' steps."""
+        if isinstance(message, RANKED):
+            message.rank = rank  # type: ignore[union-attr]
+        if isinstance(message, StepCaptured):
+            message.findings.extend(self.observe(message))
 
     def observe(self, step: StepCaptured) -> list[Finding]:
         if step.rank is None:
