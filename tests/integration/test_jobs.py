@@ -21,6 +21,9 @@ from integration.live import REPO
 from integration.test_check import load_report
 from waiting import processes_mentioning
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_jobs")
+
 F = "tests/fixtures/"
 DDP = F + "ddp_pairs.py"
 STEPS = 3
