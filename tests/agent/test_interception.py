@@ -17,6 +17,9 @@ from agent_harness import ScriptThread, run_plain_here
 
 from cossim_tui.protocol import AgentConfig
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_interception")
+
 ENTRY_POINTS = Path(__file__).resolve().parent.parent / "fixtures" / "entry_points.py"
 SHAPE_ERROR = "RuntimeError: The size of tensor a (3) must match the size of tensor b (4) at non-singleton dimension 1"
 DTYPE_ERROR = "RuntimeError: expected common dtype to be floating point, yet common dtype is Long"

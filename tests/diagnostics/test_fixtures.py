@@ -30,6 +30,9 @@ import pytest
 
 from agent_harness import run_script
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_fixtures")
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "diagnostics"
 RUN_TIMEOUT = 180.0
 

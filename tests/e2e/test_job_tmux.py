@@ -13,7 +13,8 @@ from test_tmux import REPO, Terminal, _tmux
 
 from waiting import processes_mentioning, until
 
-pytestmark = pytest.mark.e2e
+# One tmux server for all of them (pyproject): one at a time, on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
 
 def job_processes(tag: str) -> list[str]:

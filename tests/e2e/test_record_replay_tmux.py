@@ -13,7 +13,8 @@ import pytest
 from cossim_tui.session.replay import read_trace
 from waiting import until
 
-pytestmark = pytest.mark.e2e
+# One tmux server for all of them (pyproject): one at a time, on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "tests/fixtures/cosine_loop.py"

@@ -13,7 +13,8 @@ import pytest
 
 from waiting import until
 
-pytestmark = pytest.mark.e2e
+# One tmux server for all of them (pyproject): one at a time, on one worker.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo" / "siamese_stale_partner.py"

@@ -21,6 +21,9 @@ from cossim_tui.protocol import ModuleCall
 from cossim_tui.report import CosSpread, Report, ReportArg, ReportCall, ReportFinding
 from integration.live import REPO, run_check
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_check")
+
 F = "tests/fixtures/"
 STATUSES = {"finished", "stopped", "error", "killed"}
 SEVERITIES = {"error", "warning", "info"}

@@ -18,6 +18,9 @@ import pytest
 
 from agent_harness import run_script
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_demos")
+
 REPO = Path(__file__).resolve().parents[2]
 
 # demo -> (codes it must report, codes it may also report)

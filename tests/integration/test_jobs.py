@@ -1,8 +1,10 @@
 """Distributed jobs under ``cossim-tui check``: torchrun (both spellings), ranks a script spawns,
 and two "nodes" on this machine. gloo on the CPU; ``torchrun --standalone`` picks its own port.
 
-Each module-scoped fixture runs one job that several tests read. Every test's job ends before
-the test does, and no process of it may be left behind.
+Each module-scoped fixture runs one job that several tests read; a job that several tests can
+share carries what each of them looks at (the healthy job gathers its partners with their
+gradient, the two nodes that meet gather theirs without). Every test's job ends before the test
+does, and no process of it may be left behind.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import pytest
 from integration.live import REPO
 from integration.test_check import load_report
 from waiting import processes_mentioning
+
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_jobs")
 
 F = "tests/fixtures/"
 DDP = F + "ddp_pairs.py"
@@ -41,7 +46,7 @@ def check_job(tmp_path, *args: str, env: dict[str, str] | None = None, timeout: 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory):
     folder = tmp_path_factory.mktemp("healthy")
-    done, report, tag = check_job(folder, "--record", str(folder / "job.jsonl"), *TORCHRUN, DDP, "--steps", str(STEPS))
+    done, report, tag = check_job(folder, "--record", str(folder / "job.jsonl"), *TORCHRUN, DDP, "--steps", str(STEPS), "--gather", "grad")
     return done, report, folder / "job.jsonl"
 
 
@@ -109,9 +114,12 @@ def test_a_sampler_is_not_the_same_batch(healthy):
     assert "same-batch-across-ranks" not in {f["code"] for f in report["findings"]}
 
 
-@pytest.mark.parametrize("gather, found", [("plain", True), ("grad", False)])
-def test_partners_from_all_gather_without_grad(tmp_path, gather, found):
-    done, report, _ = check_job(tmp_path, *TORCHRUN, DDP, "--steps", "2", "--gather", gather)
+@pytest.mark.parametrize("job, found", [("two_nodes_met", True), ("healthy", False)], ids=["plain-True", "grad-False"])
+def test_partners_from_all_gather_without_grad(request, job, found):
+    """Partners from torch.distributed's all_gather carry no gradient: a warning, once a call (two
+    steps on each of two ranks); torch.distributed.nn's keeps it, and nothing is found. The two
+    nodes that meet gather the first way (``--gather plain``), the healthy job the second."""
+    done, report = request.getfixturevalue(job)[:2]
     assert done.returncode == 0, done.stdout + done.stderr
     codes = {f["code"]: f for f in report["findings"]}
     assert ("gathered-without-grad" in codes) is found
@@ -191,15 +199,16 @@ def _free_ports(count: int) -> list[int]:
             probe.close()
 
 
-@pytest.mark.parametrize("same_token", [True, False])
-def test_two_nodes_meet_on_one_screen_only_with_the_token(tmp_path, same_token):
-    """Two launches of ``torchrun --nnodes 2`` on this machine: node 0's `check` listens; node 1
-    connects. With another token node 1's rank is refused before anything it sends is read."""
+def two_nodes(folder, *, same_token: bool) -> tuple[subprocess.CompletedProcess, dict, subprocess.CompletedProcess]:
+    """Two launches of ``torchrun --nnodes 2`` on this machine, their partners gathered without
+    their gradient: node 0's `check` listens (its result, and its report where the token is the
+    same), node 1 connects (its result); ``same_token``: node 1 has the job's COSSIM_TUI_TOKEN,
+    else another. Both have ended, with nothing of them left behind."""
     (listen, rendezvous), tag = _free_ports(2), uuid.uuid4().hex
     nodes = ["--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(rendezvous)]
-    script = [DDP, "--steps", "2", "--tag", tag]
+    script = [DDP, "--steps", "2", "--gather", "plain", "--tag", tag]
     env = {**os.environ, "COSSIM_TUI_TOKEN": "s3cret"}
-    report = tmp_path / "job.json"
+    report = folder / "job.json"
     screen = subprocess.Popen(
         [sys.executable, "-m", "cossim_tui", "check", "--json", str(report), "--listen", f"127.0.0.1:{listen}", "torchrun", *nodes, "--node-rank", "0", *script],
         cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -222,16 +231,33 @@ def test_two_nodes_meet_on_one_screen_only_with_the_token(tmp_path, same_token):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+    assert processes_mentioning(tag) == []
+    data = load_report(report) if same_token and (screen.returncode, node.returncode) == (0, 0) else {}
+    return (
+        subprocess.CompletedProcess(screen.args, screen.returncode, out, err),
+        data,
+        subprocess.CompletedProcess(node.args, node.returncode, node_out, node_err),
+    )
+
+
+@pytest.fixture(scope="module")
+def two_nodes_met(tmp_path_factory):
+    return two_nodes(tmp_path_factory.mktemp("two-nodes"), same_token=True)
+
+
+@pytest.mark.parametrize("same_token", [True, False])
+def test_two_nodes_meet_on_one_screen_only_with_the_token(request, tmp_path, same_token):
+    """Two nodes on this machine: node 0's `check` listens; node 1 connects. With another token
+    node 1's rank is refused before anything it sends is read."""
+    screen, data, node = request.getfixturevalue("two_nodes_met") if same_token else two_nodes(tmp_path, same_token=False)
     if same_token:
-        assert (screen.returncode, node.returncode) == (0, 0), out + err + node_out + node_err
-        data = load_report(report)
+        assert (screen.returncode, node.returncode) == (0, 0), screen.stdout + screen.stderr + node.stdout + node.stderr
         assert sorted((c["rank"], c["step"]) for c in data["calls"]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
         assert data["world_size"] == 2
     else:
         assert node.returncode != 0
-        assert "refused" in node_err
-        assert "did not prove the job's COSSIM_TUI_TOKEN" in err
-    assert processes_mentioning(tag) == []
+        assert "refused" in node.stderr
+        assert "did not prove the job's COSSIM_TUI_TOKEN" in screen.stderr
 
 
 def _line(text: str) -> int:

@@ -38,6 +38,9 @@ from integration.live import FIXTURES, REPO, START_TIMEOUT, run_check
 from waiting import until as wait_until
 from waiting import until_async
 
+# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
+pytestmark = pytest.mark.xdist_group("test_record_replay")
+
 F = "tests/fixtures/"
 SIZE = (100, 30)
 

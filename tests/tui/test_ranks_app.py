@@ -3,11 +3,15 @@ rank bar, switching ranks, one command for every rank, and the view across ranks
 
 from __future__ import annotations
 
+import asyncio
+
 from builders import rank_hello, rank_step
+from textual.widget import Widget
 
 from cossim_tui.tui.app import InspectorApp
 from cossim_tui.tui.screens.across_ranks import AcrossRanksScreen
 from cossim_tui.tui.widgets.rank_bar import RankBar
+from waiting import until_async
 
 from .test_app import SIZE, run, until
 
@@ -52,5 +56,38 @@ def test_a_single_process_has_no_rank_keys_or_bar(source, make):
             assert app.check_action("next_rank", ()) is False
             await pilot.press("k")
             assert app.job.models == {}
+
+    run(scenario)
+
+
+def test_the_ranks_timer_ticking_while_the_app_closes_is_no_error(source):
+    """The rank bar's half-second timer ("waiting for rank N") is the app's: under ``run_test``
+    Textual closes the screens before the app's own timers, so it can tick after the bar has
+    gone. That tick does nothing; it failed the app (NoMatches), and a test now and then.
+
+    A widget beside the bar holds the screen's closing until the timer has ticked once with
+    the bar gone (within half a second)."""
+    ticked_without_the_bar = asyncio.Event()
+
+    class HoldsTheClosing(Widget):
+        async def on_unmount(self) -> None:
+            await until_async(asyncio.sleep, ticked_without_the_bar.is_set, 10, "the ranks' timer to tick with the bar gone")
+
+    async def scenario():
+        app = InspectorApp(source)
+        async with app.run_test(size=SIZE) as pilot:
+            bar = app.query_one(RankBar)
+            show_ranks = app._show_ranks
+
+            def observed() -> None:
+                if bar.parent is None:
+                    ticked_without_the_bar.set()
+                show_ranks()
+
+            app._show_ranks = observed  # the timer the first hello starts calls this
+            await app.screen.mount(HoldsTheClosing())
+            source.feed(rank_hello(0), rank_hello(1), rank_step(0, 0, 0.1, paused=True))
+            await until(pilot, lambda: len(app.query_one(RankBar).ranks) == 2)
+        assert ticked_without_the_bar.is_set()
 
     run(scenario)

@@ -82,6 +82,8 @@ class RankActions(_Base):
         return group
 
     def _show_ranks(self) -> None:
+        if not self.is_running:
+            return  # the app is closing and its timer can still tick (run_test): the bar may be gone
         bar = self.query_one(RankBar)
         bar.world_size = self.job.world_size
         bar.ranks = tuple(self.job.summary())
