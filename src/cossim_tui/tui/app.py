@@ -333,7 +333,7 @@ class InspectorApp(RunEvents, RankActions, KeyActions, App[None]):
 
         The footer rebuilds all its keys on every refresh: tens of milliseconds, so it happens
         only when the footer would look different."""
-        if not self.screen_stack:
+        if not self.screen_stack or not self.is_running:
             return  # the app is closing (a timer can still fire): there is no footer any more
         keys = tuple(self.check_action(binding.action, ()) for binding in self._footer_bindings)
         if keys != self._keys_shown:

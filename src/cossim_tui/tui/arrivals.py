@@ -113,7 +113,7 @@ class RunEvents(_App):
 
     def _follow_later(self) -> None:
         self._follow_pending = False
-        if self.model.undrawn and self.screen_stack:  # (not while the app closes)
+        if self.model.undrawn and self.screen_stack and self.is_running:  # (not while the app closes)
             self._follow()
 
     def _draw_arrived(self) -> None:
