@@ -21,8 +21,10 @@ from cossim_tui.protocol import ModuleCall
 from cossim_tui.report import CosSpread, Report, ReportArg, ReportCall, ReportFinding
 from integration.live import REPO, run_check
 
-# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
-pytestmark = pytest.mark.xdist_group("test_check")
+# A module-scoped run serves several tests: they run on one worker (pyproject's loadgroup), so
+# that it runs once; the other tests go wherever a worker is free.
+MIX_RUN = pytest.mark.xdist_group("check-mix")
+STALE_DEMO = pytest.mark.xdist_group("check-stale-demo")
 
 F = "tests/fixtures/"
 STATUSES = {"finished", "stopped", "error", "killed"}
@@ -315,6 +317,7 @@ def mix(tmp_path_factory):
     return done, load_report(path)
 
 
+@MIX_RUN
 def test_fail_on_never_exits_0_with_findings(mix):
     done, report = mix
     assert done.returncode == 0, done.stdout + done.stderr
@@ -322,6 +325,7 @@ def test_fail_on_never_exits_0_with_findings(mix):
     assert "same-object" in done.stdout and "exit status 0" in done.stdout  # reported, just not failing
 
 
+@MIX_RUN
 def test_report_follows_the_schema(mix):
     done, report = mix
     assert "  report: " in done.stdout
@@ -330,12 +334,14 @@ def test_report_follows_the_schema(mix):
     )
 
 
+@MIX_RUN
 def test_report_counts_every_call_the_script_made(mix):
     done, report = mix
     made = int(done.stdout.split("made ", 1)[1].split(" cosine calls", 1)[0])
     assert report["steps"] == made == len(report["calls"]) == 4
 
 
+@MIX_RUN
 def test_report_calls_describe_the_tensors(mix):
     _, report = mix
     first, same, broken, loss = report["calls"]
@@ -364,6 +370,7 @@ def test_report_calls_describe_the_tensors(mix):
     assert [a["expr"] for a in loss["args"]] == ["z_left", "z_right"]
 
 
+@MIX_RUN
 def test_report_findings_point_at_their_steps(mix):
     _, report = mix
     same = _finding(report, "same-object")
@@ -380,6 +387,7 @@ def test_report_findings_point_at_their_steps(mix):
 SEVERITIES_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
+@MIX_RUN
 def test_report_names_the_module_that_made_each_tensor(mix):
     _, report = mix
     left, right = report["calls"][0]["args"]
@@ -399,6 +407,7 @@ def stale_demo(tmp_path_factory):
     return done, load_report(path)
 
 
+@STALE_DEMO
 def test_demo_stale_partner(stale_demo):
     done, report = stale_demo
     assert done.returncode == 1, done.stdout + done.stderr
@@ -417,6 +426,7 @@ def test_demo_stale_partner(stale_demo):
     assert "exit status 1" in done.stdout
 
 
+@STALE_DEMO
 def test_demo_report_has_training_context(stale_demo):
     _, report = stale_demo
     context = report["calls"][1]["context"]

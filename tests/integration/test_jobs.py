@@ -21,8 +21,10 @@ from integration.live import REPO
 from integration.test_check import load_report
 from waiting import processes_mentioning
 
-# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
-pytestmark = pytest.mark.xdist_group("test_jobs")
+# A module-scoped job serves several tests: they run on one worker (pyproject's loadgroup), so
+# that it runs once; the other tests go wherever a worker is free.
+HEALTHY = pytest.mark.xdist_group("job-healthy")
+TWO_NODES = pytest.mark.xdist_group("job-two-nodes")
 
 F = "tests/fixtures/"
 DDP = F + "ddp_pairs.py"
@@ -55,6 +57,7 @@ def no_sampler(tmp_path_factory):
     return check_job(tmp_path_factory.mktemp("no-sampler"), "-m", "torch.distributed.run", *TORCHRUN[1:], DDP, "--steps", str(STEPS), "--no-sampler")
 
 
+@HEALTHY
 def test_a_healthy_job_has_every_rank_and_no_error(healthy):
     done, report, _ = healthy
     assert done.returncode == 0, done.stdout + done.stderr
@@ -66,12 +69,14 @@ def test_a_healthy_job_has_every_rank_and_no_error(healthy):
     assert "on 2 of 2 ranks" in done.stdout
 
 
+@HEALTHY
 def test_every_finding_of_a_job_names_its_ranks(healthy):
     _, report, _ = healthy
     for finding in report["findings"]:
         assert finding["ranks"] and set(finding["ranks"]) <= {0, 1}
 
 
+@HEALTHY
 def test_a_job_is_recorded_with_its_ranks_and_replays_with_them(healthy):
     from cossim_tui.protocol import Hello, StepCaptured
     from cossim_tui.session.replay import TraceSource, read_trace
@@ -109,12 +114,17 @@ def test_the_same_batch_on_every_rank_is_found(no_sampler):
     assert "DistributedSampler" in found[0]["fix"]
 
 
+@HEALTHY
 def test_a_sampler_is_not_the_same_batch(healthy):
     _, report, _ = healthy
     assert "same-batch-across-ranks" not in {f["code"] for f in report["findings"]}
 
 
-@pytest.mark.parametrize("job, found", [("two_nodes_met", True), ("healthy", False)], ids=["plain-True", "grad-False"])
+@pytest.mark.parametrize(
+    "job, found",
+    [pytest.param("two_nodes_met", True, marks=TWO_NODES), pytest.param("healthy", False, marks=HEALTHY)],
+    ids=["plain-True", "grad-False"],
+)
 def test_partners_from_all_gather_without_grad(request, job, found):
     """Partners from torch.distributed's all_gather carry no gradient: a warning, once a call (two
     steps on each of two ranks); torch.distributed.nn's keeps it, and nothing is found. The two
@@ -245,7 +255,7 @@ def two_nodes_met(tmp_path_factory):
     return two_nodes(tmp_path_factory.mktemp("two-nodes"), same_token=True)
 
 
-@pytest.mark.parametrize("same_token", [True, False])
+@pytest.mark.parametrize("same_token", [pytest.param(True, marks=TWO_NODES), False])
 def test_two_nodes_meet_on_one_screen_only_with_the_token(request, tmp_path, same_token):
     """Two nodes on this machine: node 0's `check` listens; node 1 connects. With another token
     node 1's rank is refused before anything it sends is read."""

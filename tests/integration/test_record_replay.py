@@ -38,8 +38,9 @@ from integration.live import FIXTURES, REPO, START_TIMEOUT, run_check
 from waiting import until as wait_until
 from waiting import until_async
 
-# Its module-scoped fixtures run once for several tests: all of them on one worker (pyproject).
-pytestmark = pytest.mark.xdist_group("test_record_replay")
+# A module-scoped run serves two tests: they run on one worker (pyproject's loadgroup), so that it
+# runs once; the other tests go wherever a worker is free.
+RECORDED = pytest.mark.xdist_group("recorded-check")
 
 F = "tests/fixtures/"
 SIZE = (100, 30)
@@ -85,6 +86,7 @@ def recorded_check(tmp_path_factory):
     return out, with_trace, plain
 
 
+@RECORDED
 def test_check_record_writes_a_trace_whose_steps_are_the_reports(recorded_check):
     out, result, _ = recorded_check
     assert result.returncode == 1, result.stderr
@@ -104,6 +106,7 @@ def test_check_record_writes_a_trace_whose_steps_are_the_reports(recorded_check)
     assert result.stdout.startswith(output) and "same object: 1.0000" in output
 
 
+@RECORDED
 def test_check_record_leaves_the_report_and_exit_status_unchanged(recorded_check):
     out, with_trace, plain = recorded_check
     assert with_trace.returncode == plain.returncode == 1
