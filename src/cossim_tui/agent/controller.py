@@ -24,7 +24,6 @@ import threading
 import types
 from typing import Any
 
-
 from cossim_tui import protocol
 from cossim_tui.agent import hooks, intercept, summariser
 from cossim_tui.agent.call import Call, Intercepted
