@@ -318,6 +318,9 @@ def test_history_stays_on_screen_while_the_run_goes_on(source, make):
             assert app.viewing == 0
             source.feed(*(make.step1(paused=False, step=i) for i in range(2, 9)))
             await until(pilot, lambda: app.model.step_count == 9)
+            # A free run's count is redrawn at most every RUNNING_REDRAW: steps that came in a
+            # second batch are on screen by the next frame.
+            await until(pilot, lambda: " of 9 " in status(app))
             assert status(app).startswith("cossim-tui · viewing step 0 of 9 (history)")
             assert "live: running" in status(app)
             assert app.query_one(RelationPanel).border_title.startswith("step 0 ·")
