@@ -16,38 +16,11 @@ import struct
 import pytest
 import torch
 from torch import nn
-from torch.optim import optimizer as optimizer_module
-from torch.utils.data import DataLoader, TensorDataset, dataloader
+from torch.utils.data import DataLoader, TensorDataset
 
 import builders
 from cossim_tui import protocol
-from cossim_tui.agent.context import TrainingContext
 from cossim_tui.agent.projection import ROWS_PER_CALL, ProjectionMaps
-from cossim_tui.agent.provenance import Provenance
-
-
-class Watched:
-    """A context and a provenance wired together as the controller wires them."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.context = TrainingContext()
-        self.provenance = Provenance(lambda: self.step, self.context.consumed)
-        self.provenance.install()
-        self.context.install()
-
-
-@pytest.fixture
-def watched(monkeypatch: pytest.MonkeyPatch) -> Watched:
-    for owner, name in (
-        (nn.Module, "__call__"),
-        (dataloader.DataLoader, "__iter__"),
-        (dataloader._BaseDataLoaderIter, "__next__"),
-        (torch.Tensor, "backward"),
-    ):
-        monkeypatch.setattr(owner, name, owner.__dict__[name])  # put back at teardown
-    monkeypatch.setattr(optimizer_module, "register_optimizer_step_post_hook", lambda hook: None)
-    return Watched()
 
 
 def image_loader(batches: int = 2, size: int = 4, label_dtype: torch.dtype = torch.int64) -> DataLoader:

@@ -10,39 +10,13 @@ patched torch entry points are put back after each test.
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
-from torch.optim import optimizer as optimizer_module
-from torch.utils.data import DataLoader, TensorDataset, dataloader
+from torch.utils.data import DataLoader, TensorDataset
 
 from cossim_tui.agent.context import TrainingContext
-from cossim_tui.agent.provenance import Provenance
 from cossim_tui.agent.transfer import HostTransfer
 from fixtures.prefetching_loader import PrefetchingLoader  # accelerate's DataLoaderShard, as the run's fixture has it
-
-
-class Watched:
-    """A context and a provenance wired together as the controller wires them."""
-
-    def __init__(self) -> None:
-        self.context = TrainingContext()
-        self.provenance = Provenance(lambda: 0, self.context.consumed)
-        self.provenance.install()
-        self.context.install()
-
-
-@pytest.fixture
-def watched(monkeypatch: pytest.MonkeyPatch) -> Watched:
-    for owner, name in (
-        (nn.Module, "__call__"),
-        (dataloader.DataLoader, "__iter__"),
-        (dataloader._BaseDataLoaderIter, "__next__"),
-        (torch.Tensor, "backward"),
-    ):
-        monkeypatch.setattr(owner, name, owner.__dict__[name])  # put back at teardown
-    monkeypatch.setattr(optimizer_module, "register_optimizer_step_post_hook", lambda hook: None)
-    return Watched()
 
 
 def snapshot(context: TrainingContext) -> dict[str, float]:
