@@ -196,3 +196,25 @@ def test_graph_liveness_is_read_at_the_call_except_for_what_a_module_made_at_thi
     steps = channel.steps
     assert [f.code for f in steps[0].findings if f.severity == "error"] == []
     assert "stale-partner" in [f.code for f in steps[1].findings]
+
+
+def test_an_earlier_output_whose_graph_was_alive_at_the_call_is_not_stale_though_backward_ran_before_its_step_was_made(monkeypatch) -> None:
+    """A parked call is summarised later; by then a backward() may have freed the graph of an
+    argument that belonged to the graph being built at the call (an anchor reused within one
+    step). What counts is how it was at the call: no stale partner."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    with torch_restored():
+        channel = KeptMessages()
+        controller = free_run(channel)
+        provenance = Provenance(lambda: controller.steps, None)
+        provenance.install()
+        controller.pipeline.provenance = provenance
+        layer = torch.nn.Linear(16, 16)
+        earlier = layer(torch.randn(8, 16))
+        _cos(controller, earlier, torch.randn(8, 16))  # step 0
+        _cos(controller, layer(torch.randn(8, 16)), earlier)  # step 1: ``earlier``'s graph is alive
+        earlier.sum().backward()  # frees it, before either step is summarised
+        assert len(controller._summariser._calls) == 2  # (both still parked)
+        controller.script_ended("finished", 0, None)
+    assert "stale-partner" not in [f.code for f in channel.steps[1].findings]

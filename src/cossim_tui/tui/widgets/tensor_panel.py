@@ -2,8 +2,9 @@
 
 Two of these stand side by side so the user can compare the operands line by line: where
 they came from (expression, autograd, the module that made them), what they hold (norms,
-values, NaN/Inf, the first values) and where they live (storage address, offset, strides). A low screen has no rows for the last
-two (``hidden``): the summary then says that ``d`` shows them.
+values, NaN/Inf, the first values) and where they live (storage address, offset, strides). A
+low screen has no rows for the last two (``hidden``): the summary then says that ``d`` shows
+them.
 """
 
 from __future__ import annotations
