@@ -173,7 +173,6 @@ class Provenance:
         """Outermost calls so far, per module instance: id -> [weak reference, count] (a plain
         dict and a count bumped in place: no new weak reference per call)."""
         self._by_storage: OrderedDict[tuple[int, int], tuple[weakref.ref, MadeBy]] = OrderedDict()
-        self._original_call: Any = None
 
     def install(self) -> None:
         module_class = torch.nn.Module
@@ -200,7 +199,6 @@ class Provenance:
             record(module, source, labels, output, step)
             return output
 
-        self._original_call = original
         module_class.__call__ = call  # type: ignore[method-assign]
 
     def _record(self, module: torch.nn.Module, source: torch.Tensor | None, labels: Any, output: Any, step: int) -> None:
