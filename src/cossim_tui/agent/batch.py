@@ -60,7 +60,8 @@ class HostCopy:
     def __init__(self, x1: torch.Tensor, x2: torch.Tensor, result: torch.Tensor) -> None:
         self.flat = torch.cat((x1.reshape(-1), x2.reshape(-1), result.reshape(-1)))
         self.n = x1.numel()
-        self.shapes = (x1.shape, x2.shape, result.shape)  # as they are now
+        # As they are now; plain tuples of ints, which the garbage collector stops tracking.
+        self.shapes = (tuple(x1.shape), tuple(x2.shape), tuple(result.shape))
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         flat, n, shapes = self.flat, self.n, self.shapes

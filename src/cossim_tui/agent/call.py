@@ -56,7 +56,7 @@ class Call:
         self.dim = seen.dim if isinstance(seen.dim, int) else -1
         self.eps = float(seen.eps) if isinstance(seen.eps, (int, float)) else 1e-8
         self.pictures = pictures
-        self.gathered: list[int] = []
+        self.gathered: tuple[int, ...] = ()
         """The sides holding rows of ``all_gather`` without history (``agent.gathers``)."""
         self.matrix, self.made_from = seen.matrix, seen.made_from
         self.figures: Any = None

@@ -29,8 +29,10 @@ from cossim_tui.agent.summaries import (
     SAMPLE,
     SMALL,
     ArgValues,
+    Described,
     PendingSummary,
     describe,
+    described_now,
     finish_stats,
     queue_stats,
     stats_of,
@@ -86,7 +88,7 @@ class PendingPair:
     def __init__(
         self, x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
         values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-        described: tuple[dict[str, Any], dict[str, Any]] | None = None, share: Any = None,
+        described: tuple[Described, Described] | None = None, share: Any = None,
     ) -> None:
         self.x1, self.x2, self.dim, self.result, self.transfer = x1, x2, dim, result, transfer
         self.share = share
@@ -123,7 +125,7 @@ class PendingPair:
             self.pending = self._queue_stacked(exprs)
         else:
             described = self.described or (None, None)
-            self.pending = [queue_stats(x, self.d, self.transfer, expr, known) for x, expr, known in zip((x1, x2), exprs, described)]
+            self.pending = [queue_stats(x, self.d, self.transfer, expr, seen) for x, expr, seen in zip((x1, x2), exprs, described)]
             if self.both_tensors:
                 self.compare_slot = self._queue_comparison()
         if not self.in_range:
@@ -148,8 +150,8 @@ class PendingPair:
     def _queue_stacked(self, exprs: tuple[str, str]) -> list[PendingSummary]:
         """Both arguments at once: one stack, one set of reductions, one queued vector."""
         x1, x2 = self.x1, self.x2
-        described = self.described or (describe(x1, exprs[0]), describe(x2, exprs[1]))
-        pending = [PendingSummary(known) for known in described]
+        described = self.described or (None, None)
+        pending = [PendingSummary(describe(x, expr, seen)) for x, expr, seen in zip((x1, x2), exprs, described)]
         d = self.d
         share = self.share if self.share is not None and d == -1 else None
         if share is not None:
@@ -316,7 +318,7 @@ class PendingPair:
 def queue_pair(
     x1: Any, x2: Any, dim: int, result: Any, exprs: tuple[str, str], transfer: HostTransfer,
     values: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    described: tuple[dict[str, Any], dict[str, Any]] | None = None, share: Any = None,
+    described: tuple[Described, Described] | None = None, share: Any = None,
 ) -> PendingPair:
     """Queue everything ``capture_pair`` reports on ``transfer``; ``finish()`` after its fetch.
     ``values``: host copies of the pair's values and of the result (``copy_small_pair``);
@@ -325,11 +327,11 @@ def queue_pair(
     return PendingPair(x1, x2, dim, result, exprs, transfer, values, described, share)
 
 
-def describe_pair(x1: Any, x2: Any, exprs: tuple[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def describe_pair(x1: torch.Tensor, x2: torch.Tensor) -> tuple[Described, Described]:
     """What a summary reads from the tensors themselves rather than from their values (shape,
     dtype, autograd, storage), as they are now: for a pair summarised later from host copies
     (``queue_pair``'s ``described``), by which time the script may have changed them."""
-    return describe(x1, exprs[0]), describe(x2, exprs[1])
+    return described_now(x1), described_now(x2)
 
 
 HOST_COPY_LIMIT = 2048

@@ -255,13 +255,22 @@ class TrainingContext:
                 known["lr"] = float(lr)
             known["optimizer_steps"] = self.optimizer_steps
 
+        if not slots:
+            # Nothing to wait for: no closure (a parked call keeps this until it is summarised,
+            # and a dict of numbers is nothing for the garbage collector).
+            return functools.partial(_in_order, known)
+
         def finish() -> dict[str, float]:
             for key, slot in slots.items():
                 known[key] = float(transfer[slot][0])
-            # The report and the screen list the keys in this order.
-            return {key: known[key] for key in _ORDER if key in known}
+            return _in_order(known)
 
         return finish
+
+
+def _in_order(known: dict[str, float]) -> dict[str, float]:
+    """The report and the screen list the keys in this order."""
+    return {key: known[key] for key in _ORDER if key in known}
 
 
 _ORDER = ("epoch", "batch", "loss", "lr", "optimizer_steps")

@@ -213,7 +213,7 @@ class Controller:
                 self.pipeline.begin(call, park=park)
                 # Read now what a later summary cannot: the tensors may change, and a backward()
                 # frees their graph.
-                call.described = tools.describe_pair(x1, x2, call.exprs)
+                call.described = tools.describe_pair(x1, x2)
                 # (Not read for an argument a module made at this step: it is never matched
                 # against earlier steps' arguments.)
                 call.graph_live = (None if call.fresh[0] else tools.graph_live_now(x1), None if call.fresh[1] else tools.graph_live_now(x2))

@@ -195,7 +195,7 @@ class PendingEvidence(QueuedEvidence):
         """Whether an argument required grad at the call (read then where capture described it:
         a step summarised later gets views of the tensors without autograd)."""
         described = self.pair.described
-        return bool(described[index]["requires_grad"]) if described is not None else self.tensors[index].requires_grad
+        return described[index].requires_grad if described is not None else self.tensors[index].requires_grad
 
     def _copy(self, index: int) -> torch.Tensor | None:
         """An argument's values copied to the host at the call, where capture made them."""

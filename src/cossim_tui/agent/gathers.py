@@ -59,14 +59,14 @@ class Gathers:
             if isinstance(tensor, torch.Tensor):
                 self._recent.append(weakref.ref(tensor))
 
-    def of(self, x1: Any, x2: Any) -> list[int]:
+    def of(self, x1: Any, x2: Any) -> tuple[int, ...]:
         """The sides of a call that hold gathered rows without history while the other has it."""
         if not self._recent:
-            return []
+            return ()
         if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)) or x1.requires_grad == x2.requires_grad:
-            return []
+            return ()
         index, x = (1, x2) if x1.requires_grad else (0, x1)
-        return [index] if self._holds_gathered(x) else []
+        return (index,) if self._holds_gathered(x) else ()
 
     def _holds_gathered(self, x: torch.Tensor) -> bool:
         if x.numel() == 0 or x.dim() == 0:

@@ -119,12 +119,16 @@ class Pipeline:
         tools = self._tools
         transfer = call.transfer = tools.HostTransfer()
         x1, x2, result, step, pictures = call.x1, call.x2, call.result, call.step, call.pictures
-        made = call.made = [self.provenance.made_by(x) if self.provenance is not None else None for x in made_of(call)]
-        call.fresh = tuple(m is not None and m.call.step == step for m in made)
-        call.from_loader = [self.context is not None and self.context.from_loader(x) for x in (x1, x2)]
+        # Tuples, not lists: a parked call keeps them until it is summarised (``batch``), and
+        # a tuple of plain values is untracked by the garbage collector once it has seen it.
+        first, second = made_of(call)
+        provenance, context = self.provenance, self.context
+        made = call.made = (provenance.made_by(first), provenance.made_by(second)) if provenance is not None else (None, None)
+        call.fresh = (made[0] is not None and made[0].call.step == step, made[1] is not None and made[1].call.step == step)
+        call.from_loader = (context.from_loader(x1), context.from_loader(x2)) if context is not None else (False, False)
         if self.gathers is not None:
             call.gathered = self.gathers.of(x1, x2)
-        call.inputs = tools.PendingIdenticalInputs(made[0], made[1], transfer)
+        call.inputs = tools.PendingIdenticalInputs.of(made[0], made[1], transfer)
         call.context = self.context.queue_snapshot(transfer) if self.context is not None else dict
         call.images = self.pictures.queue_images(made, transfer) if pictures else None
         if park:

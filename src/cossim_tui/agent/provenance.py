@@ -256,7 +256,15 @@ class PendingIdenticalInputs:
     """Whether one module made both vectors from equal inputs, with the comparison queued on a
     transfer; ``finish()`` after its fetch."""
 
-    def __init__(self, first: MadeBy | None, second: MadeBy | None, transfer: HostTransfer) -> None:
+    @classmethod
+    def of(cls, first: MadeBy | None, second: MadeBy | None, transfer: HostTransfer) -> PendingIdenticalInputs:
+        """The question for a call's two vectors; where no one module call made each of them,
+        the one answer ``None``, shared."""
+        if first is None or second is None or first is second:
+            return _NO_TWO_INPUTS  # one call made both, or not two: no two inputs to compare
+        return cls(first, second, transfer)
+
+    def __init__(self, first: MadeBy | None, second: MadeBy | None, transfer: HostTransfer | None) -> None:
         self.answer: str | None = None
         self.equal_slot: int | None = None
         if first is None or second is None or first is second:
@@ -281,3 +289,6 @@ class PendingIdenticalInputs:
         if self.equal_slot is not None and transfer[self.equal_slot][0]:
             return f"{self.name} from inputs with equal values"
         return self.answer
+
+
+_NO_TWO_INPUTS = PendingIdenticalInputs(None, None, None)

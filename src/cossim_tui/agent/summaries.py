@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import torch
 
 from cossim_tui.agent.tensors import as_rows
@@ -152,26 +153,25 @@ class PendingSummary:
     arg: ArgValues | None = None
 
 
-def storage_info(x: torch.Tensor) -> StorageInfo | None:
+def _storage(x: torch.Tensor) -> tuple[int, int, tuple[int, ...], int, tuple[int, int]] | None:
+    """``StorageInfo``'s fields, as atomic values."""
     if x.layout != torch.strided or x.is_meta:
         return None
     try:
         start_address = x.data_ptr()
     except (RuntimeError, NotImplementedError):
         return None
-    size = x.element_size()
-    ptr = start_address - x.storage_offset() * size  # where the storage starts
-    strides = list(x.stride())
+    size, offset, strides = x.element_size(), x.storage_offset(), x.stride()
+    ptr = start_address - offset * size  # where the storage starts
     low = high = 0
     for extent, stride in zip(x.shape, strides):
         if extent == 0:
-            return StorageInfo(ptr, x.storage_offset(), strides, size, [start_address, start_address])
+            return ptr, offset, strides, size, (start_address, start_address)
         if stride >= 0:
             high += (extent - 1) * stride
         else:
             low += (extent - 1) * stride
-    span = [start_address + low * size, start_address + (high + 1) * size]
-    return StorageInfo(ptr, x.storage_offset(), strides, size, span)
+    return ptr, offset, strides, size, (start_address + low * size, start_address + (high + 1) * size)
 
 
 _NAMES: dict[Any, str] = {}
@@ -185,31 +185,61 @@ def _name(value: Any) -> str:
     return name
 
 
-def describe(x: Any, expr: str) -> dict[str, Any]:
+class Described(msgspec.Struct, frozen=True, gc=False):
+    """What a summary reads from a tensor itself rather than from its values (shape, dtype,
+    autograd, storage), as it was when read: ``capture.describe_pair`` reads it at the call for
+    a pair summarised later. Only atomic values and tuples of them: the garbage collector never
+    tracks it, so the calls waiting to be summarised together (``batch``) do not fill its older
+    generations, whose full collections a training process pays for all its objects."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    device: str
+    layout: str
+    numel: int
+    requires_grad: bool
+    grad_fn: str | None
+    is_leaf: bool
+    storage: tuple[int, int, tuple[int, ...], int, tuple[int, int]] | None
+
+
+def described_now(x: torch.Tensor) -> Described:
+    grad_fn = x.grad_fn
+    return Described(
+        tuple(x.shape), _name(x.dtype), _name(x.device), _name(x.layout), x.numel(), x.requires_grad,
+        type(grad_fn).__name__ if grad_fn is not None else None, x.is_leaf, _storage(x),
+    )
+
+
+def describe(x: Any, expr: str, seen: Described | None = None) -> dict[str, Any]:
+    """The summary's fields that are not read from the values, from ``seen`` where it was read
+    earlier, else from ``x`` now."""
     if not isinstance(x, torch.Tensor):
         return dict(
             expr=expr, shape=[], dtype=type(x).__name__, device="-", layout="-", numel=0,
             requires_grad=False, grad_fn=None, is_leaf=True, norm=None, rows=0, stats=None,
             nan=0, inf=0, preview=[], storage=None, note=f"not a tensor ({type(x).__name__})",
         )
-    grad_fn = x.grad_fn
+    if seen is None:
+        seen = described_now(x)
+    storage = seen.storage
     return dict(
         expr=expr,
-        shape=list(x.shape),
-        dtype=_name(x.dtype),
-        device=_name(x.device),
-        layout=_name(x.layout),
-        numel=x.numel(),
-        requires_grad=x.requires_grad,
-        grad_fn=type(grad_fn).__name__ if grad_fn is not None else None,
-        is_leaf=x.is_leaf,
+        shape=list(seen.shape),
+        dtype=seen.dtype,
+        device=seen.device,
+        layout=seen.layout,
+        numel=seen.numel,
+        requires_grad=seen.requires_grad,
+        grad_fn=seen.grad_fn,
+        is_leaf=seen.is_leaf,
         norm=None,
         rows=0,
         stats=None,
         nan=0,
         inf=0,
         preview=[],
-        storage=storage_info(x),
+        storage=StorageInfo(storage[0], storage[1], list(storage[2]), storage[3], list(storage[4])) if storage is not None else None,
     )
 
 
@@ -271,9 +301,10 @@ def stats_of(values: torch.Tensor, norms: torch.Tensor, preview: int) -> torch.T
     return torch.cat(pieces, dim=2)
 
 
-def queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str, described: dict[str, Any] | None = None) -> PendingSummary:
-    """First pass over one argument; ``dim`` is negative, relative to the broadcast shape."""
-    described = describe(x, expr) if described is None else described
+def queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str, seen: Described | None = None) -> PendingSummary:
+    """First pass over one argument; ``dim`` is negative, relative to the broadcast shape;
+    ``seen``: ``x`` described earlier (``describe``)."""
+    described = describe(x, expr, seen)
     pending = PendingSummary(described)
     if not summarisable(x, described):
         return pending

@@ -120,10 +120,16 @@ class Summariser:
                 self._prepare(calls)
             except Exception:  # noqa: BLE001 - what could not be shared is made call by call
                 pass
-            for call in calls:
+            # Each call is let go of once its step is sent (taken out of ``calls``, which its
+            # taker holds too): what its summary made lives no longer than that, rather than
+            # piling up behind the batch into the garbage collector's older generations.
+            calls.reverse()
+            while calls:
+                call = calls.pop()
                 try:
                     self._finish(call)  # never raises: a failure is reported as the call's step
                 finally:
+                    del call
                     with self._changed:
                         self._unsent -= 1
                         self._changed.notify_all()

@@ -29,8 +29,10 @@ def runs_behind(device: torch.device) -> bool:
 
 class HostTransfer:
     def __init__(self) -> None:
-        self._parts: list[torch.Tensor] = []
-        self._sizes: list[int] = []
+        # Lists once something is queued: many transfers carry nothing (a parked call's, where
+        # its values travel in its copy), and an empty tuple is nothing for the garbage collector.
+        self._parts: list[torch.Tensor] | tuple[()] = ()
+        self._sizes: list[int] | tuple[()] = ()
         self._values: list[list[float]] | None = None
         self._copies: dict[int, torch.Tensor | None] = {}
         """Slots that come back as host tensors rather than lists (``copy``)."""
@@ -49,6 +51,8 @@ class HostTransfer:
         flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
         if flat.is_complex():
             flat = flat.abs()
+        if not self._sizes:
+            self._parts, self._sizes = [], []
         self._parts.append(flat)
         self._sizes.append(flat.shape[0])
         return len(self._parts) - 1
@@ -56,6 +60,8 @@ class HostTransfer:
     def given(self, values: list[float]) -> int:
         """A slot for values already on the host: a call's share of figures fetched once for a
         batch of calls (``batch``), read back like the rest."""
+        if not self._sizes:
+            self._parts, self._sizes = [], []
         self._given[len(self._sizes)] = values
         self._parts.append(None)  # type: ignore[arg-type]
         self._sizes.append(len(values))
@@ -85,6 +91,8 @@ class HostTransfer:
         behind the work queued there (the values are those the tensors hold at this
         point of the device's stream, whatever the script does to them next); from any other,
         now. ``fetch()`` then finishes it."""
+        if not self._sizes:
+            return  # nothing queued: nothing to start
         started = []
         for indices in self._by_device():
             joined = self._joined(indices)

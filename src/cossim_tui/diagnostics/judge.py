@@ -58,7 +58,7 @@ class Evidence:
     """Largest |result − float64 recomputation| over the sampled rows."""
     identical_inputs: str | None = None
     """How both vectors came from one module and equal inputs (``VGG from the same input tensor``)."""
-    gathered: list[int] = field(default_factory=list)
+    gathered: tuple[int, ...] = ()
     """The arguments whose values came from ``torch.distributed.all_gather`` without autograd
     history, while the other side has it (``agent.gathers``)."""
 
