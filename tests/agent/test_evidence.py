@@ -201,8 +201,10 @@ def test_fingerprints_leave_with_their_steps() -> None:
     repeated = torch.randn(4, 8)
     for step in range(20):
         observe(collector, step, torch.randn(4, 8), repeated if step % 2 else torch.randn(4, 8))
-        window = [seen.fingerprint.key for _, step_seen in collector.partners._seen for seen in step_seen]
-        assert collector.partners._prints == {print_: window.count(print_) for print_ in window}
+        window = [seen.fingerprint for _, step_seen in collector.partners._seen for seen in step_seen]
+        assert all(print_.digest == hash(print_.key) for print_ in window)
+        digests = [print_.digest for print_ in window]
+        assert collector.partners._prints == {digest: digests.count(digest) for digest in digests}
     nothing_kept = EvidenceCollector(keep_steps=0)
     anchor = torch.randn(4, 8)
     for step in range(3):

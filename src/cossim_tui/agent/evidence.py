@@ -95,7 +95,7 @@ class PendingEvidence(QueuedEvidence):
         if mean != mean or std != std:  # a NaN or an infinity somewhere: maybe among the key's values
             # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
             key = [v if v == v else NAN_SENTINEL for v in key]
-        return Fingerprint(tuple(key), mean, std, MOMENTS_TOLERANCE.get(plan.reduced_in, MOMENTS_TOLERANCE[torch.float32]))
+        return Fingerprint.of(tuple(key), mean, std, MOMENTS_TOLERANCE.get(plan.reduced_in, MOMENTS_TOLERANCE[torch.float32]))
 
     def _finish(self, evidence: Evidence, equal_pair: bool) -> Evidence:
         collector, transfer = self.collector, self.transfer

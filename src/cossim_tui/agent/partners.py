@@ -38,6 +38,12 @@ class Fingerprint:
     mean: float
     std: float
     tolerance: float
+    digest: int = 0
+    """``hash(key)``, made once (``of``): a tuple of floats hashes all its items each time."""
+
+    @classmethod
+    def of(cls, key: tuple[float, ...], mean: float, std: float, tolerance: float) -> Fingerprint:
+        return cls(key, mean, std, tolerance, hash(key))
 
     @property
     def constant(self) -> bool:
@@ -138,9 +144,10 @@ class PartnerHistory:
         self.keep_steps = keep_steps
         self._seen: deque[tuple[str, list[SeenArgument]]] = deque(maxlen=keep_steps)
         """Per recent step: its call site and its arguments."""
-        self._prints: dict[tuple[float, ...], int] = {}
-        """How many arguments in ``_seen`` have each fingerprint key: most arguments were never
-        seen before, and one look-up says so."""
+        self._prints: dict[int, int] = {}
+        """How many arguments in ``_seen`` have each fingerprint key's ``digest``: most arguments
+        were never seen before, and one look-up says so (an equal digest of another key only
+        leads to the comparison of keys that finds no match)."""
 
     def remember(self, site: str, step_seen: list[SeenArgument]) -> None:
         if self.keep_steps <= 0:
@@ -148,7 +155,7 @@ class PartnerHistory:
         prints = self._prints
         if len(self._seen) == self.keep_steps:
             for seen in self._seen[0][1]:
-                key = seen.fingerprint.key
+                key = seen.fingerprint.digest
                 left = prints[key] - 1
                 if left:
                     prints[key] = left
@@ -156,7 +163,7 @@ class PartnerHistory:
                     del prints[key]
         self._seen.append((site, step_seen))
         for seen in step_seen:
-            key = seen.fingerprint.key
+            key = seen.fingerprint.digest
             prints[key] = prints.get(key, 0) + 1
 
     def match(
@@ -184,7 +191,7 @@ class PartnerHistory:
         ``live``, ``requires_grad``: ``graph_live(x)`` and ``x.requires_grad`` as they were at the
         call, where they were read then.
         """
-        if print_.key not in self._prints:
+        if print_.digest not in self._prints:
             return None
         shape = tuple(x.shape)
         storage: Any = None
