@@ -130,3 +130,26 @@ def test_the_embedding_map_labels_each_vector_with_its_own_batchs_labels(start_s
         # batch; each partner is the previous step's anchor (at step 0, the anchor itself).
         assert anchors == [label for batch in seen[: step.step + 1] for label in batch]
         assert partners == seen[0] + [label for batch in seen[: step.step] for label in batch]
+
+
+def test_the_loss_and_a_tensor_learning_rate_are_their_exact_values():
+    """The context's loss is the last backward()'s loss, and a tensor learning rate its value, as
+    Python floats exactly (float32, bfloat16, float64; a one-element loss of any shape)."""
+    import weakref
+
+    import torch
+
+    from cossim_tui.agent.context import TrainingContext
+    from cossim_tui.agent.transfer import HostTransfer
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([weight], lr=torch.tensor(0.05, dtype=torch.float64))
+    for dtype, shape in ((torch.float32, ()), (torch.bfloat16, (1,)), (torch.float64, (1, 1))):
+        loss = torch.full(shape, 0.1, dtype=dtype)
+        context = TrainingContext()
+        context._loss, context._optimizer = loss, weakref.ref(optimizer)
+        transfer = HostTransfer()
+        snapshot = context.queue_snapshot(transfer)
+        transfer.fetch()
+        assert snapshot() == {"loss": loss.item(), "lr": 0.05, "optimizer_steps": 0}
+        assert snapshot()["loss"] != 0.1 or dtype == torch.float64  # its own rounding, not the literal's

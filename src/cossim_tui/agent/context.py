@@ -245,12 +245,12 @@ class TrainingContext:
         self._events += 1  # an intercepted call: something was done with the batch
         slots: dict[str, int] = {}
         if self._loss is not None:
-            slots["loss"] = transfer.scalars(self._loss.reshape(()))
+            _read_or_queue(self._loss, "loss", known, slots, transfer)
         optimizer = self._optimizer() if self._optimizer is not None else None
         if optimizer is not None and optimizer.param_groups:
             lr = optimizer.param_groups[0].get("lr")
             if isinstance(lr, torch.Tensor):
-                slots["lr"] = transfer.scalars(lr.detach().reshape(()))
+                _read_or_queue(lr.detach(), "lr", known, slots, transfer)
             elif isinstance(lr, (int, float)):
                 known["lr"] = float(lr)
             known["optimizer_steps"] = self.optimizer_steps
@@ -266,6 +266,15 @@ class TrainingContext:
             return _in_order(known)
 
         return finish
+
+
+def _read_or_queue(value: torch.Tensor, key: str, known: dict[str, float], slots: dict[str, int], transfer: HostTransfer) -> None:
+    """A one-value tensor: read now on the CPU, where that waits for nothing (a transfer would
+    cost a stack, a copy and a fetch); queued on ``transfer`` on a device."""
+    if value.is_cpu and not value.is_complex():
+        known[key] = float(value)
+    else:
+        slots[key] = transfer.scalars(value.reshape(()))
 
 
 def _in_order(known: dict[str, float]) -> dict[str, float]:
