@@ -169,13 +169,19 @@ class PendingEvidence(QueuedEvidence):
         evidence.precision_deviation = self._precision()
 
         step_seen = []
+        described = self.pair.described
         for index, x in enumerate(self.tensors):
             if prints[index] is None or constant[index]:
                 continue
+            seen = described[index] if described is not None else None
+            if seen is not None and seen.storage is not None:  # read at the call (fingerprintable: strided)
+                shape, offset, strides = seen.shape, seen.storage[1], seen.storage[2]
+            else:
+                shape, offset, strides = tuple(x.shape), x.storage_offset(), tuple(x.stride())
             step_seen.append(
                 SeenArgument(
-                    self.step, index, self.exprs[index], storage_ref(x), tuple(x.shape), x.dtype, prints[index],
-                    self._requires_grad(index), x.storage_offset(), tuple(x.stride()), self._copy(index),
+                    self.step, index, self.exprs[index], storage_ref(x), shape, x.dtype, prints[index],
+                    self._requires_grad(index), offset, strides, self._copy(index),
                 )
             )
         collector.partners.remember(self.site, step_seen)
