@@ -21,7 +21,7 @@ def script(tmp_path, monkeypatch):
 def test_the_workers_run_the_agent_on_the_script(script):
     verdict, args = entry.read(["--standalone", "--nproc-per-node=2", script, "--lr", "0.1", "-m", "x"])
     assert verdict == torchrun.Parsed(script=script, args=["--lr", "0.1", "-m", "x"])
-    assert args == ["--standalone", "--nproc-per-node=2", "--module", "cossim_tui.agent", script, "--lr", "0.1", "-m", "x"]
+    assert args == ["--module", "--standalone", "--nproc-per-node=2", "cossim_tui.agent", script, "--lr", "0.1", "-m", "x"]
 
 
 @pytest.mark.parametrize("flag", ["-m", "--module"])
@@ -29,7 +29,18 @@ def test_torchruns_own_module_flag_goes_to_the_agent(flag):
     """A module is not looked for here: python finds it, in the worker, as under torchrun."""
     verdict, args = entry.read(["--nnodes", "1", flag, "pkg.train", "--epochs", "1"])
     assert verdict == torchrun.Parsed(module="pkg.train", args=["--epochs", "1"])
-    assert args == ["--nnodes", "1", "--module", "cossim_tui.agent", "-m", "pkg.train", "--epochs", "1"]
+    assert args == ["--module", "--nnodes", "1", "cossim_tui.agent", "-m", "pkg.train", "--epochs", "1"]
+
+
+def test_options_that_end_with_a_double_dash_still_run_the_agent(script):
+    """``torchrun --standalone -- train.py``: after "--" every word is the script's, so torchrun's
+    --module, which makes the agent the module its workers run, must come before it."""
+    from torch.distributed.run import get_args_parser
+
+    verdict, args = entry.read(["--standalone", "--", script, "--lr", "1"])
+    assert verdict == torchrun.Parsed(script=script, args=["--lr", "1"])
+    workers = get_args_parser().parse_args(args)
+    assert (workers.module, workers.training_script, workers.training_script_args) == (True, "cossim_tui.agent", [script, "--lr", "1"])
 
 
 @pytest.mark.parametrize(

@@ -56,11 +56,12 @@ def read(given: list[str]) -> tuple[Verdict, list[str]]:
             return _cannot_start(f"script not found: {script}"), []
         if not os.path.isfile(script):
             return _cannot_start(f"not a file: {script}"), []
-    # (torchrun's own -m/--module says that SCRIPT is a module: ours says so to the agent.)
+    # (torchrun's own -m/--module says that SCRIPT is a module: ours says so to the agent. Ours
+    # comes first: the user's options may end with "--", after which it would be the script.)
     kept = [option for option in given[:cut] if option not in ("-m", "--module")]
     target = ["-m", script] if options.module else [script]
     verdict = Parsed(module=script, args=script_args) if options.module else Parsed(script=script, args=script_args)
-    return verdict, [*kept, "--module", AGENT, *target, *script_args]
+    return verdict, ["--module", *kept, AGENT, *target, *script_args]
 
 
 def _cannot_start(reason: str) -> Ended:
