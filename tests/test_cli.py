@@ -94,3 +94,31 @@ def test_help_and_version_exit_0(capsys, argv):
         cli.parse(argv)
     assert exited.value.code == 0
     assert "cossim-tui" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spelling", [["torchrun"], ["-m", "torch.distributed.run"]])
+def test_everything_after_torchrun_is_left_to_torchrun(spelling):
+    """torchrun's own parser reads its options, in the job's torchrun process (``job.JobRun``):
+    here they are only kept, untouched, and there is no target until torchrun has found it."""
+    torchrun = ["--standalone", "--nproc-per-node", "2", "-m", "pkg.train", "--json", "x", "--ignore", "y"]
+    mode, options, target = cli.parse(["check", "--json", "r.json", *spelling, *torchrun])
+    assert (mode, target, options.torchrun, options.json) == ("check", None, torchrun, "r.json")
+    assert (options.script, options.module, options.args) == (None, None, [])
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--listen", "127.0.0.1:0", "train.py"], "--listen and --connect are for torchrun jobs"),
+        (["check", "--connect", "127.0.0.1:1", "-m", "mymod"], "--listen and --connect are for torchrun jobs"),
+        (["--listen", "127.0.0.1:0", "--connect", "127.0.0.1:1", "torchrun", "train.py"], "one side listens"),
+        (["--connect", "127.0.0.1:1", "torchrun", "--nnodes", "2", "train.py"], "--connect needs the job's secret in COSSIM_TUI_TOKEN"),
+    ],
+)
+def test_listen_and_connect_are_checked_before_torchrun_starts(capsys, monkeypatch, script, argv, says):
+    monkeypatch.delenv("COSSIM_TUI_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.parse(argv)
+    assert exited.value.code == cli.EXIT_CANNOT_START
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cossim-tui") and says in err, err

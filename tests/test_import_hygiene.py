@@ -77,8 +77,9 @@ def test_script_imports_torch_itself(tmp_path) -> None:
 
 def test_the_import_contracts_hold() -> None:
     """The layers and forbidden imports of pyproject.toml's import-linter contracts (what
-    ``lint-imports`` checks in CI): cli → the screens → report → launcher → session → agent →
-    judges → protocol, torch nowhere above the agent, textual nowhere below the TUI."""
+    ``lint-imports`` checks in CI): cli → the screens → report → job → its torchrun → launcher →
+    session → agent → judges → protocol, torch nowhere above the agent (but in a job's torchrun
+    process), textual nowhere below the TUI."""
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
@@ -91,3 +92,32 @@ def test_the_import_contracts_hold() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout
+
+
+def test_a_jobs_command_never_imports_torch() -> None:
+    """torchrun's own process reads its options (``python -m cossim_tui.torchrun``): the command
+    that starts a job, and waits for the script torchrun found, never loads torch (~1.5 s)."""
+    from pathlib import Path
+
+    code = textwrap.dedent(
+        """
+        import json, sys
+        from cossim_tui import cli
+        from cossim_tui.job import JobRun
+
+        mode, options, target = cli.parse(["check", "torchrun", "--standalone", "--nproc-per-node", "2", "tests/fixtures/ddp_pairs.py", "--steps", "2"])
+        run = JobRun(options.torchrun)
+        try:
+            found = [run.target.script, run.target.module, run.target.args, run.target_name]
+        finally:
+            run.terminate()
+        bad = cli.main(["torchrun", "--bogus", "tests/fixtures/ddp_pairs.py"])
+        print(json.dumps({"target": found, "bad": bad, "torchrun_ended": run.process.poll() is not None, "torch": "torch" in sys.modules}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["target"] == ["tests/fixtures/ddp_pairs.py", None, ["--steps", "2"], "torchrun tests/fixtures/ddp_pairs.py"]
+    assert seen["bad"] == 2 and "cossim-tui torchrun: error: unrecognized arguments: --bogus" in out.stderr
+    assert seen["torchrun_ended"] and seen["torch"] is False

@@ -264,25 +264,15 @@ TORCHRUN_MODULES = ("torch.distributed.run", "torch.distributed.launch")
 
 
 def _job(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
-    """Where the target is ``torchrun ...`` (or ``-m torch.distributed.run ...``): torchrun's
-    own parser says where its options end and the training script begins, and the options are
-    kept (``options.torchrun``) for the job's command line; the target becomes the script."""
+    """Where the target is ``torchrun ...`` (or ``-m torch.distributed.run ...``): everything
+    after it is torchrun's (``options.torchrun``), for torchrun's own parser to read in the
+    job's torchrun process (``job.JobRun``), which finds the script; torch is never imported here."""
     options.torchrun = None
     if not (options.script == "torchrun" or options.module in TORCHRUN_MODULES):
         if options.listen or options.connect:
             parser.error("--listen and --connect are for torchrun jobs: cossim-tui [check] --listen HOST:PORT torchrun ... SCRIPT")
         return
-    from torch.distributed.run import get_args_parser  # (torch: only for a job, which loads it anyway)
-
-    torchrun = get_args_parser()
-    torchrun.prog = "cossim-tui torchrun"
-    given = list(options.args)
-    parsed = torchrun.parse_args(given)  # bad torchrun options: its message, and status 2
-    script_args = list(parsed.training_script_args)
-    cut = len(given) - len(script_args) - 1
-    options.torchrun, options.module, options.script, options.args = given[:cut], None, given[cut], script_args
-    if parsed.module:
-        options.module, options.script = given[cut], None
+    options.torchrun, options.script, options.module, options.args = list(options.args), None, None, []
     if options.listen and options.connect:
         parser.error("--listen and --connect: one side listens (the screen), every other node connects")
     if options.connect and not os.environ.get("COSSIM_TUI_TOKEN"):
@@ -291,15 +281,16 @@ def _job(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
 
 def parse(argv: Sequence[str]) -> tuple[str, argparse.Namespace, Target | None]:
     """What the command line asks for: ``"run"`` (the TUI), ``"check"`` or ``"replay"``, its
-    options, and what to run (``None`` for replay). Bad arguments end the process with status
-    2, after one line saying why; ``--help`` and ``--version`` with 0."""
+    options, and what to run: ``None`` for replay, and for a torchrun job, whose script its
+    torchrun finds (``options.torchrun``: its arguments, unread). Bad arguments end the process
+    with status 2, after one line saying why; ``--help`` and ``--version`` with 0."""
     argv = list(argv)
     if argv[:1] == ["replay"]:
         return "replay", _replay_parser().parse_args(argv[1:]), None
     mode, parser = ("check", _check_parser()) if argv[:1] == ["check"] else ("run", _interactive_parser())
     options = _parse(parser, argv[1:] if mode == "check" else argv)
     _job(parser, options)
-    return mode, options, _target(parser, options)
+    return mode, options, None if options.torchrun is not None else _target(parser, options)
 
 
 def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
@@ -309,12 +300,12 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
     # (``launcher._fork``): nothing here around that point may catch it, or run a ``finally``
     # of ours in the script's process.
     mode, options, target = parse(sys.argv[1:] if argv is None else argv)
-    if target is None:
+    if mode == "replay":
         from cossim_tui.tui.run import run_replay
 
         return run_replay(options.trace)
-    if options.torchrun is not None:
-        return _run_job(mode, options, target)
+    if target is None:
+        return _run_job(mode, options)
     from cossim_tui.launcher import Run
 
     if mode == "check":
@@ -336,19 +327,26 @@ def main(argv: Sequence[str] | None = None, *, fork: bool = False) -> int:
     return run_interactive(run, options)
 
 
-def _run_job(mode: str, options: argparse.Namespace, target: Target) -> int:
-    """A torchrun job: this node's part of it (``--connect``), or the whole job on one screen."""
+def _run_job(mode: str, options: argparse.Namespace) -> int:
+    """A torchrun job: this node's part of it (``--connect``), or the whole job on one screen.
+    torchrun reads its own options before anything is shown: a command line that starts no
+    job ends here, with what torchrun's parser said (or ours: a missing script) and its status."""
     from cossim_tui.job import JobError, JobRun, join_job
     from cossim_tui.protocol.handshake import parse_address
+    from cossim_tui.torchrun import NoJob
 
     try:
         if options.connect:
-            return join_job(options.torchrun, target, parse_address(options.connect))
+            return join_job(options.torchrun, parse_address(options.connect))
         listen = parse_address(options.listen) if options.listen else ("127.0.0.1", 0)
         token = os.environ.get("COSSIM_TUI_TOKEN")
         if listen[0] not in ("127.0.0.1", "localhost", "::1") and not token:
             raise JobError(f"--listen {options.listen} reaches beyond this machine: set the job's secret in COSSIM_TUI_TOKEN first")
-        run = JobRun(target, options.torchrun, listen=listen, token=token, pass_stdin=mode == "check")
+        run = JobRun(options.torchrun, listen=listen, token=token, pass_stdin=mode == "check")
+    except NoJob as no_job:
+        sys.stdout.write(no_job.ended.out)
+        sys.stderr.write(no_job.ended.err)
+        return no_job.ended.status
     except (JobError, ValueError, OSError) as exc:
         print(f"cossim-tui: error: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START

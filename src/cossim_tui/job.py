@@ -1,11 +1,14 @@
 """A distributed job under cossim-tui: torchrun itself, every rank's agent, one event stream.
 
-``cossim-tui [check] torchrun [TORCHRUN_OPTIONS] SCRIPT ARGS`` runs ``python -m
-torch.distributed.run`` with the user's own options, and only one change: each worker runs
-``-m cossim_tui.agent SCRIPT ARGS`` (torchrun's ``--module``), which sets itself up as the
-``python -u SCRIPT ARGS`` torchrun would have run, environment and all, and then runs the
-script. torchrun is not ours to replace: rendezvous, restarts, signals and the worker
-environment stay its own.
+``cossim-tui [check] torchrun [TORCHRUN_OPTIONS] SCRIPT ARGS`` runs torchrun with the user's
+own options, and only one change: each worker runs ``-m cossim_tui.agent SCRIPT ARGS``
+(torchrun's ``--module``), which sets itself up as the ``python -u SCRIPT ARGS`` torchrun would
+have run, environment and all, and then runs the script. torchrun is not ours to replace:
+rendezvous, restarts, signals and the worker environment stay its own. Its options are read
+by its own parser in its own process (``python -m cossim_tui.torchrun``), which imports torch
+anyway; this process, which never does, waits for what that parser found (the script: the
+job's ``Target``) or for why the command line starts no job, and gives the go when the
+screen is ready.
 
 Ranks are torchrun's children, not ours, and may be on other nodes, so they reach this process
 over TCP: ``JobRun`` listens (loopback unless ``--listen`` says otherwise), challenges every
@@ -26,12 +29,11 @@ import selectors
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cossim_tui import protocol
+from cossim_tui import protocol, torchrun
 from cossim_tui.diagnostics.ranks import CrossRankJudge
 from cossim_tui.launcher import OutputReader, end_group, signal_group
 from cossim_tui.protocol import CONNECT_ENV, TOKEN_ENV, AgentConfig, handshake
@@ -40,7 +42,6 @@ from cossim_tui.session.events import (
     RankLost,
     RunEvent,
     ScriptExited,
-    Target,
 )
 
 PROVE_WITHIN = 10.0
@@ -50,17 +51,6 @@ PROVE_WITHIN = 10.0
 
 class JobError(Exception):
     """The job cannot start: what to tell the user (exit status 2)."""
-
-
-def torchrun_command(options: list[str], target: Target) -> list[str]:
-    """torchrun's command line for ``target`` with the user's torchrun ``options``: the workers
-    run the agent as a module, which then runs the script (or module) as python would."""
-    for refused in ("--no-python", "--no_python", "--run-path", "--run_path"):
-        if any(option == refused or option.startswith(refused + "=") for option in options):
-            raise JobError(f"torchrun {refused} does not run the script with python, so cossim-tui cannot enter its ranks; leave it out")
-    # (torchrun's own -m/--module says that SCRIPT is a module: ours says so to the agent.)
-    kept = [option for option in options if option not in ("-m", "--module")]
-    return [sys.executable, "-m", "torch.distributed.run", *kept, "--module", "cossim_tui.agent", *target.command_line]
 
 
 @dataclass
@@ -82,23 +72,36 @@ class JobRun:
 
     def __init__(
         self,
-        target: Target,
-        torchrun_options: list[str],
+        torchrun_args: list[str],
         *,
         listen: tuple[str, int] = ("127.0.0.1", 0),
         token: str | None = None,
         pass_stdin: bool = False,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.target = target
-        self.command = torchrun_command(torchrun_options, target)
+        """Start torchrun on the user's ``torchrun_args`` (everything after ``torchrun``), once
+        its parser has read them (``torchrun.NoJob`` when they start no job). Its workers wait
+        for ``start``; ``terminate`` ends it if that never comes."""
         self.token = token or secrets.token_hex(16)
-        self._env = dict(os.environ if env is None else env)
-        self._pass_stdin = pass_stdin
         self.config = AgentConfig()
         self.listener = socket.create_server(listen, family=socket.AF_INET6 if ":" in listen[0] else socket.AF_INET)
         self.address = self.listener.getsockname()[:2]
-        self.process: subprocess.Popen | None = None
+        env = dict(os.environ if env is None else env)
+        host, port = self.address
+        env[CONNECT_ENV] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        env[TOKEN_ENV] = self.token
+        try:
+            self.process, self._go, self.target = torchrun.start(
+                torchrun_args,
+                env,
+                stdin=None if pass_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        except BaseException:
+            self.listener.close()
+            raise
+        self.started = False
         self.exited: ScriptExited | None = None
         self.world_size: int | None = None
         self._peers: dict[socket.socket, _Peer] = {}
@@ -115,28 +118,22 @@ class JobRun:
         return f"torchrun {self.target.name}"
 
     def start(self, config: AgentConfig) -> None:
-        """Start torchrun; each rank gets ``config`` once it has proved the job's secret."""
-        if self.process is not None:
+        """torchrun's go: it starts the workers; each rank gets ``config`` once it has proved the
+        job's secret."""
+        if self.started:
             return
-        self.config = config
-        env = dict(self._env)
-        host, port = self.address
-        env[CONNECT_ENV] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        env[TOKEN_ENV] = self.token
-        self.process = subprocess.Popen(
-            self.command,
-            stdin=None if self._pass_stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        self.config, self.started = config, True
+        try:
+            self._go.sendall(torchrun.GO)
+        except OSError:
+            pass  # (torchrun is gone: ``events`` says so, with its output)
+        self._go.close()
 
     # -- what the job says -----------------------------------------------------------------
 
     def events(self) -> Iterator[RunEvent]:
         """Everything the job produces, in order of arrival, until and including ``ScriptExited``."""
-        assert self.process is not None and self.process.stdout is not None, "start() first"
+        assert self.started and self.process.stdout is not None, "start() first"
         out_fd = self.process.stdout.fileno()
         reader = OutputReader(out_fd)
         selector = selectors.DefaultSelector()
@@ -258,7 +255,7 @@ class JobRun:
             pass
 
     def _exit_event(self) -> ScriptExited:
-        code = self.process.returncode if self.process is not None else None
+        code = self.process.returncode
         ended = [p.ended for p in self._ranks.values() if p.ended is not None]
         if self._failures:
             rank, end = self._failures[0]
@@ -305,10 +302,10 @@ class JobRun:
         """End every rank and torchrun. Closing a rank's channel ends it and its DataLoader
         workers (the agent's ``_debugger_gone``), even inside a collective a paused peer
         never joins; torchrun, told by SIGTERM, ends whatever is left of its workers."""
-        if self.process is None:
-            self.listener.close()
-            return
-        if self.process.poll() is None:
+        if not self.started:
+            # Closed without the go, torchrun ends before its workers start.
+            self._go.close()
+        elif self.process.poll() is None:
             self._quit = True
         for peer in list(self._peers.values()):
             try:
@@ -320,18 +317,22 @@ class JobRun:
         self.listener.close()
 
     def _kill_group(self) -> None:
-        assert self.process is not None
         signal_group(self.process, signal.SIGKILL)
 
 
-def join_job(torchrun_options: list[str], target: Target, address: tuple[str, int]) -> int:
+def join_job(torchrun_args: list[str], address: tuple[str, int]) -> int:
     """``cossim-tui --connect HOST:PORT torchrun ...``: this node's part of a job whose screen
     listens at ``address``. torchrun runs here with the terminal's input and output; its ranks
     reach the screen themselves, proving ``COSSIM_TUI_TOKEN``. The exit status is torchrun's."""
     host, port = address
     env = dict(os.environ)
     env[CONNECT_ENV] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    process = subprocess.Popen(torchrun_command(torchrun_options, target), env=env, start_new_session=True)
+    process, go, _ = torchrun.start(torchrun_args, env)
+    try:
+        go.sendall(torchrun.GO)
+    except OSError:
+        pass  # (torchrun is gone: its status says how)
+    go.close()
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -196,6 +196,36 @@ def test_torchrun_options_that_bypass_python_are_refused(tmp_path):
     assert "--no-python" in done.stderr and "leave it out" in done.stderr
 
 
+def test_a_bad_torchrun_option_is_torchruns_message_before_anything_starts():
+    """torchrun's own parser reads its options, in torchrun's process: its usage and message,
+    status 2, no traceback; and the command itself never imported torch (``-X importtime``)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cossim_tui", "check", "torchrun", "--standalone", "--bogus", DDP],
+        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert said[0].startswith("usage: cossim-tui torchrun ") and said[-1] == "cossim-tui torchrun: error: unrecognized arguments: --bogus"
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "cossim_tui.cli" in imported and not [name for name in imported if name.split(".")[0] == "torch"]
+
+
+@pytest.mark.parametrize("spelling", [["torchrun"], ["-m", "torch.distributed.run"]])
+def test_a_missing_script_under_torchrun_ends_before_the_screen(capsys, monkeypatch, spelling):
+    """One line and status 2, as for a plain script, and no screen: torchrun's process found
+    no script, and nothing of the job was started."""
+    from cossim_tui import cli
+
+    monkeypatch.chdir(REPO)
+    try:
+        status = cli.main([*spelling, "--standalone", "--nproc-per-node", "2", F + "missing.py", "--steps", "1"])
+    except SystemExit as exited:
+        status = exited.code
+    out, err = capsys.readouterr()
+    assert (status, out, err) == (2, "", f"cossim-tui: error: script not found: {F}missing.py\n")
+
+
 def _free_ports(count: int) -> list[int]:
     """``count`` distinct ports free now (all held open while they are chosen, so that the system
     cannot hand the same one out twice)."""
