@@ -284,3 +284,24 @@ def test_a_summarised_call_lets_go_of_its_tensors_before_the_next_is_summarised(
     controller.script_ended("finished", 0, None)
     assert len(still_alive) == 16 and [s.step for s in channel.steps] == list(range(16))
     assert still_alive == [[]] * 16
+
+
+def test_a_batch_the_script_finishes_does_not_wake_the_summariser_for_each_call(monkeypatch) -> None:
+    """When the script's thread finishes a batch itself (the GATHER-th parked call), the
+    summariser's thread waits for calls, not for steps sent: waking it for each call would hand
+    the GIL back and forth some 64 times a batch (figure 3: ~50 µs a call)."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    channel = KeptMessages()
+    controller = free_run(channel)
+    pairs = [(torch.randn(8, 64), torch.randn(8, 64)) for _ in range(8)]
+    _cos(controller, *pairs[0])  # the summariser exists, its thread waiting for calls
+    changed = controller._summariser._changed
+    woken: list[int] = []
+    notify_all = changed.notify_all
+    monkeypatch.setattr(changed, "notify_all", lambda: woken.append(1) or notify_all())
+    for i in range(1, summariser.GATHER):  # the last of these finishes the batch, on this thread
+        _cos(controller, *pairs[i % 8])
+    assert len(channel.steps) == summariser.GATHER
+    assert len(woken) <= 1  # (once: the batch is done)
+    controller.script_ended("finished", 0, None)

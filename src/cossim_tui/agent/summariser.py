@@ -64,6 +64,8 @@ class Summariser:
         self._busy = False
         """A batch is being finished (by the thread, or by the script's thread in ``put``)."""
         self._draining = 0
+        self._waiting_for_sent = 0
+        """Threads waiting in ``put`` or ``drain`` for steps to be sent."""
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="cossim-tui-summariser", daemon=True)
         self._thread.start()
@@ -73,7 +75,7 @@ class Summariser:
         taken: list[Call] = []
         with self._changed:
             while self._unsent >= limit:
-                self._changed.wait()
+                self._wait_for_sent()
             self._calls.append((call, time.monotonic(), parked))
             self._unsent += 1
             if not parked:
@@ -90,9 +92,17 @@ class Summariser:
             self._changed.notify_all()
             try:
                 while self._unsent:
-                    self._changed.wait()
+                    self._wait_for_sent()
             finally:
                 self._draining -= 1
+
+    def _wait_for_sent(self) -> None:
+        """Wait (held under ``_changed``) until a call's step has been sent."""
+        self._waiting_for_sent += 1
+        try:
+            self._changed.wait()
+        finally:
+            self._waiting_for_sent -= 1
 
     def _taken(self) -> list[Call]:
         """Every call waiting, now busy being finished (held under ``_changed``)."""
@@ -132,7 +142,10 @@ class Summariser:
                     del call
                     with self._changed:
                         self._unsent -= 1
-                        self._changed.notify_all()
+                        if self._waiting_for_sent:
+                            # Only then: waking the thread for each call of a batch the
+                            # script's thread finishes would hand the GIL back and forth.
+                            self._changed.notify_all()
         finally:
             with self._changed:
                 self._busy = False
