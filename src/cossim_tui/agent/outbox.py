@@ -31,6 +31,8 @@ class Outbox:
         self._changed = threading.Condition()
         self._writing = False
         """Someone (the caller, or the thread) is writing to the channel: others wait their turn."""
+        self._flushing = 0
+        """Callers waiting in ``flush``."""
         self._broken = False
         self._thread: threading.Thread | None = None
 
@@ -59,17 +61,25 @@ class Outbox:
             if rest is not None:
                 self._queue.appendleft(rest)  # before anything queued meanwhile
                 self._start()
-            self._changed.notify_all()
+            if self._queue or self._flushing:
+                # Only then is anyone waiting for this write to end: the thread, once it
+                # exists, waits for a queue; waking it for every message sent straight
+                # would hand it the GIL for nothing.
+                self._changed.notify_all()
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything put so far has been written (or the channel broke)."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while (self._queue or self._writing) and not self._broken:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._changed.wait(remaining)
+            self._flushing += 1
+            try:
+                while (self._queue or self._writing) and not self._broken:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._changed.wait(remaining)
+            finally:
+                self._flushing -= 1
 
     def _enqueue(self, message: protocol.Message) -> None:
         self._queue.append(message)
