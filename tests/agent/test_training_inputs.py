@@ -11,11 +11,15 @@ on real children in ``tests/integration/test_training_inputs.py``.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
+import torch
 from agent_harness import run_script
 
 from cossim_tui import protocol
+from cossim_tui.agent.context import TrainingContext
+from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import AgentConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -135,13 +139,6 @@ def test_the_embedding_map_labels_each_vector_with_its_own_batchs_labels(start_s
 def test_the_loss_and_a_tensor_learning_rate_are_their_exact_values():
     """The context's loss is the last backward()'s loss, and a tensor learning rate its value, as
     Python floats exactly (float32, bfloat16, float64; a one-element loss of any shape)."""
-    import weakref
-
-    import torch
-
-    from cossim_tui.agent.context import TrainingContext
-    from cossim_tui.agent.transfer import HostTransfer
-
     weight = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.SGD([weight], lr=torch.tensor(0.05, dtype=torch.float64))
     for dtype, shape in ((torch.float32, ()), (torch.bfloat16, (1,)), (torch.float64, (1, 1))):
