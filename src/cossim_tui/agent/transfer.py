@@ -51,20 +51,21 @@ class HostTransfer:
         flat = tensor if tensor.dim() == 1 else tensor.reshape(-1)
         if flat.is_complex():
             flat = flat.abs()
-        if not self._sizes:
-            self._parts, self._sizes = [], []
-        self._parts.append(flat)
-        self._sizes.append(flat.shape[0])
-        return len(self._parts) - 1
+        return self._slot(flat, flat.shape[0])
 
     def given(self, values: list[float]) -> int:
         """A slot for values already on the host: a call's share of figures fetched once for a
         batch of calls (``batch``), read back like the rest."""
+        slot = self._slot(None, len(values))
+        self._given[slot] = values
+        return slot
+
+    def _slot(self, part: torch.Tensor | None, size: int) -> int:
+        """The next slot: ``part`` to transfer (``None``: given on the host) of ``size`` values."""
         if not self._sizes:
             self._parts, self._sizes = [], []
-        self._given[len(self._sizes)] = values
-        self._parts.append(None)  # type: ignore[arg-type]
-        self._sizes.append(len(values))
+        self._parts.append(part)  # type: ignore[arg-type]
+        self._sizes.append(size)
         return len(self._sizes) - 1
 
     def copy(self, tensor: torch.Tensor) -> int:
