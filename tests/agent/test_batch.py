@@ -45,6 +45,23 @@ def _site_two(frame):
     return sys._getframe()
 
 
+@pytest.fixture
+def parked(monkeypatch) -> tuple[KeptMessages, Controller]:
+    """A controller running freely (``check``) whose every call is parked, and the channel its
+    steps arrive on; a batch is taken when ``GATHER`` calls have come, or at the end."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    channel = KeptMessages()
+    return channel, free_run(channel)
+
+
+def _watch_modules(controller: Controller) -> None:
+    """Module provenance for ``controller``, installed in this process (inside ``torch_restored``)."""
+    provenance = Provenance(lambda: controller.steps, None)
+    provenance.install()
+    controller.pipeline.provenance = provenance
+
+
 def _random_session(seed: int) -> list[tuple]:
     """A seeded sequence of calls: fresh pairs, NaN, zeros, equal values, the same object, stale
     partners, collapsed batches, shared storage, broadcast, another dim, another dtype, a few
@@ -158,13 +175,10 @@ def test_only_small_real_pairs_of_one_shape_on_the_cpu_are_parked() -> None:
     assert not batch.parkable(small.to_sparse(), small.to_sparse(), torch.randn(8))
 
 
-def test_a_parked_call_keeps_no_autograd_graph_alive(monkeypatch) -> None:
+def test_a_parked_call_keeps_no_autograd_graph_alive(parked) -> None:
     """Up to 64 parked calls wait: their tensors are views without autograd, and the result too,
     so a forward pass's activations are freed as soon as the script lets them go."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
-    channel = KeptMessages()
-    controller = free_run(channel)
+    channel, controller = parked
     weight = torch.randn(16, 16, requires_grad=True)
     x = torch.randn(8, 16) @ weight
     _cos(controller, x, torch.randn(8, 16))
@@ -174,19 +188,14 @@ def test_a_parked_call_keeps_no_autograd_graph_alive(monkeypatch) -> None:
     assert channel.steps[0].args[0].grad_fn == "MmBackward0"
 
 
-def test_graph_liveness_is_read_at_the_call_except_for_what_a_module_made_at_this_step(monkeypatch) -> None:
+def test_graph_liveness_is_read_at_the_call_except_for_what_a_module_made_at_this_step(parked) -> None:
     """A parked call reads at the call whether each argument's graph is live (a backward() may free
     it before the call is summarised), and an earlier step's output is still matched as a stale
     partner with it; an argument a module made at this step is never matched against earlier
     arguments, so its graph is not walked."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    channel, controller = parked
     with torch_restored():
-        channel = KeptMessages()
-        controller = free_run(channel)
-        provenance = Provenance(lambda: controller.steps, None)
-        provenance.install()
-        controller.pipeline.provenance = provenance
+        _watch_modules(controller)
         layer = torch.nn.Linear(16, 16)
         earlier = layer(torch.randn(8, 16))
         _cos(controller, earlier, torch.randn(8, 16))  # step 0: ``earlier`` was made for it
@@ -202,18 +211,13 @@ def test_graph_liveness_is_read_at_the_call_except_for_what_a_module_made_at_thi
     assert "stale-partner" in [f.code for f in steps[1].findings]
 
 
-def test_an_earlier_output_whose_graph_was_alive_at_the_call_is_not_stale_though_backward_ran_before_its_step_was_made(monkeypatch) -> None:
+def test_an_earlier_output_whose_graph_was_alive_at_the_call_is_not_stale_though_backward_ran_before_its_step_was_made(parked) -> None:
     """A parked call is summarised later; by then a backward() may have freed the graph of an
     argument that belonged to the graph being built at the call (an anchor reused within one
     step). What counts is how it was at the call: no stale partner."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    channel, controller = parked
     with torch_restored():
-        channel = KeptMessages()
-        controller = free_run(channel)
-        provenance = Provenance(lambda: controller.steps, None)
-        provenance.install()
-        controller.pipeline.provenance = provenance
+        _watch_modules(controller)
         layer = torch.nn.Linear(16, 16)
         earlier = layer(torch.randn(8, 16))
         _cos(controller, earlier, torch.randn(8, 16))  # step 0
@@ -236,15 +240,12 @@ def collector_off():
         gc.enable()
 
 
-def test_waiting_calls_give_the_garbage_collector_little_to_track(monkeypatch, collector_off) -> None:
+def test_waiting_calls_give_the_garbage_collector_little_to_track(parked, collector_off) -> None:
     """Up to 64 parked calls wait for their batch. Whatever they hold that the collector tracks is
     promoted into its older generations while they wait, and a training process pays for the
     full collections that follow with all its objects (figure 3 of the benchmarks: 47 µs a call
     over 20,000 calls, when each waiting call held some 40 such objects)."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
-    channel = KeptMessages()
-    controller = free_run(channel)
+    channel, controller = parked
     pairs = [(torch.randn(8, 64), torch.randn(8, 64)) for _ in range(8)]
     for i in range(summariser.GATHER):  # a first batch: the call site and its history exist
         _cos(controller, *pairs[i % 8])
@@ -261,13 +262,10 @@ def test_waiting_calls_give_the_garbage_collector_little_to_track(monkeypatch, c
     assert [s.step for s in channel.steps] == list(range(summariser.GATHER + waiting))
 
 
-def test_a_summarised_call_lets_go_of_its_tensors_before_the_next_is_summarised(monkeypatch, collector_off) -> None:
+def test_a_summarised_call_lets_go_of_its_tensors_before_the_next_is_summarised(parked, monkeypatch, collector_off) -> None:
     """A batch's calls are summarised one by one: each call's tensors (and everything its summary
     made) are let go of once its step is sent, not kept until the end of the batch."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
-    channel = KeptMessages()
-    controller = free_run(channel)
+    channel, controller = parked
     views: dict[int, weakref.ref] = {}
     still_alive: list[list[int]] = []
     finish = Controller._finish_one
@@ -286,14 +284,11 @@ def test_a_summarised_call_lets_go_of_its_tensors_before_the_next_is_summarised(
     assert still_alive == [[]] * 16
 
 
-def test_a_batch_the_script_finishes_does_not_wake_the_summariser_for_each_call(monkeypatch) -> None:
+def test_a_batch_the_script_finishes_does_not_wake_the_summariser_for_each_call(parked, monkeypatch) -> None:
     """When the script's thread finishes a batch itself (the GATHER-th parked call), the
     summariser's thread waits for calls, not for steps sent: waking it for each call would hand
     the GIL back and forth some 64 times a batch (figure 3: ~50 µs a call)."""
-    monkeypatch.setattr(summariser, "LINGER", 3600.0)
-    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
-    channel = KeptMessages()
-    controller = free_run(channel)
+    channel, controller = parked
     pairs = [(torch.randn(8, 64), torch.randn(8, 64)) for _ in range(8)]
     _cos(controller, *pairs[0])  # the summariser exists, its thread waiting for calls
     changed = controller._summariser._changed
