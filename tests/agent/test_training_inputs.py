@@ -11,14 +11,12 @@ on real children in ``tests/integration/test_training_inputs.py``.
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import torch
 from agent_harness import run_script
 
 from cossim_tui import protocol
-from cossim_tui.agent.context import TrainingContext
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.protocol import AgentConfig
 
@@ -136,17 +134,19 @@ def test_the_embedding_map_labels_each_vector_with_its_own_batchs_labels(start_s
         assert partners == seen[0] + [label for batch in seen[: step.step] for label in batch]
 
 
-def test_the_loss_and_a_tensor_learning_rate_are_their_exact_values():
+def test_the_loss_and_a_tensor_learning_rate_are_their_exact_values(watched):
     """The context's loss is the last backward()'s loss, and a tensor learning rate its value, as
     Python floats exactly (float32, bfloat16, float64; a one-element loss of any shape)."""
     weight = torch.nn.Parameter(torch.ones(2))
     optimizer = torch.optim.SGD([weight], lr=torch.tensor(0.05, dtype=torch.float64))
-    for dtype, shape in ((torch.float32, ()), (torch.bfloat16, (1,)), (torch.float64, (1, 1))):
-        loss = torch.full(shape, 0.1, dtype=dtype)
-        context = TrainingContext()
-        context._loss, context._optimizer = loss, weakref.ref(optimizer)
+    # The context's own hook, on this optimizer only (``watched`` registers none for all of them).
+    optimizer.register_step_post_hook(watched.context._stepped)
+    for steps, (dtype, shape) in enumerate(((torch.float32, ()), (torch.bfloat16, (1,)), (torch.float64, (1, 1))), start=1):
+        loss = (weight * 0.05).sum().to(dtype).reshape(shape)
+        loss.backward()
+        optimizer.step()
         transfer = HostTransfer()
-        snapshot = context.queue_snapshot(transfer)
+        snapshot = watched.context.queue_snapshot(transfer)
         transfer.fetch()
-        assert snapshot() == {"loss": loss.item(), "lr": 0.05, "optimizer_steps": 0}
+        assert snapshot() == {"loss": loss.item(), "lr": 0.05, "optimizer_steps": steps}
         assert snapshot()["loss"] != 0.1 or dtype == torch.float64  # its own rounding, not the literal's
