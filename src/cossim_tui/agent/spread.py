@@ -228,12 +228,10 @@ def batch_statistics(values: torch.Tensor, norms: torch.Tensor) -> tuple[list[to
     unit_sum = unit.sum(dim=1, keepdim=True)
     # Per channel, the norm of the unit rows' deviations from their mean: std across rows, up to
     # the host's division, without var()'s slow reduction across rows. (vector_norm across rows
-    # is one op, but its generic kernel is some ten times slower than a sum on large batches.)
+    # is one op, but its generic kernel is slower than these three at every size but the
+    # smallest: 17 against 6 µs for one (8, 64) pair, 420 against 27 µs for 64 of them.)
     deviations = torch.sub(unit, unit_sum, alpha=1.0 / n)
-    if values.numel() <= SMALL:
-        spread = torch.linalg.vector_norm(deviations, dim=1, keepdim=True).sum(dim=2, keepdim=True)
-    else:
-        spread = deviations.square_().sum(dim=1, keepdim=True).sqrt_().sum(dim=2, keepdim=True)
+    spread = deviations.square_().sum(dim=1, keepdim=True).sqrt_().sum(dim=2, keepdim=True)
     head_sum = unit_sum if n <= SAMPLE_ROWS else unit[:, :SAMPLE_ROWS].sum(dim=1, keepdim=True)
     return [spread, torch.linalg.vector_norm(head_sum, dim=2, keepdim=True)], unit
 
