@@ -154,6 +154,8 @@ class PendingEvidence(QueuedEvidence):
             index for index, rows in enumerate(samples) if rows is not None and index not in stale_args and not (index == 1 and equal_pair)
         ]
         both = self.stacked_unit
+        if both is None and self.few_unit is not None and all(samples[i] is self.plans[i].unit for i in range(2)):
+            both = self.few_unit  # (no row of either was left out of its samples)
         if len(new) == 2 and both is not None and unit == [True, True] and 2 * both.shape[1] <= ring.capacity:
             ring.push(both.view(-1, both.shape[2]))  # the first's rows, then the second's
             new = []

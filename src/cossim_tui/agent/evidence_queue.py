@@ -116,6 +116,9 @@ class QueuedEvidence:
         self.plans = plans
         self.stacked_unit: torch.Tensor | None = None
         """Both arguments' unit rows as one (2, n, d), when the batch figures were made together."""
+        self.few_unit: torch.Tensor | None = None
+        """Both arguments' unit rows as one (2, n, d), when they have fewer than 4 rows each and
+        were made together on the CPU: the site's ring takes them in one push."""
         stacked = pair.stacked
         first, second = plans
         if (
@@ -214,7 +217,7 @@ class QueuedEvidence:
         few = [p for p in plans if p.values is not None and p.values.rows < 4 and p.values.values.numel() <= RING_ON_HOST]
         if len(few) == 2 and self.pair.stacked is not None and not on_device(self.pair.stacked[0]):
             values, norms = self.pair.stacked
-            unit = values / norms
+            unit = self.few_unit = values / norms
             for index, plan in enumerate(few):
                 plan.unit = unit[index]
         for plan in few:
