@@ -27,6 +27,10 @@ RING_ON_HOST = 4096
 """An argument of fewer than 4 rows (and at most this many values) feeds its site's ring: its
 rows come back with the transfer, and off the CPU the ring is made of them on the host, so
 scoring it needs no device."""
+KEPT_SUMS_WIDTH = 256
+"""A ring keeps each counted piece's sums, to take them back out when it leaves, for vectors of up
+to this many channels: 4 KB a piece at most (16 bytes a channel), where the sums of one wide row
+would outweigh the row itself."""
 USABLE_SPREAD = 1e-6
 """Below this collapse score the fused statistics are not trusted (a vector repeated n times
 is one sample, not a collapsed batch): the reference functions decide."""
@@ -35,11 +39,14 @@ is one sample, not a collapsed batch): the reference functions decide."""
 class _Piece:
     """Rows pushed at once onto a ring, and whether the ring's totals count them yet."""
 
-    __slots__ = ("counted", "rows")
+    __slots__ = ("counted", "rows", "sums")
 
     def __init__(self, rows: torch.Tensor) -> None:
         self.rows = rows
         self.counted = False
+        self.sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        """``_sums`` of the rows where the totals counted this piece alone: taken back out as
+        they are when it leaves, rather than made again."""
 
 
 def _sums(rows: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +62,10 @@ class SiteRing:
     than copying it: the ring is read only at a site whose steps have no batch of their own to
     score. Its score needs only the rows' per-channel sum and sum of squares, kept as running
     totals: a score counts the pieces pushed since the one before, a counted piece that leaves
-    is taken back out (from its rows: nothing per piece is kept), and every ``capacity`` rows
-    the totals are made again from the rows themselves, so that rounding cannot build up. A
-    site with one row a call (pairs of single vectors) thus costs a few tiny reductions a step,
-    not a pass over the whole ring."""
+    is taken back out (by the sums it was counted with; for wide vectors, made again from its
+    rows), and every ``capacity`` rows the totals are made again from the rows themselves, so
+    that rounding cannot build up. A site with one row a call (pairs of single vectors) thus
+    costs a few tiny reductions a step, not a pass over the whole ring."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -96,7 +103,7 @@ class SiteRing:
                 self._totals = None
             elif self._totals is not None:
                 total, squares = self._totals
-                gone_total, gone_squares = _sums(gone.rows, total.device)
+                gone_total, gone_squares = gone.sums or _sums(gone.rows, total.device)
                 self._totals = (total - gone_total, squares - gone_squares)
 
     def score(self) -> float | None:
@@ -114,8 +121,9 @@ class SiteRing:
         if excess > 0:  # the oldest piece is partly older than the ring
             older_total, older_squares = _sums(self._pieces[0].rows[:excess], total.device)
             total, squares = total - older_total, squares - older_squares
-        variance = torch.addcmul(squares, total, total, value=-1.0 / n).clamp_min(0) / (n - 1)
-        return math.sqrt(width) * float(variance.sqrt().mean())
+        # √(n − 1) times each channel's std; the division is the host's, after the mean.
+        spread = torch.addcmul(squares, total, total, value=-1.0 / n).clamp_min_(0).sqrt_()
+        return math.sqrt(width) * float(spread.mean()) / math.sqrt(n - 1)
 
     def _make_totals(self) -> None:
         self._totals = _sums(self._joined(), self._pieces[-1].rows.device)
@@ -134,6 +142,8 @@ class SiteRing:
             if piece.counted:
                 break
             piece_total, piece_squares = _sums(piece.rows, total.device)
+            if piece.rows.shape[1] <= KEPT_SUMS_WIDTH:
+                piece.sums = (piece_total, piece_squares)
             total, squares = total + piece_total, squares + piece_squares
             piece.counted = True
             self._added += piece.rows.shape[0]
