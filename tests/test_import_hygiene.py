@@ -3,6 +3,7 @@ textual or rich, and the script itself decides when torch is imported."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -10,46 +11,67 @@ import textwrap
 
 import pytest
 
+# The modules of each rule share one child (see ``_loaded_by``): all on one worker (pyproject).
+ONE_CHILD = pytest.mark.xdist_group("import-hygiene")
 
-def _modules_after_import(module: str) -> set[str]:
-    code = f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))"
+UI_SIDE = ("cossim_tui.tui.app", "cossim_tui.tui.run", "cossim_tui.cli", "cossim_tui.report", "cossim_tui.session.replay", "cossim_tui.session.trace")
+AGENT_SIDE = (
+    "cossim_tui.protocol",
+    "cossim_tui.agent.bootstrap",
+    "cossim_tui.agent.controller",
+    "cossim_tui.agent.capture",
+    "cossim_tui.agent.evidence",
+    "cossim_tui.diagnostics.judge",
+    "cossim_tui.launcher",
+    "cossim_tui.headless",
+)
+PURE = ("cossim_tui.protocol", "cossim_tui.diagnostics.judge", "cossim_tui.diagnostics.codes")
+
+
+@functools.cache
+def _modules_after_import(*modules: str) -> frozenset[str]:
+    """``sys.modules`` of a fresh interpreter once it has imported ``modules`` (once a worker)."""
+    code = f"import json, sys, {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return set(json.loads(out.stdout))
+    return frozenset(json.loads(out.stdout))
 
 
-def _top_level(modules: set[str]) -> set[str]:
+def _top_level(modules: frozenset[str]) -> set[str]:
     return {name.split(".")[0] for name in modules}
 
 
-@pytest.mark.parametrize("module", ["cossim_tui.tui.app", "cossim_tui.tui.run", "cossim_tui.cli", "cossim_tui.report", "cossim_tui.session.replay", "cossim_tui.session.trace"])
+def _loaded_by(module: str, side: tuple[str, ...], forbidden: set[str]) -> set[str]:
+    """The top-level packages that importing ``module`` alone loads, as far as ``forbidden`` goes.
+
+    One child imports the whole of ``side`` (each module of which a child of its own imported
+    before, the agent's two of them loading torch): what importing one of them loads, importing
+    all of them loads too, so where that child loaded none of ``forbidden`` no module of ``side``
+    does. Where it loaded one, ``module`` is imported alone in a child of its own, as ever, so
+    that each test still says which module loads what."""
+    together = _top_level(_modules_after_import(*side))
+    return together if not together & forbidden else _top_level(_modules_after_import(module))
+
+
+@ONE_CHILD
+@pytest.mark.parametrize("module", UI_SIDE)
 def test_ui_side_never_imports_torch(module: str) -> None:
-    loaded = _top_level(_modules_after_import(module))
+    loaded = _loaded_by(module, UI_SIDE, {"torch", "numpy"})
     assert "torch" not in loaded
     assert "numpy" not in loaded
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "cossim_tui.protocol",
-        "cossim_tui.agent.bootstrap",
-        "cossim_tui.agent.controller",
-        "cossim_tui.agent.capture",
-        "cossim_tui.agent.evidence",
-        "cossim_tui.diagnostics.judge",
-        "cossim_tui.launcher",
-        "cossim_tui.headless",
-    ],
-)
+@ONE_CHILD
+@pytest.mark.parametrize("module", AGENT_SIDE)
 def test_agent_side_never_imports_textual_or_rich(module: str) -> None:
-    loaded = _top_level(_modules_after_import(module))
+    loaded = _loaded_by(module, AGENT_SIDE, {"textual", "rich"})
     assert "textual" not in loaded
     assert "rich" not in loaded
 
 
-@pytest.mark.parametrize("module", ["cossim_tui.protocol", "cossim_tui.diagnostics.judge", "cossim_tui.diagnostics.codes"])
+@ONE_CHILD
+@pytest.mark.parametrize("module", PURE)
 def test_protocol_and_judges_are_pure(module: str) -> None:
-    assert "torch" not in _top_level(_modules_after_import(module))
+    assert "torch" not in _loaded_by(module, PURE, {"torch"})
 
 
 def test_script_imports_torch_itself(tmp_path) -> None:

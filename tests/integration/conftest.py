@@ -11,7 +11,7 @@ import pytest
 from cossim_tui.launcher import Run
 from cossim_tui.session.events import Target
 from cossim_tui.protocol import AgentConfig
-from integration.live import LiveRun
+from integration.live import LiveRun, run_check
 
 
 @pytest.fixture
@@ -37,3 +37,12 @@ def start_run() -> Iterator[Any]:
     for live in started:
         live.run.terminate()
 
+
+
+@pytest.fixture(scope="session")
+def same_object_checked(tmp_path_factory) -> tuple[Any, Any]:
+    """``check --json REPORT tests/fixtures/same_object.py``: its result and REPORT's path. The
+    same command serves ``test_check`` and ``test_record_replay`` (the run without ``--record``),
+    whose tests that read it share the ``recorded-check`` xdist group, so that it runs once."""
+    report = tmp_path_factory.mktemp("same_object") / "r.json"
+    return run_check("--json", str(report), "tests/fixtures/same_object.py"), report

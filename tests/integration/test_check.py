@@ -25,6 +25,8 @@ from integration.live import REPO, run_check
 # that it runs once; the other tests go wherever a worker is free.
 MIX_RUN = pytest.mark.xdist_group("check-mix")
 STALE_DEMO = pytest.mark.xdist_group("check-stale-demo")
+# The check of same_object.py is test_record_replay's too (integration/conftest.py).
+RECORDED_CHECK = pytest.mark.xdist_group("recorded-check")
 
 F = "tests/fixtures/"
 STATUSES = {"finished", "stopped", "error", "killed"}
@@ -152,11 +154,12 @@ def test_a_reader_that_stops_early_loses_nothing_but_the_output(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def same_object(tmp_path_factory):
-    report = tmp_path_factory.mktemp("same_object") / "r.json"
-    return run_check("--json", str(report), F + "same_object.py"), load_report(report)
+def same_object(same_object_checked):
+    done, report = same_object_checked
+    return done, load_report(report)
 
 
+@RECORDED_CHECK
 def test_same_object_exits_1(same_object):
     done, report = same_object
     assert done.returncode == 1, done.stdout + done.stderr

@@ -39,8 +39,10 @@ from waiting import until as wait_until
 from waiting import until_async
 
 # A module-scoped run serves two tests: they run on one worker (pyproject's loadgroup), so that it
-# runs once; the other tests go wherever a worker is free.
+# runs once; the other tests go wherever a worker is free. The check without --record is
+# test_check's check of same_object.py (integration/conftest.py): its test is in the group too.
 RECORDED = pytest.mark.xdist_group("recorded-check")
+KILLED = pytest.mark.xdist_group("killed-recording")
 
 F = "tests/fixtures/"
 SIZE = (100, 30)
@@ -78,11 +80,13 @@ def without_pause(step: protocol.StepCaptured) -> dict:
 
 
 @pytest.fixture(scope="module")
-def recorded_check(tmp_path_factory):
-    """``check`` of same_object.py twice: with ``--record`` and without it."""
+def recorded_check(tmp_path_factory, same_object_checked):
+    """``check`` of same_object.py twice: with ``--record`` and without it (its report is
+    ``plain.json``)."""
     out = tmp_path_factory.mktemp("record")
     with_trace = run_check("--record", str(out / "run.jsonl"), "--json", str(out / "with.json"), F + "same_object.py")
-    plain = run_check("--json", str(out / "plain.json"), F + "same_object.py")
+    plain, plain_report = same_object_checked
+    (out / "plain.json").write_bytes(plain_report.read_bytes())
     return out, with_trace, plain
 
 
@@ -116,9 +120,17 @@ def test_check_record_leaves_the_report_and_exit_status_unchanged(recorded_check
     assert with_trace.stderr == plain.stderr == ""
 
 
-def test_a_script_killed_by_sigkill_leaves_every_step_it_reached(tmp_path):
-    trace_path = tmp_path / "killed.jsonl"
-    result = run_check("--record", str(trace_path), F + "kill_after_steps.py")
+@pytest.fixture(scope="module")
+def killed_recording(tmp_path_factory):
+    """``check --record killed.jsonl kill_after_steps.py`` (the script kills itself after three
+    steps): its result and the trace's path, for the two tests that read it."""
+    trace_path = tmp_path_factory.mktemp("killed") / "killed.jsonl"
+    return run_check("--record", str(trace_path), F + "kill_after_steps.py"), trace_path
+
+
+@KILLED
+def test_a_script_killed_by_sigkill_leaves_every_step_it_reached(killed_recording):
+    result, trace_path = killed_recording
     assert result.returncode == 3, result.stdout + result.stderr
 
     trace = read_trace(trace_path)
@@ -220,9 +232,10 @@ def test_a_recording_whose_own_process_is_killed_replays_up_to_the_crash(tmp_pat
 # --------------------------------------------------------------------------------------
 
 
-def test_replay_of_a_killed_run_shows_the_last_step_and_how_it_ended(tmp_path):
-    trace_path = tmp_path / "killed.jsonl"
-    assert run_check("--record", str(trace_path), F + "kill_after_steps.py").returncode == 3
+@KILLED
+def test_replay_of_a_killed_run_shows_the_last_step_and_how_it_ended(killed_recording):
+    result, trace_path = killed_recording
+    assert result.returncode == 3
     recorded = read_trace(trace_path).steps
 
     async def scenario():
