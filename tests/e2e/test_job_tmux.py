@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 
 import pytest
-from test_tmux import REPO, Terminal, _tmux
+from tmux_terminal import Terminal
 
 from waiting import processes_mentioning, until
 
-# One tmux server for all of them (pyproject): one at a time, on one worker.
+# One at a time, on one worker (pyproject).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
 
@@ -27,15 +26,13 @@ def job_terminal():
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
     tag = uuid.uuid4().hex
-    session = f"cossim-job-{tag[:8]}"
     path = f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get("PYTHONPATH") else ""
     job = "torchrun --standalone --nproc-per-node 2 tests/fixtures/ddp_pairs.py --steps 6 --workers 2"
-    shell = f"unset COLUMNS LINES; cd {REPO} && {path}python -m cossim_tui {job} --tag {tag}; echo cossim-tui-exited=$?; sleep 600"
-    _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", "bash", "-c", shell)
+    terminal = Terminal(f"{path}python -m cossim_tui {job} --tag {tag}", width=120, height=40)
     try:
-        yield Terminal(session), tag
+        yield terminal, tag
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        terminal.close()
 
 
 def test_two_ranks_step_switch_and_quit_with_nothing_left(job_terminal) -> None:

@@ -4,49 +4,17 @@ then open the trace with ``cossim-tui replay`` and see the same step and how the
 from __future__ import annotations
 
 import shutil
-import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
+from tmux_terminal import Terminal
 
 from cossim_tui.session.replay import read_trace
-from waiting import until
 
-# One tmux server for all of them (pyproject): one at a time, on one worker.
+# One at a time, on one worker (pyproject).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
-REPO = Path(__file__).resolve().parents[2]
 SCRIPT = "tests/fixtures/cosine_loop.py"
-
-
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
-
-
-class Terminal:
-    """One tmux session running ``shell``; ended at teardown whatever the test did."""
-
-    def __init__(self, shell: str) -> None:
-        self.session = f"cossim-e2e-{uuid.uuid4().hex[:8]}"
-        # The terminal decides the size; COLUMNS/LINES inherited from a test runner would override it.
-        command = f"unset COLUMNS LINES; cd {REPO} && {shell}; echo cossim-tui-exited=$?; sleep 600"
-        _tmux("new-session", "-d", "-s", self.session, "-x", "110", "-y", "34", "bash", "-c", command)
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
-        screens = [""]
-
-        def shown() -> str:
-            screens[0] = _tmux("capture-pane", "-p", "-t", self.session)
-            return screens[0] if text in screens[0] else ""
-
-        return until(shown, timeout, lambda: f"{text!r} on screen; last screen:\n{screens[0]}")
-
-    def press(self, key: str) -> None:
-        _tmux("send-keys", "-t", self.session, key)
-
-    def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
 
 
 @pytest.fixture

@@ -4,24 +4,19 @@ read the paused step, press keys, quit, and find nothing left running."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from tmux_terminal import REPO, Terminal
 
 from waiting import until
 
-# One tmux server for all of them (pyproject): one at a time, on one worker.
+# One at a time, on one worker (pyproject): each runs the demo, and they time a step.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo" / "siamese_stale_partner.py"
-
-
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
 
 
 def _processes_mentioning(marker: str) -> list[tuple[int, str]]:
@@ -40,26 +35,6 @@ def _processes_mentioning(marker: str) -> list[tuple[int, str]]:
     return found
 
 
-class Terminal:
-    def __init__(self, session: str) -> None:
-        self.session = session
-
-    def screen(self) -> str:
-        return _tmux("capture-pane", "-p", "-t", self.session)
-
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
-        screens = [""]
-
-        def shown() -> str:
-            screens[0] = self.screen()
-            return screens[0] if text in screens[0] else ""
-
-        return until(shown, timeout, lambda: f"{text!r} on screen; last screen:\n{screens[0]}")
-
-    def press(self, key: str) -> None:
-        _tmux("send-keys", "-t", self.session, key)
-
-
 @pytest.fixture
 def terminal(tmp_path: Path):
     if shutil.which("tmux") is None:
@@ -68,14 +43,11 @@ def terminal(tmp_path: Path):
     assert command is not None, "the cossim-tui command is not installed (pip install -e .)"
     script = tmp_path / f"demo_{uuid.uuid4().hex[:8]}.py"
     shutil.copy(DEMO, script)
-    session = f"cossim-e2e-{uuid.uuid4().hex[:8]}"
-    # The terminal decides the size; COLUMNS/LINES inherited from a test runner would override it.
-    shell = f"unset COLUMNS LINES; cd {REPO} && {command} {script} --images 8 --epochs 1; echo cossim-tui-exited=$?; sleep 600"
-    _tmux("new-session", "-d", "-s", session, "-x", "110", "-y", "34", "bash", "-c", shell)
+    terminal = Terminal(f"{command} {script} --images 8 --epochs 1")
     try:
-        yield Terminal(session), script
+        yield terminal, script
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        terminal.close()
 
 
 def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
@@ -110,5 +82,5 @@ def test_closing_the_terminal_ends_the_script(terminal) -> None:
     term, script = terminal
     term.wait_for("paused at step 0")
     assert _processes_mentioning(script.name)
-    _tmux("kill-session", "-t", term.session)
+    term.hang_up()
     until(lambda: not _processes_mentioning(script.name), 3, lambda: f"every process to end: {_processes_mentioning(script.name)}")
