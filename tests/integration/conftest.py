@@ -38,7 +38,6 @@ def start_run() -> Iterator[Any]:
         live.run.terminate()
 
 
-
 @pytest.fixture(scope="session")
 def same_object_checked(tmp_path_factory) -> tuple[Any, Any]:
     """``check --json REPORT tests/fixtures/same_object.py``: its result and REPORT's path. The
