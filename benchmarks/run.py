@@ -676,12 +676,13 @@ def figure_memory(calls: int, warm: int) -> None:
 # --------------------------------------------------------------------------------------
 
 
-_TMUX_SOCKET = f"cossim-bench-{os.getpid()}"
-"""A tmux server of our own: nobody else's sessions are touched, and it outlives each run."""
+_TMUX_SOCKET = str(Path(tempfile.gettempdir()) / f"cossim-bench-{os.getpid()}.tmux")
+"""A tmux server of our own: nobody else's sessions are touched, and it outlives each run; its
+socket is removed with it."""
 
 
 def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", "-L", _TMUX_SOCKET, *args], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["tmux", "-S", _TMUX_SOCKET, *args], capture_output=True, text=True, check=True).stdout
 
 
 def _startup_once() -> tuple[float, bool, str, float, float]:
@@ -710,7 +711,7 @@ def _startup_once() -> tuple[float, bool, str, float, float]:
         _tmux("send-keys", "-t", session, "q")
     finally:
         time.sleep(0.3)
-        subprocess.run(["tmux", "-L", _TMUX_SOCKET, "kill-session", "-t", session], capture_output=True)
+        subprocess.run(["tmux", "-S", _TMUX_SOCKET, "kill-session", "-t", session], capture_output=True)
     # The terminal's own delay: a plain python that prints one line.
     session = f"cossim-bench-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
@@ -720,7 +721,7 @@ def _startup_once() -> tuple[float, bool, str, float, float]:
             time.sleep(0.005)
         baseline = time.perf_counter() - start
     finally:
-        subprocess.run(["tmux", "-L", _TMUX_SOCKET, "kill-session", "-t", session], capture_output=True)
+        subprocess.run(["tmux", "-S", _TMUX_SOCKET, "kill-session", "-t", session], capture_output=True)
     assert first is not None and torch_loaded is not None
     return first, torch_loaded, state, paused, baseline
 
@@ -742,7 +743,8 @@ def figure_startup(reps: int) -> None:
             paused.append(step0)
             baselines.append(baseline)
     finally:
-        subprocess.run(["tmux", "-L", _TMUX_SOCKET, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", _TMUX_SOCKET, "kill-server"], capture_output=True)
+        Path(_TMUX_SOCKET).unlink(missing_ok=True)
     report("command → status line on screen", firsts, _s, 0.5)
     report("(terminal + python start-up alone)", baselines, _s)
     report("command → step 0 on screen (torch loaded)", paused, _s)
