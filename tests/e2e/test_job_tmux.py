@@ -8,17 +8,12 @@ import shutil
 import uuid
 
 import pytest
-from tmux_terminal import Terminal
+from tmux_terminal import Terminal, processes_run_from
 
-from waiting import processes_mentioning, until
+from waiting import until
 
 # One at a time, on one worker (pyproject).
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
-
-
-def job_processes(tag: str) -> list[str]:
-    """The job's processes: cossim-tui, torchrun, the ranks and their workers (not tmux's shell)."""
-    return [line for line in processes_mentioning(tag) if not line.split(" ", 1)[1].startswith(("tmux", "bash"))]
 
 
 @pytest.fixture
@@ -46,7 +41,7 @@ def test_two_ranks_step_switch_and_quit_with_nothing_left(job_terminal) -> None:
     terminal.press("k")
     terminal.wait_for("▸1 paused at step 1")
     # Both ranks, their DataLoader workers (2 each) and torchrun are running now.
-    assert len(job_processes(tag)) >= 3
+    assert len(processes_run_from(tag)) >= 3
     terminal.press("q")
     terminal.wait_for("cossim-tui-exited=0")
-    until(lambda: not job_processes(tag), 20, lambda: f"no process of the job left: {job_processes(tag)}")
+    until(lambda: not processes_run_from(tag), 20, lambda: f"no process of the job left: {processes_run_from(tag)}")

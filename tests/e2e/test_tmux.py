@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tmux_terminal import REPO, Terminal
+from tmux_terminal import REPO, Terminal, processes_run_from
 
 from waiting import until
 
@@ -17,22 +17,6 @@ from waiting import until
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("tmux")]
 
 DEMO = REPO / "demo" / "siamese_stale_partner.py"
-
-
-def _processes_mentioning(marker: str) -> list[tuple[int, str]]:
-    """cossim-tui's own processes and the script's (not tmux, not the shell that started them)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        ours = "cossim_tui.agent" in cmdline or "bin/cossim-tui" in cmdline
-        if marker in cmdline and ours and not cmdline.startswith(("tmux", "bash")):
-            found.append((int(entry.name), cmdline))
-    return found
 
 
 @pytest.fixture
@@ -57,7 +41,7 @@ def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
     assert "vector1_tensor" in screen and "vector2_tensor" in screen
     same_object = next(line for line in screen.splitlines() if "same object" in line)
     assert "YES" in same_object
-    agents = _processes_mentioning(script.name)
+    agents = processes_run_from(script.name)
     assert agents, "the script's process should be alive while paused"
 
     pressed = time.monotonic()
@@ -72,8 +56,8 @@ def test_demo_pauses_steps_and_quits_cleanly(terminal) -> None:
     term.press("q")
     screen = term.wait_for("cossim-tui-exited=0", timeout=10)
     until(
-        lambda: not _processes_mentioning(script.name), 2,
-        lambda: f"every process to end; left behind after quitting: {_processes_mentioning(script.name)}",
+        lambda: not processes_run_from(script.name), 2,
+        lambda: f"every process to end; left behind after quitting: {processes_run_from(script.name)}",
     )
 
 
@@ -81,6 +65,6 @@ def test_closing_the_terminal_ends_the_script(terminal) -> None:
     """SIGHUP from a closed terminal: the script and its process group end with the TUI."""
     term, script = terminal
     term.wait_for("paused at step 0")
-    assert _processes_mentioning(script.name)
+    assert processes_run_from(script.name)
     term.hang_up()
-    until(lambda: not _processes_mentioning(script.name), 3, lambda: f"every process to end: {_processes_mentioning(script.name)}")
+    until(lambda: not processes_run_from(script.name), 3, lambda: f"every process to end: {processes_run_from(script.name)}")

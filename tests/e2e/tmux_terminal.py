@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from waiting import until
+from waiting import processes_mentioning, until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,3 +57,10 @@ class Terminal:
         """End the session, if it is still open, and the server."""
         subprocess.run(["tmux", "-S", self.server, "kill-server"], capture_output=True)
         shutil.rmtree(self._home, ignore_errors=True)
+
+
+def processes_run_from(marker: str) -> list[str]:
+    """The live processes whose command line names ``marker`` (a script's unique name, a job's
+    tag), as ``pid command``: cossim-tui's, the script's and what they started, not tmux nor the
+    shell that ran the command."""
+    return [line for line in processes_mentioning(marker) if not line.split(" ", 1)[1].startswith(("tmux", "bash"))]
