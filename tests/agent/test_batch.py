@@ -24,6 +24,7 @@ from cossim_tui.agent.controller import Controller
 from cossim_tui.agent.provenance import Provenance
 from agent_harness import torch_restored
 from small_pairs import KeptMessages, free_run, varied_pairs
+from waiting import until
 
 
 def _cos(controller, x1, x2, dim=-1, site=0):
@@ -299,4 +300,19 @@ def test_a_batch_the_script_finishes_does_not_wake_the_summariser_for_each_call(
         _cos(controller, *pairs[i % 8])
     assert len(channel.steps) == summariser.GATHER
     assert len(woken) <= 1  # (once: the batch is done)
+    controller.script_ended("finished", 0, None)
+
+
+def test_a_parked_call_is_sent_once_it_has_waited_linger_though_no_other_call_comes(monkeypatch) -> None:
+    """A loop that goes quiet (a long validation pass, a slow data loader) still has its last
+    parked steps on screen: the summariser's thread takes the first parked call once it has
+    waited ``LINGER``, without the script ending or calling again."""
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 0)
+    monkeypatch.setattr(summariser, "LINGER", 0.05)
+    channel = KeptMessages()
+    controller = free_run(channel)
+    _cos(controller, torch.randn(8, 64), torch.randn(8, 64))
+    assert controller._summariser is not None  # (parked: not captured at the call)
+    until(lambda: channel.steps, timeout=10.0, what="the parked call's step, with no drain")
+    assert [s.step for s in channel.steps] == [0]
     controller.script_ended("finished", 0, None)

@@ -78,7 +78,8 @@ class Summariser:
                 self._wait_for_sent()
             self._calls.append((call, time.monotonic(), parked))
             self._unsent += 1
-            if not parked:
+            if not parked or len(self._calls) == 1:
+                # (A parked call wakes the thread when it is the first waiting: its LINGER starts.)
                 self._changed.notify_all()
             elif len(self._calls) >= GATHER and not self._busy and all(p for _, _, p in self._calls):
                 taken = self._taken()
