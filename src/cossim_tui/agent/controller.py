@@ -227,16 +227,15 @@ class Controller:
         except Exception:  # noqa: BLE001 - (no pinned memory, say): captured at once instead
             return False
         if self._summariser is None:
-            self._summariser = Summariser(self._finish_one, self._share_batch)
+            self._summariser = Summariser(self._finish_one, self._share_batch, around=tools.no_grad)
             intercept.before_graph_capture(self._finish_in_flight)
         self._summariser.put(call, parked=park)
         return True
 
     def _share_batch(self, calls: list[Call]) -> None:
-        """Make together the figures that parked calls of one shape can share (``batch``)."""
-        tools = self.pipeline.ready()
-        with tools.no_grad():
-            tools.share_batch(calls)
+        """Make together the figures that parked calls of one shape can share (``batch``).
+        (Called, as ``_finish_one`` is, inside the ``no_grad`` the summariser enters once a batch.)"""
+        self.pipeline.ready().share_batch(calls)
 
     def _finish_in_flight(self) -> None:
         """Wait until the step of every call started by ``_send_behind`` has been sent."""
@@ -244,11 +243,11 @@ class Controller:
             self._summariser.drain()
 
     def _finish_one(self, call: Call) -> None:
-        """Summarise a started call once its values have arrived, and send its step."""
+        """Summarise a started call once its values have arrived, and send its step (inside the
+        ``no_grad`` the summariser enters once a batch)."""
         try:
-            with self.pipeline.ready().no_grad():
-                call.transfer.fetch()
-                message = self.pipeline.summarise(call, may_stop=False)
+            call.transfer.fetch()
+            message = self.pipeline.summarise(call, may_stop=False)
         except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script
             message = self.pipeline.failed_step(call.step, call.function, call.site, call.exprs, exc)
         message.label = call.label

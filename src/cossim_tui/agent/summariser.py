@@ -13,6 +13,8 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from cossim_tui.agent import intercept
 from cossim_tui.agent.call import Call
@@ -54,9 +56,16 @@ class Summariser:
     thread never takes. ``put`` waits while its limit of calls are unsent.
     """
 
-    def __init__(self, finish: Callable[[Call], None], prepare: Callable[[list[Call]], None] = lambda calls: None) -> None:
+    def __init__(
+        self,
+        finish: Callable[[Call], None],
+        prepare: Callable[[list[Call]], None] = lambda calls: None,
+        around: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
         self._finish = finish
         self._prepare = prepare
+        self._around = around
+        """Entered once around each batch (the controller's ``no_grad``: once a batch, not a call)."""
         self._calls: collections.deque[tuple[Call, float, bool]] = collections.deque()
         """Calls not taken yet: each with when it came and whether it is parked."""
         self._unsent = 0
@@ -127,30 +136,34 @@ class Summariser:
 
     def _finish_batch(self, calls: list[Call]) -> None:
         try:
-            try:
-                self._prepare(calls)
-            except Exception:  # noqa: BLE001 - what could not be shared is made call by call
-                pass
-            # Each call is let go of once its step is sent (taken out of ``calls``, which its
-            # taker holds too): what its summary made lives no longer than that, rather than
-            # piling up behind the batch into the garbage collector's older generations.
-            calls.reverse()
-            while calls:
-                call = calls.pop()
-                try:
-                    self._finish(call)  # never raises: a failure is reported as the call's step
-                finally:
-                    del call
-                    with self._changed:
-                        self._unsent -= 1
-                        if self._waiting_for_sent:
-                            # Only then: waking the thread for each call of a batch the
-                            # script's thread finishes would hand the GIL back and forth.
-                            self._changed.notify_all()
+            with self._around():
+                self._finish_each(calls)
         finally:
             with self._changed:
                 self._busy = False
                 self._changed.notify_all()
+
+    def _finish_each(self, calls: list[Call]) -> None:
+        try:
+            self._prepare(calls)
+        except Exception:  # noqa: BLE001 - what could not be shared is made call by call
+            pass
+        # Each call is let go of once its step is sent (taken out of ``calls``, which its
+        # taker holds too): what its summary made lives no longer than that, rather than
+        # piling up behind the batch into the garbage collector's older generations.
+        calls.reverse()
+        while calls:
+            call = calls.pop()
+            try:
+                self._finish(call)  # never raises: a failure is reported as the call's step
+            finally:
+                del call
+                with self._changed:
+                    self._unsent -= 1
+                    if self._waiting_for_sent:
+                        # Only then: waking the thread for each call of a batch the
+                        # script's thread finishes would hand the GIL back and forth.
+                        self._changed.notify_all()
 
     def _run(self) -> None:
         intercept.agent_thread()
