@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import weakref
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import torch
 
 from cossim_tui.diagnostics.judge import StaleMatch
@@ -27,8 +27,7 @@ between a tensor summarised alone and in a stack (on a GPU, even between the two
 one stack)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(msgspec.Struct, frozen=True, gc=False):
     """An argument's value fingerprint: ``key``, figures that are exact copies of values (its min
     and max, and ``FINGERPRINT_SAMPLE`` evenly spaced values; NaN as a sentinel, so that it
     compares equal), looked up as is; and its mean and std, compared within
@@ -59,8 +58,7 @@ class Fingerprint:
         )
 
 
-@dataclass(slots=True)
-class SeenArgument:
+class SeenArgument(msgspec.Struct):
     """One argument of an earlier step, remembered without keeping it alive."""
 
     step: int
