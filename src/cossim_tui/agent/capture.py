@@ -130,8 +130,8 @@ class PendingPair:
                 self.compare_slot = self._queue_comparison()
         if not self.in_range:
             for p in self.pending:
-                if not p.summary_kwargs.get("note"):
-                    p.summary_kwargs["note"] = f"dim {self.dim} is out of range for {self.ndim} dims; summarised over the last dim"
+                if not p.summary.note:
+                    p.summary.note = f"dim {self.dim} is out of range for {self.ndim} dims; summarised over the last dim"
         self.cos_slots = self._queue_similarity()
 
     def _stackable(self) -> bool:
@@ -173,7 +173,7 @@ class PendingPair:
             self.compare_slot = self.transfer.vector(torch.stack(torch.aminmax(values.diff(dim=0))))
         stride = stats_width(rows) + preview + min(rows * width, SAMPLE)
         for index, p in enumerate(pending):
-            p.summary_kwargs["rows"] = rows
+            p.summary.rows = rows
             p.arg = ArgValues(values, norms, False, (slot, index * stride), index)
         return pending
 

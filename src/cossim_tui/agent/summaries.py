@@ -149,7 +149,8 @@ def _picks(k: int, count: int, preview: int, device: Any) -> torch.Tensor:
 class PendingSummary:
     """What one argument's first pass queued on the transfer."""
 
-    summary_kwargs: dict[str, Any]
+    summary: TensorSummary
+    """The summary, its values' figures filled in by ``finish_stats``."""
     arg: ArgValues | None = None
 
 
@@ -211,11 +212,11 @@ def described_now(x: torch.Tensor) -> Described:
     )
 
 
-def describe(x: Any, expr: str, seen: Described | None = None) -> dict[str, Any]:
-    """The summary's fields that are not read from the values, from ``seen`` where it was read
-    earlier, else from ``x`` now."""
+def describe(x: Any, expr: str, seen: Described | None = None) -> TensorSummary:
+    """A summary with the fields that are not read from the values (from ``seen`` where it was
+    read earlier, else from ``x`` now); the values' figures are filled in by ``finish_stats``."""
     if not isinstance(x, torch.Tensor):
-        return dict(
+        return TensorSummary(
             expr=expr, shape=[], dtype=type(x).__name__, device="-", layout="-", numel=0,
             requires_grad=False, grad_fn=None, is_leaf=True, norm=None, rows=0, stats=None,
             nan=0, inf=0, preview=[], storage=None, note=f"not a tensor ({type(x).__name__})",
@@ -223,36 +224,26 @@ def describe(x: Any, expr: str, seen: Described | None = None) -> dict[str, Any]
     if seen is None:
         seen = described_now(x)
     storage = seen.storage
-    return dict(
-        expr=expr,
-        shape=list(seen.shape),
-        dtype=seen.dtype,
-        device=seen.device,
-        layout=seen.layout,
-        numel=seen.numel,
-        requires_grad=seen.requires_grad,
-        grad_fn=seen.grad_fn,
-        is_leaf=seen.is_leaf,
-        norm=None,
-        rows=0,
-        stats=None,
-        nan=0,
-        inf=0,
-        preview=[],
-        storage=StorageInfo(storage[0], storage[1], list(storage[2]), storage[3], list(storage[4])) if storage is not None else None,
+    # Positionally, in the record's order (twice as fast as by keyword, at every argument):
+    # expr, shape, dtype, device, layout, numel, requires_grad, grad_fn, is_leaf, norm, rows,
+    # stats, nan, inf, preview, storage.
+    return TensorSummary(
+        expr, list(seen.shape), seen.dtype, seen.device, seen.layout, seen.numel, seen.requires_grad, seen.grad_fn,
+        seen.is_leaf, None, 0, None, 0, 0, [],
+        StorageInfo(storage[0], storage[1], list(storage[2]), storage[3], list(storage[4])) if storage is not None else None,
     )
 
 
-def summarisable(x: Any, described: dict[str, Any]) -> bool:
+def summarisable(x: Any, described: TensorSummary) -> bool:
     """Whether ``x`` has values to summarise; if not, ``described`` gets a note saying why."""
-    if described.get("note"):
+    if described.note:
         return False
     if x.layout != torch.strided:
-        described["note"] = f"{described['layout']} tensor: values not summarised"
+        described.note = f"{described.layout} tensor: values not summarised"
     elif x.is_meta:
-        described["note"] = "meta tensor: it has no values"
+        described.note = "meta tensor: it has no values"
     elif x.numel() == 0:
-        described["note"] = "empty tensor"
+        described.note = "empty tensor"
     else:
         return True
     return False
@@ -309,8 +300,8 @@ def queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str, seen: Descr
     if not summarisable(x, described):
         return pending
     values, sampled = _values(x, dim)
-    described["sampled"] = sampled
-    described["rows"] = values.shape[0]
+    described.sampled = sampled
+    described.rows = values.shape[0]
     norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
     preview = min(PREVIEW, values.shape[1])
     slot = transfer.vector(stats_of(values.unsqueeze(0), norms.unsqueeze(0), preview))
@@ -319,17 +310,17 @@ def queue_stats(x: Any, dim: int, transfer: HostTransfer, expr: str, seen: Descr
 
 
 def finish_stats(pending: PendingSummary, transfer: HostTransfer) -> TensorSummary:
-    kwargs = pending.summary_kwargs
+    summary = pending.summary
     if pending.arg is None:
-        return TensorSummary(**kwargs)
+        return summary
     first = pending.arg.first_pass(transfer)
     mean, std, low, high, nmin, nmean, nmax = first
     slot, offset, count = pending.arg.preview_at
-    kwargs["preview"] = transfer[slot][offset : offset + count]
+    summary.preview = transfer[slot][offset : offset + count]
     if all(map(math.isfinite, first)):
-        kwargs["stats"] = ValueStats(min=low, max=high, mean=mean, std=std)
-        kwargs["norm"] = Spread(min=nmin, mean=nmean, max=nmax)
-        return TensorSummary(**kwargs)
+        summary.stats = ValueStats(min=low, max=high, mean=mean, std=std)
+        summary.norm = Spread(min=nmin, mean=nmean, max=nmax)
+        return summary
     # Rare path: something is not finite, or squares overflowed float32. Count the non-finite
     # values, and summarise the finite ones in float64 (a second transfer, for this call only).
     values = pending.arg.values.to(torch.float64)
@@ -357,9 +348,9 @@ def finish_stats(pending: PendingSummary, transfer: HostTransfer) -> TensorSumma
     )
     extra.fetch()
     (n, fmean_v, fstd_v, flow_v, fhigh_v, nan_v, inf_v, nok, nmin_v, nmean_v, nmax_v) = extra[slot]
-    kwargs["nan"], kwargs["inf"] = int(nan_v), int(inf_v)
+    summary.nan, summary.inf = int(nan_v), int(inf_v)
     if n > 0:
-        kwargs["stats"] = ValueStats(min=flow_v, max=fhigh_v, mean=fmean_v, std=fstd_v if n > 1 else 0.0)
+        summary.stats = ValueStats(min=flow_v, max=fhigh_v, mean=fmean_v, std=fstd_v if n > 1 else 0.0)
     if nok > 0:
-        kwargs["norm"] = Spread(min=nmin_v, mean=nmean_v, max=nmax_v)
-    return TensorSummary(**kwargs)
+        summary.norm = Spread(min=nmin_v, mean=nmean_v, max=nmax_v)
+    return summary
