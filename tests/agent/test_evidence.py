@@ -447,3 +447,23 @@ def test_non_tensor_arguments_give_empty_evidence() -> None:
     collector = EvidenceCollector()
     evidence = collector.observe(0, SITE, ("a", "b"), [1.0, 2.0], torch.randn(2), -1, 1e-8, False, None)
     assert evidence == Evidence(eps=1e-8)
+
+
+def test_a_batch_of_deviations_is_each_rows_deviation_bit_for_bit() -> None:
+    """``precision.deviations`` (a batch of parked calls at once) gives what ``deviation`` gives
+    each call on the host: the largest |exact − got|, a NaN on one side infinitely far, NaN on
+    both sides left out."""
+    from cossim_tui.agent.precision import deviation, deviations
+
+    torch.manual_seed(3)
+    exact = torch.rand(6, 8, dtype=torch.float64) * 2 - 1
+    got = (exact + torch.randn(6, 8, dtype=torch.float64) * 1e-7).to(torch.float32)
+    exact[1, 3] = math.nan  # one side
+    got[2, 5] = math.nan  # the other side
+    exact[3, 0], got[3, 0] = math.nan, math.nan  # both: left out
+    exact[4], got[4] = math.nan, math.nan  # every row both: nothing apart
+    got[5, 2] = math.inf
+    batch = deviations(exact, got).tolist()
+    each = [deviation(e, g) for e, g in zip(exact.tolist(), got.tolist())]
+    assert batch == each
+    assert batch[1] == batch[2] == math.inf and batch[4] == 0.0 and batch[5] == math.inf

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from cossim_tui.agent.capture import HOST_COPY_LIMIT
+from cossim_tui.agent.precision import deviations
 from cossim_tui.agent.spread import COLLAPSE_ROWS, batch_statistics, centred_statistics, may_drop
 from cossim_tui.agent.summaries import COS_ON_HOST, PREVIEW, stats_of
 
@@ -113,8 +114,9 @@ class Share:
     """``batch_statistics`` of both arguments: per argument, its two figures."""
     unit: torch.Tensor
     """Both arguments' unit rows, (2, rows, d)."""
-    exact: list[float]
-    """The float64 recomputation of every row's similarity."""
+    deviation: float
+    """How far the result is from the float64 recomputation of every row's similarity
+    (``precision.deviation``, made for the whole batch at once)."""
     centred: tuple[list[float] | None, list[float] | None]
     """``centred_statistics`` of each argument, where its common-mode drop could reach the
     judge's threshold (``spread.may_drop``): made for all such arguments of the batch at once."""
@@ -163,7 +165,8 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
     cos = flats[:, 2 * n :].tolist()
     figures, unit = batch_statistics(values, norms)
     figures_each = torch.cat(figures, dim=2).view(k, -1).tolist()
-    exact = unit.view(k, 2, rows, width).prod(dim=1).sum(dim=-1).tolist()
+    exact = unit.view(k, 2, rows, width).prod(dim=1).sum(dim=-1)
+    apart = deviations(exact, flats[:, 2 * n :]).tolist()
     # Per argument (2k of them), its two figures are figures_each[i // 2][2 * (i % 2):][:2].
     centred: list[list[float] | None] = [None] * (2 * k)
     dropping = [i for i in range(2 * k) if may_drop(figures_each[i // 2][2 * (i % 2) + 1], rows)]
@@ -180,6 +183,6 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
             cos=cos[j],
             figures=figures_each[j],
             unit=unit[2 * j : 2 * j + 2],
-            exact=exact[j],
+            deviation=apart[j],
             centred=(centred[2 * j], centred[2 * j + 1]),
         )

@@ -247,11 +247,13 @@ class PendingEvidence(QueuedEvidence):
         return plan.unit if len(kept) == len(rows) else plan.unit[kept]
 
     def _precision(self) -> float | None:
-        if self.exact_slot is not None:
-            got = self.pair.similarity_values()
-            assert got is not None
+        if self.exact_slot is not None or self.exact_deviation is not None:
             usable = self.usable[0] and self.usable[1]
             if usable and all(self.pair.first_pass(i)[4] >= self.eps for i in range(2)):  # type: ignore[index]
+                if self.exact_deviation is not None:
+                    return self.exact_deviation
+                got = self.pair.similarity_values()
+                assert got is not None
                 return deviation(self.transfer[self.exact_slot], got)
             # Norms below eps (torch clamps them) or non-finite values: recompute as torch does.
             extra = HostTransfer()

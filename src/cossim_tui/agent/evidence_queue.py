@@ -230,6 +230,8 @@ class QueuedEvidence:
         transfer, plans = self.transfer, self.plans
         self.precision_slot = None
         self.exact_slot = None
+        self.exact_deviation: float | None = None
+        """``precision.deviation`` of the float64 recomputation, where a batch of calls made it."""
         first, second = plans
         similarity_on_host = self.pair.cos_slots.get("all") is not None
         rows = first.values.rows if first.values is not None else 0
@@ -246,7 +248,7 @@ class QueuedEvidence:
             # The float64 recomputation from the unit rows already at hand, compared on the host.
             share = self.pair.share
             if share is not None and self.stacked_unit is share.unit and share.unit.shape[1] == rows:
-                self.exact_slot = transfer.given(share.exact)  # made with a batch of calls'
+                self.exact_deviation = share.deviation  # made with a batch of calls'
                 return
             if self.stacked_unit is not None and self.stacked_unit.shape[1] == rows:
                 products = self.stacked_unit.prod(dim=0)

@@ -67,6 +67,16 @@ def queue_precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, re
     return transfer.scalars(torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs()).max())
 
 
+def deviations(exact: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
+    """``deviation`` of each row of k rows of figures at once, (k, n) to (k,): the same IEEE
+    subtraction and maximum, in float64 (``got`` promoted to it exactly)."""
+    got = got.to(torch.float64)
+    exact_nan, got_nan = torch.isnan(exact), torch.isnan(got)
+    apart = torch.where(exact_nan | got_nan, torch.zeros_like(exact), (exact - got).abs())
+    apart = torch.where(exact_nan ^ got_nan, torch.full_like(exact, math.inf), apart)
+    return apart.amax(dim=1)
+
+
 def deviation(exact: list[float], got: list[float]) -> float:
     """max |exact − got|, a NaN on one side only being infinitely far."""
     worst = 0.0
