@@ -126,7 +126,7 @@ class Summariser:
         while True:
             calls = self._calls
             if calls and not self._busy:
-                _, first_came, first_parked = calls[0]
+                first_came, first_parked = calls[0][1:]  # (not the call: a lingering thread must not hold it)
                 waited = time.monotonic() - first_came
                 if self._draining or not first_parked or len(calls) >= GATHER or waited >= LINGER:
                     return self._taken()
