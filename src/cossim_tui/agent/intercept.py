@@ -12,13 +12,14 @@ sets ``OMP_NUM_THREADS`` or ``CUDA_VISIBLE_DEVICES`` before ``import torch`` sti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
 import sys
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from cossim_tui.agent import library
@@ -328,6 +329,17 @@ def agent_thread() -> None:
     """The calling thread is the agent's own: nothing it calls is a step. (Its torch calls
     through a function the user watches would otherwise be reported, and wait for themselves.)"""
     _state.busy = True
+
+
+@contextlib.contextmanager
+def agent_calls() -> Iterator[None]:
+    """Within it, the calling thread's calls are the agent's own, as on ``agent_thread``."""
+    was = getattr(_state, "busy", False)
+    _state.busy = True
+    try:
+        yield
+    finally:
+        _state.busy = was
 
 
 def before_graph_capture(wait: Callable[[], None]) -> None:

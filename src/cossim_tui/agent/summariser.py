@@ -96,15 +96,28 @@ class Summariser:
             self._finish_batch(taken)
 
     def drain(self) -> None:
-        """Wait until every call put here has been finished."""
-        with self._changed:
-            self._draining += 1
-            self._changed.notify_all()
-            try:
-                while self._unsent:
-                    self._wait_for_sent()
-            finally:
-                self._draining -= 1
+        """Wait until every call put here has been finished. Parked calls still waiting are
+        finished on the caller's thread, as ``put`` finishes a batch at ``GATHER`` (waking the
+        thread for them would hand the GIL over and back); calls from a device by the thread."""
+        while True:
+            taken: list[Call] = []
+            with self._changed:
+                if not self._unsent:
+                    return
+                if self._calls and not self._busy and all(p for _, _, p in self._calls):
+                    taken = self._taken()
+                else:
+                    self._draining += 1
+                    self._changed.notify_all()
+                    try:
+                        self._wait_for_sent()
+                    finally:
+                        self._draining -= 1
+            if taken:
+                # (At the script's end no interceptor marks the thread busy: the summaries' own
+                # torch calls are not steps.)
+                with intercept.agent_calls():
+                    self._finish_batch(taken)
 
     def _wait_for_sent(self) -> None:
         """Wait (held under ``_changed``) until a call's step has been sent."""
