@@ -10,6 +10,7 @@ import gc
 import math
 import random
 import sys
+import threading
 import weakref
 from msgspec.structs import astuple
 
@@ -316,3 +317,32 @@ def test_a_parked_call_is_sent_once_it_has_waited_linger_though_no_other_call_co
     until(lambda: channel.steps, timeout=10.0, what="the parked call's step, with no drain")
     assert [s.step for s in channel.steps] == [0]
     controller.script_ended("finished", 0, None)
+
+
+def test_parked_calls_drained_at_the_script_s_end_make_no_steps_of_the_summaries_own_calls(parked, monkeypatch) -> None:
+    """At the script's end the parked calls still waiting are summarised on the script's own
+    thread, where no interceptor marks it busy: a function the user watches that the summary
+    calls itself (``--watch torch.nn.functional:normalize``) is still no step."""
+    from cossim_tui.agent import evidence, intercept
+
+    channel, controller = parked
+    watched = intercept._wrap(F.normalize, "normalize", ("input", "input"), lambda args, kwargs: (args[0], args[0], -1, 1e-12))
+    monkeypatch.setattr(intercept, "_sink", controller)
+    finish = evidence.PendingEvidence.finish
+    through: list[int] = []
+
+    def finish_through_a_watched_function(self, equal_pair):
+        through.append(self.step)
+        watched(torch.randn(4, 8))  # what evidence's own F.normalize would be under --watch
+        return finish(self, equal_pair)
+
+    monkeypatch.setattr(evidence.PendingEvidence, "finish", finish_through_a_watched_function)
+    for _ in range(3):
+        _cos(controller, torch.randn(8, 16), torch.randn(8, 16))
+    assert len(controller._summariser._calls) == 3  # (parked, waiting)
+    ended = threading.Thread(target=controller.script_ended, args=("finished", 0, None), daemon=True)
+    ended.start()
+    ended.join(10)
+    assert not ended.is_alive(), "the script's end waited for itself"
+    assert through == [0, 1, 2]
+    assert [(s.step, s.function) for s in channel.steps] == [(0, "cosine_similarity"), (1, "cosine_similarity"), (2, "cosine_similarity")]
