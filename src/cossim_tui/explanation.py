@@ -79,7 +79,7 @@ def explain(a: Any, b: Any, dim: int = -1, eps: float = 1e-8, *, names: tuple[st
     config = AgentConfig(mode="run", break_on=["never"], pictures="none")
     pipeline = Pipeline(Judge(), set(), lambda: config, lambda findings: False)
     seen = Intercepted("explain", names, a, b, dim, eps, result, error, None)
-    step = pipeline.capture(Call(seen, 0, _HERE, names, False))
+    step = pipeline.capture(Call(seen, 0, _HERE, names, False, _HERE.label))
     return Explanation(step.args, step.relation, step.cos, step.findings, step.error)
 
 

@@ -45,13 +45,17 @@ class Call:
     the script's tensors at the call, and what was queued on its transfer."""
 
     __slots__ = (
-        "step", "function", "site", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
+        "step", "function", "site", "where", "exprs", "label", "x1", "x2", "result", "error", "dim", "eps", "pictures", "wall_time",
         "transfer", "made", "fresh", "from_loader", "inputs", "context", "images", "host", "described", "graph_live",
         "pair", "evidence", "strips", "values", "gathered", "matrix", "made_from", "figures", "share",
     )
 
-    def __init__(self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool) -> None:
+    def __init__(
+        self, seen: Intercepted, step: int, site: CallSite, exprs: tuple[str, str], pictures: bool, where: str
+    ) -> None:
         self.step, self.function, self.site, self.exprs, self.label = step, seen.function, site, exprs, seen.label
+        self.where = where
+        """``site.label``, made once by the caller (a property that formats it at each read)."""
         self.x1, self.x2, self.result, self.error = seen.x1, seen.x2, seen.result, seen.error
         self.dim = seen.dim if isinstance(seen.dim, int) else -1
         self.eps = float(seen.eps) if isinstance(seen.eps, (int, float)) else 1e-8

@@ -150,15 +150,16 @@ class Controller:
             pictures = False
             try:
                 site, exprs = self.sites.place(seen)
-                pictures = self.pipeline.pictures.due(site.label, self.config.pictures, self.mode == "step" or self._pause_requested)
-                call = Call(seen, step, site, exprs, pictures)
+                where = site.label
+                pictures = self.pipeline.pictures.due(where, self.config.pictures, self.mode == "step" or self._pause_requested)
+                call = Call(seen, step, site, exprs, pictures, where)
                 if not pictures and self._send_behind(call):
                     if self.config.max_steps is not None and self.steps >= self.config.max_steps:
                         self._stop_script()
                     return
                 if call.transfer is not None:
                     # Begun to be sent behind, then refused (no pinned memory): captured afresh.
-                    call = Call(seen, step, site, exprs, pictures)
+                    call = Call(seen, step, site, exprs, pictures, where)
                 self._finish_in_flight()
                 message = self.pipeline.capture(call)
             except Exception as exc:  # noqa: BLE001 - a capture bug must never reach the script

@@ -149,7 +149,7 @@ class Pipeline:
         x1, x2 = call.x1, call.x2
         call.pair = tools.queue_pair(x1, x2, call.dim, call.result, call.exprs, transfer, copies, call.described, call.share)
         call.evidence = self.evidence.queue(
-            call.step, call.site.label, call.exprs, x1, x2, call.dim, call.eps, call.result, call.pair, transfer,
+            call.step, call.where, call.exprs, x1, x2, call.dim, call.eps, call.result, call.pair, transfer,
             call.fresh, call.graph_live,
         )
         call.values = (x1, x2) if copies is None else copies[:2]
@@ -164,7 +164,7 @@ class Pipeline:
             on_host = tools.HostTransfer()
             self.queue_summaries(call, on_host, call.host())
             on_host.fetch()
-        step, label = call.step, call.site.label
+        step, label = call.step, call.where
         pair = call.pair.finish()
         for summary, made_one, from_loader in zip(pair.args, call.made, call.from_loader):
             summary.made_by = made_one.call if made_one is not None else None
