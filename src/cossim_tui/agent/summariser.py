@@ -47,8 +47,9 @@ class Summariser:
     Its thread takes calls from a device at once, and parked calls once the first has waited
     ``LINGER``: mostly while the script's thread is inside torch (a backward pass, kernel
     launches). Where ``GATHER`` parked calls have come before that (a loop of short steps), the
-    script's thread finishes them itself, at the call that makes them ``GATHER``: two threads
-    taking turns at the GIL for the same Python work would only add their hand-overs.
+    script's thread finishes them itself, at the call that makes them ``GATHER`` (and those
+    still waiting when it ``drain``s): two threads taking turns at the GIL for the same Python
+    work would only add their hand-overs.
 
     Only one batch is finished at a time (``_busy``). Only the summariser touches the evidence,
     the judge and the encoder while it has calls; the script's thread touches them only after
