@@ -346,3 +346,35 @@ def test_parked_calls_drained_at_the_script_s_end_make_no_steps_of_the_summaries
     assert not ended.is_alive(), "the script's end waited for itself"
     assert through == [0, 1, 2]
     assert [(s.step, s.function) for s in channel.steps] == [(0, "cosine_similarity"), (1, "cosine_similarity"), (2, "cosine_similarity")]
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_a_copy_parked_later_is_the_stale_partner_of_an_argument_captured_at_its_call(monkeypatch, with_nan) -> None:
+    """A run's first calls are captured at the call and later ones parked: their fingerprints
+    are made on two paths (the call's transfer, a batch's shared figures) and must be the same
+    for the same values, a NaN among them included, or a partner recycled across the two goes
+    unseen."""
+    monkeypatch.setattr(summariser, "LINGER", 3600.0)
+    monkeypatch.setattr(summariser, "AT_ONCE_FIRST", 2)
+    shared: list[int] = []
+    share = batch._share
+    monkeypatch.setattr(batch, "_share", lambda group, *shape: shared.append(len(group)) or share(group, *shape))
+    channel = KeptMessages()
+    controller = free_run(channel)
+    torch.manual_seed(11)
+    anchor = torch.randn(8, 16)
+    if with_nan:
+        anchor[2, 5] = math.nan
+    _cos(controller, anchor, torch.randn(8, 16))  # step 0, at the call
+    _cos(controller, torch.randn(8, 16), torch.randn(8, 16))  # step 1, at the call
+    kept = anchor.clone()  # step 0's anchor, kept past its batch (another memory, equal values)
+    _cos(controller, kept, torch.randn(8, 16))  # step 2, parked
+    _cos(controller, torch.randn(8, 16), torch.randn(8, 16))  # step 3, parked: the two share
+    assert len(controller._summariser._calls) == 2
+    controller.script_ended("finished", 0, None)
+    assert shared == [2]  # (steps 2 and 3, from the batch's figures)
+    steps = {s.step: s for s in channel.steps}
+    assert sorted(steps) == [0, 1, 2, 3]
+    stale = [f for f in steps[2].findings if f.code == "stale-partner"]
+    assert len(stale) == 1 and "step 0's" in stale[0].message and "equal values, a copy" in stale[0].message
+    assert not any(f.code == "stale-partner" for s in (steps[1], steps[3]) for f in s.findings)

@@ -27,7 +27,7 @@ import torch
 from cossim_tui.agent.capture import HOST_COPY_LIMIT
 from cossim_tui.agent.precision import deviations
 from cossim_tui.agent.spread import COLLAPSE_ROWS, batch_statistics, centred_statistics, may_drop
-from cossim_tui.agent.summaries import COS_ON_HOST, PREVIEW, stats_of
+from cossim_tui.agent.summaries import COS_ON_HOST, PREVIEW, stats_of, stats_width
 
 
 def parkable(x1: Any, x2: Any, result: Any) -> bool:
@@ -105,7 +105,10 @@ class Share:
     """Both arguments as (2, rows, d), float64 (a view of the batch's stack)."""
     norms: torch.Tensor
     stats: list[float]
-    """``stats_of`` of both arguments, as one call's transfer would have fetched them."""
+    """``stats_of`` of both arguments, as one call's transfer would have fetched them, but for
+    each one's sampled values (``samples``)."""
+    samples: tuple[bytes, bytes]
+    """Each argument's sampled values, as a fingerprint holds them (``summaries.sample_key``)."""
     compare: list[float]
     """Min and max of the second argument minus the first."""
     cos: list[float]
@@ -158,7 +161,13 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
     values = flats[:, : 2 * n].reshape(2 * k, rows, width).to(torch.float64)
     norms = torch.linalg.vector_norm(values, dim=-1, keepdim=True)
     preview = min(PREVIEW, width)
-    stats = stats_of(values, norms, preview).view(2 * k, -1).tolist()
+    made = stats_of(values, norms, preview).view(2 * k, -1)
+    # The statistics and preview as floats; the fingerprints' samples as bytes (``sample_key``),
+    # which is what they are read as: making ~64 floats of each only to pack them costs more.
+    head = stats_width(rows) + preview
+    stats = made[:, :head].tolist()
+    samples = made[:, head:].contiguous().numpy().tobytes()
+    each = len(samples) // (2 * k)
     pairs = values.view(k, 2, rows, width)
     difference = pairs[:, 1] - pairs[:, 0]
     compare = torch.stack((difference.amin(dim=(1, 2)), difference.amax(dim=(1, 2))), dim=1).tolist()
@@ -179,6 +188,7 @@ def _share(group: list[Any], n: int, rows: int, width: int) -> None:
             values=values[2 * j : 2 * j + 2],
             norms=norms[2 * j : 2 * j + 2],
             stats=stats[2 * j] + stats[2 * j + 1],
+            samples=(samples[2 * j * each : (2 * j + 1) * each], samples[(2 * j + 1) * each : (2 * j + 2) * each]),
             compare=compare[j],
             cos=cos[j],
             figures=figures_each[j],

@@ -164,17 +164,23 @@ class PendingPair:
         self.stacked = (values, norms)
         rows, width = values.shape[1], values.shape[2]
         preview = min(PREVIEW, width)
-        slot = self.transfer.given(share.stats) if share is not None else self.transfer.vector(stats_of(values, norms, preview))
+        stride = stats_width(rows) + preview
+        if share is not None:
+            slot = self.transfer.given(share.stats)  # (without the samples: ``Share.samples``)
+        else:
+            slot = self.transfer.vector(stats_of(values, norms, preview))
+            stride += min(rows * width, SAMPLE)
         if x1 is not x2 and share is not None:
             self.compare_slot = self.transfer.given(share.compare)
         elif x1 is not x2:
             # Equal values ⇔ the largest difference is 0, unless it is NaN (checked in finish).
             # min and max of the difference: one pass (the largest |difference| is one of them).
             self.compare_slot = self.transfer.vector(torch.stack(torch.aminmax(values.diff(dim=0))))
-        stride = stats_width(rows) + preview + min(rows * width, SAMPLE)
         for index, p in enumerate(pending):
             p.summary.rows = rows
             p.arg = ArgValues(values, norms, False, (slot, index * stride), index)
+            if share is not None:
+                p.arg.sample_key = share.samples[index]
         return pending
 
     @property

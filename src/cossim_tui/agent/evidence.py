@@ -54,6 +54,7 @@ from cossim_tui.agent.spread import (
     common_mode_drop,
     sample_vectors,
 )
+from cossim_tui.agent.summaries import sample_key
 from cossim_tui.agent.tensors import as_rows
 from cossim_tui.agent.transfer import HostTransfer
 from cossim_tui.diagnostics.judge import COMMON_MODE_CONFIDENCE, Evidence
@@ -90,12 +91,14 @@ class PendingEvidence(QueuedEvidence):
         stats = self.transfer[plan.stats_slot] if plan.stats_slot is not None else self.pair.first_pass(index)
         assert stats is not None
         mean, std, low, high = stats[:4]
-        slot, offset, count = plan.sample_at
-        key = [low, high, *self.transfer[slot][offset : offset + count]]
-        if mean != mean or std != std:  # a NaN or an infinity somewhere: maybe among the key's values
-            # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable.
-            key = [v if v == v else NAN_SENTINEL for v in key]
-        return Fingerprint.of(tuple(key), mean, std, MOMENTS_TOLERANCE.get(plan.reduced_in, MOMENTS_TOLERANCE[torch.float32]))
+        sample = plan.sample_key
+        if sample is None:
+            slot, offset, count = plan.sample_at
+            sample = sample_key(self.transfer[slot][offset : offset + count])
+        # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable (the sample's
+        # bytes compare bit for bit already).
+        key = (low if low == low else NAN_SENTINEL, high if high == high else NAN_SENTINEL, sample)
+        return Fingerprint.of(key, mean, std, MOMENTS_TOLERANCE.get(plan.reduced_in, MOMENTS_TOLERANCE[torch.float32]))
 
     def _finish(self, evidence: Evidence, equal_pair: bool) -> Evidence:
         collector, transfer = self.collector, self.transfer

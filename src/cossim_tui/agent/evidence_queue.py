@@ -39,6 +39,9 @@ class ArgPlan:
     """Capture's rows, when the batch figures can use them (a float tensor, the dim its own)."""
     sample_at: tuple[int, int, int] | None = None
     """(slot, offset, count) of the fingerprint's sample of values."""
+    sample_key: bytes | None = None
+    """That sample already as the fingerprint holds it, where a batch of calls made it (then
+    ``sample_at`` is not read)."""
     reduced_in: torch.dtype | None = None
     """The dtype the fingerprint's mean and std were reduced in."""
     stats_slot: int | None = None
@@ -142,6 +145,7 @@ class QueuedEvidence:
         self.stacked_unit = self._queue_figures(self.plans, values, norms)
         for plan in self.plans:
             plan.sample_at = plan.values.sample_at  # type: ignore[union-attr]
+            plan.sample_key = plan.values.sample_key  # type: ignore[union-attr]
             plan.reduced_in = plan.values.dtype  # type: ignore[union-attr]
 
     def _queue_figures(self, group: list[ArgPlan], values: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
@@ -172,7 +176,7 @@ class QueuedEvidence:
                 if self.pair.d == -1 or x.dim() <= 1 or -self.pair.d > x.dim():
                     # Capture's rows are the tensor in its own order: their statistics and
                     # sample serve.
-                    plan.sample_at, plan.reduced_in = values.sample_at, values.dtype
+                    plan.sample_at, plan.sample_key, plan.reduced_in = values.sample_at, values.sample_key, values.dtype
                     continue
                 # Rows along another dim are the values reordered: fingerprint the tensor in
                 # its own order, so that it is recognised at a site with another dim.

@@ -29,19 +29,20 @@ one stack)."""
 
 class Fingerprint(msgspec.Struct, frozen=True, gc=False):
     """An argument's value fingerprint: ``key``, figures that are exact copies of values (its min
-    and max, and ``FINGERPRINT_SAMPLE`` evenly spaced values; NaN as a sentinel, so that it
-    compares equal), looked up as is; and its mean and std, compared within
-    ``MOMENTS_TOLERANCE``, since how they were reduced shows in their last bits."""
+    and max, NaN as a sentinel so that it compares equal; and the float64 bytes of
+    ``FINGERPRINT_SAMPLE`` evenly spaced values, ``summaries.sample_key``), looked up as is; and
+    its mean and std, compared within ``MOMENTS_TOLERANCE``, since how they were reduced shows in
+    their last bits."""
 
-    key: tuple[float, ...]
+    key: tuple[float, float, bytes]
     mean: float
     std: float
     tolerance: float
     digest: int = 0
-    """``hash(key)``, made once (``of``): a tuple of floats hashes all its items each time."""
+    """``hash(key)``, made once (``of``): a tuple hashes all its items each time."""
 
     @classmethod
-    def of(cls, key: tuple[float, ...], mean: float, std: float, tolerance: float) -> Fingerprint:
+    def of(cls, key: tuple[float, float, bytes], mean: float, std: float, tolerance: float) -> Fingerprint:
         return cls(key, mean, std, tolerance, hash(key))
 
     @property

@@ -15,6 +15,7 @@ argument that cannot be summarised (sparse, meta, not a tensor) gets a ``note`` 
 
 from __future__ import annotations
 
+import array
 import functools
 import math
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ class ArgValues:
     """
 
     __slots__ = (
-        "_stack", "_index", "_values", "_norms", "rows", "width", "dtype", "sampled", "stats_at", "preview_at", "sample_at", "_first_pass"
+        "_stack", "_index", "_values", "_norms", "rows", "width", "dtype", "sampled", "stats_at", "preview_at", "sample_at", "sample_key",
+        "_first_pass",
     )
 
     def __init__(
@@ -95,6 +97,10 @@ class ArgValues:
         """(slot, offset, count) of the preview."""
         self.sample_at = (slot, offset + stats_width(self.rows) + preview, min(count, SAMPLE))
         """(slot, offset, count) of ``SAMPLE`` evenly spaced values (all of them when fewer)."""
+        self.sample_key: bytes | None = None
+        """Those values already as a fingerprint's (``sample_key``), where a batch of calls made
+        them (``batch.Share.samples``): then they are not on the transfer, and ``sample_at`` is
+        not read."""
         self._first_pass: list[float] | None = None
 
     @property
@@ -128,6 +134,12 @@ class ArgValues:
                 mean, std = mean / count, std / math.sqrt(count - 1)
             self._first_pass = [mean, std, low, high, nmin, nmean, nmax]
         return self._first_pass
+
+
+def sample_key(values: list[float]) -> bytes:
+    """A fingerprint's sampled values as its key holds them: their float64 bytes, compared and
+    hashed at once (and bit for bit: a NaN equals the same NaN, as in a copy of it)."""
+    return array.array("d", values).tobytes()
 
 
 def stats_width(rows: int) -> int:
