@@ -264,12 +264,10 @@ class PendingEvidence(QueuedEvidence):
             if slot is None:
                 return None
             extra.fetch()
-            value = extra[slot][0]
-            return value if value == value else math.inf
+            return extra[slot][0]
         if self.precision_slot is None:
             return None
-        value = self.transfer[self.precision_slot][0]
-        return value if value == value else math.inf
+        return self.transfer[self.precision_slot][0]
 
 
 class EvidenceCollector:

@@ -62,19 +62,19 @@ def queue_precision(x1: torch.Tensor, x2: torch.Tensor, dim: int, eps: float, re
     # library function is several times slower for the same figure.
     norms = torch.linalg.vector_norm(rows_a, dim=-1).clamp_min(eps) * torch.linalg.vector_norm(rows_b, dim=-1).clamp_min(eps)
     exact = (rows_a * rows_b).sum(dim=-1) / norms
-    got = result.detach().reshape(-1).index_select(0, picks).to(torch.float64)
-    both_nan = torch.isnan(exact) & torch.isnan(got)
-    return transfer.scalars(torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs()).max())
+    got = result.detach().reshape(-1).index_select(0, picks)
+    return transfer.scalars(deviations(exact, got))
 
 
 def deviations(exact: torch.Tensor, got: torch.Tensor) -> torch.Tensor:
-    """``deviation`` of each row of k rows of figures at once, (k, n) to (k,): the same IEEE
-    subtraction and maximum, in float64 (``got`` promoted to it exactly)."""
+    """``deviation`` made next to the tensors, over the last dim ((k, n) to (k,), or (n,) to
+    one value): the same IEEE subtraction and maximum, in float64 (``got`` promoted to it
+    exactly), a NaN on both sides left out and on one side infinitely far."""
     got = got.to(torch.float64)
-    exact_nan, got_nan = torch.isnan(exact), torch.isnan(got)
-    apart = torch.where(exact_nan | got_nan, torch.zeros_like(exact), (exact - got).abs())
-    apart = torch.where(exact_nan ^ got_nan, torch.full_like(exact, math.inf), apart)
-    return apart.amax(dim=1)
+    both_nan = torch.isnan(exact) & torch.isnan(got)
+    apart = torch.where(both_nan, torch.zeros_like(exact), (exact - got).abs()).amax(dim=-1)
+    # (A NaN left in a row, one side's, is its maximum: infinitely far, as ``deviation`` says.)
+    return apart.nan_to_num(nan=math.inf, posinf=math.inf)
 
 
 def deviation(exact: list[float], got: list[float]) -> float:
