@@ -180,7 +180,7 @@ class PendingPair:
             p.summary.rows = rows
             p.arg = ArgValues(values, norms, False, (slot, index * stride), index)
             if share is not None:
-                p.arg.sample_key = share.samples[index]
+                p.arg.sample_at, p.arg.sample_key = None, share.samples[index]
         return pending
 
     @property

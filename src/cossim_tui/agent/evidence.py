@@ -86,14 +86,14 @@ class PendingEvidence(QueuedEvidence):
 
     def _fingerprint(self, index: int) -> Fingerprint | None:
         plan = self.plans[index]
-        if plan.sample_at is None:
+        if plan.sample_at is None and plan.sample_key is None:
             return None
         stats = self.transfer[plan.stats_slot] if plan.stats_slot is not None else self.pair.first_pass(index)
         assert stats is not None
         mean, std, low, high = stats[:4]
         sample = plan.sample_key
         if sample is None:
-            slot, offset, count = plan.sample_at
+            slot, offset, count = plan.sample_at  # type: ignore[misc]
             sample = sample_key(self.transfer[slot][offset : offset + count])
         # NaN never equals NaN; a sentinel keeps fingerprints with NaN comparable (the sample's
         # bytes compare bit for bit already).

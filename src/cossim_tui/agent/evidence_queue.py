@@ -38,10 +38,10 @@ class ArgPlan:
     values: ArgValues | None
     """Capture's rows, when the batch figures can use them (a float tensor, the dim its own)."""
     sample_at: tuple[int, int, int] | None = None
-    """(slot, offset, count) of the fingerprint's sample of values."""
+    """(slot, offset, count) of the fingerprint's sample of values (``None``: see ``sample_key``)."""
     sample_key: bytes | None = None
-    """That sample already as the fingerprint holds it, where a batch of calls made it (then
-    ``sample_at`` is not read)."""
+    """That sample already as the fingerprint holds it, where a batch of calls made it; with
+    neither, the argument has no fingerprint."""
     reduced_in: torch.dtype | None = None
     """The dtype the fingerprint's mean and std were reduced in."""
     stats_slot: int | None = None

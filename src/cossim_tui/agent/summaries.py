@@ -95,12 +95,12 @@ class ArgValues:
         preview, count = min(PREVIEW, self.width), self.rows * self.width
         self.preview_at = (slot, offset + stats_width(self.rows), preview)
         """(slot, offset, count) of the preview."""
-        self.sample_at = (slot, offset + stats_width(self.rows) + preview, min(count, SAMPLE))
-        """(slot, offset, count) of ``SAMPLE`` evenly spaced values (all of them when fewer)."""
+        self.sample_at: tuple[int, int, int] | None = (slot, offset + stats_width(self.rows) + preview, min(count, SAMPLE))
+        """(slot, offset, count) of ``SAMPLE`` evenly spaced values (all of them when fewer);
+        ``None`` where they came as ``sample_key`` instead."""
         self.sample_key: bytes | None = None
-        """Those values already as a fingerprint's (``sample_key``), where a batch of calls made
-        them (``batch.Share.samples``): then they are not on the transfer, and ``sample_at`` is
-        not read."""
+        """Those values already as a fingerprint holds them (``sample_key``), where a batch of
+        calls made them (``batch.Share.samples``) and they are not on the transfer."""
         self._first_pass: list[float] | None = None
 
     @property
